@@ -1,0 +1,106 @@
+"""The `audit` command line: the only place flags are parsed."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import logging
+import sys
+from typing import NoReturn
+
+from audit.config import PRESETS, build_config
+from audit.data import DATASETS, dataset_spec
+from audit.errors import AuditError
+
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_BAD_INPUT, f"error: {self.prog}: {message}\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="audit", description="Privacy and utility audit of synthetic image sets.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="generate synthetic sets and audit them")
+    run.add_argument("--k", nargs="+", type=positive_int, metavar="K",
+                     help="BN-matching steps to release at (one trajectory serves all)")
+    run.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)} (default digits)")
+    run.add_argument("--data-root", help="directory of cifar10 (torchvision format) or imagefolder")
+    run.add_argument("--download", action="store_true", help="let torchvision download CIFAR-10")
+    run.add_argument("--image-size", type=positive_int, help="resize images to this many px")
+    run.add_argument("--model", default="resnet20_cifar10", help="pytorchcv CIFAR model name")
+    run.add_argument("--weights", help="target weights file (suite or pytorchcv state dict)")
+    run.add_argument("--n-synthetic", type=positive_int, help="synthetic images per K")
+    run.add_argument("--out", help="run directory (default runs/<time>-<config digest>)")
+    run.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--preset", default="quick", choices=tuple(PRESETS))
+    run.add_argument("--redact-private", action="store_true",
+                     help="show no private images in report.html")
+    return parser
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    from audit.pipeline import execute, resolve_device
+
+    spec = dataset_spec(args.dataset)
+    config = build_config(
+        preset=args.preset,
+        hflip=spec.hflip,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        download=args.download,
+        image_size=args.image_size,
+        model=args.model,
+        weights=args.weights,
+        ks=tuple(args.k) if args.k else None,
+        n_synthetic=args.n_synthetic,
+        out="",
+        device=resolve_device(args.device),
+        seed=args.seed,
+        redact_private=args.redact_private,
+    )
+    out = args.out or f"runs/{dt.datetime.now():%Y%m%d-%H%M%S}-{config.digest()[:8]}"
+    config = dataclasses.replace(config, out=out)  # the digest ignores where results go
+    root = execute(config, overwrite=args.overwrite, argv=argv)
+    print(f"report: {root / 'report.html'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # usage errors (status 2) and --help (0), as a return value
+            return int(exc.code or 0)
+        if args.command == "run":
+            return _run(args, argv)
+    except AuditError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

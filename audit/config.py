@@ -1,0 +1,179 @@
+"""The frozen run configuration: resolved once at the CLI edge, saved with every artifact."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from audit.errors import AuditError
+
+Statistics = Literal["batch", "image"]
+Spread = Literal["var", "std"]
+Norm = Literal["l2", "squared"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One recipe for every classifier the suite trains (target, utility, later reference models)."""
+
+    epochs: int
+    batch_size: int = 128
+    lr: float = 0.1  # peak SGD learning rate, cosine-annealed to 0 over all steps
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    crop_padding: int = 2  # px of random translation (pad + random crop), 0 = off
+    hflip: bool = False  # resolved per dataset: digits are not mirror-symmetric, CIFAR is
+
+
+@dataclass(frozen=True)
+class BNMatchConfig:
+    """BN-statistics matching. The defaults are the paper's loss (see generators/bn_match.py)."""
+
+    group_size: int = 250  # images whose statistics are matched together (the paper's batch)
+    groups_per_pass: int = 0  # groups optimised in one forward pass; 0 = all of them
+    lr: float = 0.1  # Adam, constant: a snapshot at K then equals a separate K-step run
+    statistics: Statistics = "batch"  # batch: over (N,H,W) per group; image: over (H,W) (ZeroQ)
+    spread: Spread = "var"  # match the variance (paper) or sqrt(var + eps) (ZeroQ)
+    norm: Norm = "l2"  # plain L2 norm of each difference (paper) or its square (ZeroQ)
+    ce_weight: float = 1.0  # cross-entropy to the assigned labels
+    tv_weight: float = 0.0  # total-variation image prior (DeepInversion), 0 = off
+    check_every: int = 25  # steps between finiteness checks (each one syncs a GPU)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    dataset: str = "digits"
+    data_root: str | None = None
+    download: bool = False
+    image_size: int | None = None  # None: the dataset's native size (digits: set by preset)
+    model: str = "resnet20_cifar10"
+    weights: str | None = None
+    generators: tuple[str, ...] = ("bn_match",)
+    ks: tuple[int, ...] = (200, 1000)
+    n_synthetic: int = 100
+    out: str = ""
+    device: str = "cpu"
+    seed: int = 0
+    preset: str = "quick"
+    member_fraction: float = 0.4  # of a dataset with no own test split (digits)
+    nonmember_fraction: float = 0.3
+    max_members: int | None = None
+    max_nonmembers: int | None = None
+    max_test: int | None = None
+    max_reference: int = 500  # non-members scored against members for the real row
+    target: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=40))
+    utility: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=40))
+    bn: BNMatchConfig = field(default_factory=BNMatchConfig)
+    similarity_thresholds: tuple[float, ...] = (0.5, 0.7, 0.9)
+    redact_private: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """A short hash of everything that changes results (not where they are written)."""
+        payload = {k: v for k, v in self.to_dict().items() if k not in ("out", "redact_private")}
+        text = json.dumps(payload, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# Preset defaults; explicit flags override them. "quick" fits a 2-core CPU in minutes on digits
+# (16x16 images, 100 synthetic images in one BN group); "paper" is the paper's recipe.
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {
+        "ks": (200, 1000),
+        "n_synthetic": 100,
+        "digits_image_size": 16,
+        "max_members": 2000,
+        "max_nonmembers": 2000,
+        "max_test": 2000,
+        "target": {"epochs": 40},
+        "utility": {"epochs": 60},
+        "bn": {"group_size": 100},
+    },
+    "paper": {
+        "ks": (500, 1000, 2000),
+        "n_synthetic": 10000,
+        "digits_image_size": 32,
+        "max_members": None,
+        "max_nonmembers": None,
+        "max_test": None,
+        "target": {"epochs": 200},
+        "utility": {"epochs": 200},
+        "bn": {"group_size": 250},
+    },
+}
+
+
+def build_config(
+    *,
+    preset: str = "quick",
+    hflip: bool = False,
+    target_overrides: dict[str, Any] | None = None,
+    utility_overrides: dict[str, Any] | None = None,
+    bn_overrides: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> RunConfig:
+    """Merge preset defaults with explicit overrides (None means "not given") and validate."""
+    if preset not in PRESETS:
+        raise AuditError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    base = dict(PRESETS[preset])
+    given = {k: v for k, v in overrides.items() if v is not None}
+    dataset = given.get("dataset", "digits")
+    image_size = given.get("image_size")
+    if image_size is None and dataset == "digits":
+        image_size = base["digits_image_size"]
+    target = TrainConfig(**{**base["target"], "hflip": hflip, **(target_overrides or {})})
+    utility = TrainConfig(**{**base["utility"], "hflip": hflip, **(utility_overrides or {})})
+    bn = BNMatchConfig(**{**base["bn"], **(bn_overrides or {})})
+    fields = {
+        "ks": base["ks"],
+        "n_synthetic": base["n_synthetic"],
+        "max_members": base["max_members"],
+        "max_nonmembers": base["max_nonmembers"],
+        "max_test": base["max_test"],
+        **given,
+        "image_size": image_size,
+        "preset": preset,
+        "target": target,
+        "utility": utility,
+        "bn": bn,
+    }
+    fields["ks"] = tuple(sorted(set(fields["ks"])))
+    fields["similarity_thresholds"] = tuple(fields.get("similarity_thresholds", (0.5, 0.7, 0.9)))
+    config = RunConfig(**fields)
+    validate(config)
+    return config
+
+
+def validate(config: RunConfig) -> None:
+    """Reject impossible values with a message naming the flag."""
+    if not config.ks:
+        raise AuditError("--k needs at least one positive integer")
+    for k in config.ks:
+        if k <= 0:
+            raise AuditError(f"--k must be positive integers, got {k}")
+    if config.n_synthetic <= 0:
+        raise AuditError(f"--n-synthetic must be positive, got {config.n_synthetic}")
+    if config.image_size is not None and config.image_size < 16:
+        raise AuditError(
+            f"--image-size must be at least 16 (piq's HaarPSI needs 16 px), got {config.image_size}"
+        )
+    if not 0 < config.member_fraction < 1 or not 0 < config.nonmember_fraction < 1:
+        raise AuditError("member and non-member fractions must lie in (0, 1)")
+    if config.member_fraction + config.nonmember_fraction >= 1:
+        raise AuditError("member + non-member fractions must leave a test split (sum < 1)")
+    for t in config.similarity_thresholds:
+        if not 0 <= t <= 1:
+            raise AuditError(f"similarity thresholds must lie in [0, 1], got {t}")
+    bn = config.bn
+    if bn.group_size <= 1:
+        raise AuditError(f"BN group size must be at least 2, got {bn.group_size}")
+    if bn.lr <= 0 or bn.check_every <= 0 or bn.groups_per_pass < 0:
+        raise AuditError("BN matching needs lr > 0, check_every > 0 and groups_per_pass >= 0")
+    for name, train in (("target", config.target), ("utility", config.utility)):
+        if train.epochs <= 0 or train.batch_size <= 0 or train.lr <= 0:
+            raise AuditError(f"{name} training needs positive epochs, batch size and lr")

@@ -1,0 +1,139 @@
+"""pytorchcv CIFAR classifiers adapted to the data, with their input normalisation stored inside."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from audit.errors import AuditError
+from audit.seeding import seeded_global_rng
+
+log = logging.getLogger(__name__)
+
+CIFAR_SUFFIXES = ("_cifar10", "_cifar100", "_svhn")
+# pytorchcv's published CIFAR-10 weights expect this normalisation (REFERENCE.md section 2)
+PYTORCHCV_CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+PYTORCHCV_CIFAR_STD = (0.2023, 0.1994, 0.2010)
+
+
+class NormalizedClassifier(nn.Module):
+    """Takes images in [0, 1] (NCHW) and normalises them with its own per-channel buffers, so the
+    normalisation travels with the weights file."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, net: nn.Module, channels: int) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.full((1, channels, 1, 1), 0.5))
+        self.register_buffer("std", torch.full((1, channels, 1, 1), 0.25))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.std + self.mean
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
+
+    def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        channels = self.mean.shape[1]
+        self.mean.copy_(mean.reshape(1, channels, 1, 1))
+        self.std.copy_(std.reshape(1, channels, 1, 1).clamp_min(1e-3))
+
+
+def _adapt_final_pool(net: nn.Module) -> None:
+    """pytorchcv CIFAR nets end in AvgPool2d(8), which needs 32x32 input; a global average pool is
+    identical there and works at any size. It has no parameters, so weight files still load."""
+    for name, module in list(net.named_modules()):
+        if name.endswith("final_pool") and isinstance(module, nn.AvgPool2d):
+            parent = net.get_submodule(name.rsplit(".", 1)[0]) if "." in name else net
+            setattr(parent, name.rsplit(".", 1)[-1], nn.AdaptiveAvgPool2d(1))
+
+
+def build_model(
+    name: str, *, channels: int, num_classes: int, seed: int, stream: str = "model"
+) -> NormalizedClassifier:
+    """A freshly initialised pytorchcv CIFAR model; init drawn from a named stream of the seed."""
+    from pytorchcv.model_provider import get_model
+
+    if not name.endswith(CIFAR_SUFFIXES):
+        raise AuditError(
+            f"--model {name!r} is not a pytorchcv CIFAR model (name ending in "
+            f"{', '.join(CIFAR_SUFFIXES)}, e.g. resnet20_cifar10)"
+        )
+    try:
+        with seeded_global_rng(seed, stream):
+            net = get_model(name, in_channels=channels, num_classes=num_classes, pretrained=False)
+    except ValueError as exc:
+        raise AuditError(f"unknown --model {name!r}: {exc}") from exc
+    except TypeError as exc:
+        raise AuditError(f"--model {name!r} cannot be built for {channels}-channel input") from exc
+    _adapt_final_pool(net)
+    return NormalizedClassifier(net, channels)
+
+
+def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def require_bn(model: nn.Module, name: str) -> None:
+    if not bn_layers(model):
+        raise AuditError(
+            f"model {name!r} has no BatchNorm layers; BN-statistics matching needs them"
+        )
+
+
+def _summarise_mismatch(exc: RuntimeError) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    detail = "; ".join(lines[1:3]) if len(lines) > 1 else lines[0] if lines else ""
+    return detail[:300]
+
+
+def load_weights(model: NormalizedClassifier, path: str, *, model_name: str) -> None:
+    """Load a file saved by this suite (normalisation included) or a bare pytorchcv state dict
+    (e.g. a ~/.torch/models cache file), which gets pytorchcv's CIFAR normalisation."""
+    file = Path(path)
+    if not file.is_file():
+        raise AuditError(f"--weights file {path} does not exist")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise AuditError(f"--weights file {path} is not a readable weights file: {first}") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise AuditError(f"--weights file {path} does not hold a state dict of tensors")
+    suite_format = "mean" in state and "std" in state
+    target: nn.Module = model if suite_format else model.net
+    try:
+        target.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise AuditError(
+            f"--weights {path} do not fit {model_name} with {model.mean.shape[1]} channel(s) and "
+            f"{_num_outputs(model)} classes: {_summarise_mismatch(exc)}"
+        ) from exc
+    if not suite_format:
+        channels = model.mean.shape[1]
+        mean = torch.tensor(PYTORCHCV_CIFAR_MEAN)
+        std = torch.tensor(PYTORCHCV_CIFAR_STD)
+        if channels != 3:
+            mean, std = mean.mean().repeat(channels), std.mean().repeat(channels)
+        model.set_normalization(mean, std)
+        log.info("%s is a bare state dict: using pytorchcv's CIFAR-10 normalisation", path)
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not v.isfinite().all()]
+    if bad:
+        raise AuditError(f"--weights {path} hold NaN or infinite values in {', '.join(bad[:3])}")
+
+
+def _num_outputs(model: NormalizedClassifier) -> int:
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if linears:
+        return int(linears[-1].out_features)
+    return -1

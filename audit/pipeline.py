@@ -1,0 +1,315 @@
+"""`audit run` as named stages over a run directory.
+
+Each stage reads what it needs from the run directory and writes its outputs there, so stages can
+later be made resumable (skip a stage whose outputs exist for the same config digest) and new
+stages (attacks) can be registered without editing the others.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from audit.config import RunConfig
+from audit.data import ImageDataset, Split, load_dataset, split_dataset
+from audit.errors import AuditError
+from audit.models import NormalizedClassifier, build_model, load_weights, require_bn
+from audit.provenance import environment
+from audit.similarity import nearest_neighbours, summarise
+from audit.store import RunDir, synthetic_name
+from audit.training import accuracy, train_classifier
+from audit.utility import retrain_accuracy
+from generators.base import GenerationRequest, get_generator
+
+log = logging.getLogger(__name__)
+
+METRICS = ("ssim", "haarpsi")
+
+
+@dataclass
+class Run:
+    """What every stage gets: the frozen config, the loaded dataset and the run directory."""
+
+    config: RunConfig
+    data: ImageDataset
+    store: RunDir
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def split(self) -> Split:
+        arrays = self.store.read_npz("split.npz")
+        return Split(arrays["members"], arrays["nonmembers"], arrays["test"])
+
+    def new_model(self, stream: str) -> NormalizedClassifier:
+        return build_model(
+            self.config.model,
+            channels=self.data.channels,
+            num_classes=len(self.data.classes),
+            seed=self.config.seed,
+            stream=stream,
+        )
+
+    def target(self) -> NormalizedClassifier:
+        model = self.new_model("target")
+        load_weights(model, str(self.store.path("target.pt")), model_name=self.config.model)
+        return model.eval()
+
+    def releases(self) -> list[dict]:
+        return list(self.store.read_json("generate.json")["releases"])
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[Run], None]
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def stage_split(run: Run) -> None:
+    c = run.config
+    split = split_dataset(
+        run.data,
+        seed=c.seed,
+        member_fraction=c.member_fraction,
+        nonmember_fraction=c.nonmember_fraction,
+        max_members=c.max_members,
+        max_nonmembers=c.max_nonmembers,
+        max_test=c.max_test,
+    )
+    run.store.write_npz(
+        "split.npz", members=split.members, nonmembers=split.nonmembers, test=split.test
+    )
+    log.info(
+        "[split] %s: %d members, %d non-members, %d test images of %dx%dx%d",
+        run.data.name, len(split.members), len(split.nonmembers), len(split.test),
+        run.data.image_size, run.data.image_size, run.data.channels,
+    )
+
+
+def stage_target(run: Run) -> None:
+    c, data, split = run.config, run.data, run.split()
+    model = run.new_model("target")
+    if c.weights:
+        load_weights(model, c.weights, model_name=c.model)
+        source = f"loaded from {c.weights}"
+    else:
+        train_classifier(
+            model, data.images[split.members], data.labels[split.members], c.target,
+            seed=c.seed, stream="target", device=c.device, desc="target",
+        )
+        source = "trained on the members"
+    acc = {
+        f"acc_{part}": accuracy(model, data.images[idx], data.labels[idx], device=c.device)
+        for part, idx in (("members", split.members), ("nonmembers", split.nonmembers), ("test", split.test))
+    }
+    run.store.write_state_dict("target.pt", model.state_dict())
+    run.store.write_json("target.json", {"model": c.model, "source": source, **acc})
+    log.info(
+        "[target] %s %s: accuracy members %.3f, non-members %.3f, test %.3f",
+        c.model, source, acc["acc_members"], acc["acc_nonmembers"], acc["acc_test"],
+    )
+
+
+def stage_generate(run: Run) -> None:
+    c = run.config
+    teacher = run.target()
+    releases = []
+    for name in c.generators:
+        generator = get_generator(name, c)
+        request = GenerationRequest(
+            teacher=teacher, ks=c.ks, n_images=c.n_synthetic, num_classes=len(run.data.classes),
+            channels=run.data.channels, image_size=run.data.image_size, seed=c.seed, device=c.device,
+        )
+        start = time.perf_counter()
+        sets = generator.generate(request)
+        seconds = time.perf_counter() - start
+        for k, synthetic in sorted(sets.items()):
+            path = synthetic_name(name, k)
+            run.store.write_npz(path, images=synthetic.images, labels=synthetic.labels)
+            releases.append(
+                {"generator": name, "k": k, "path": path, "n_synthetic": len(synthetic.images),
+                 **synthetic.info}
+            )
+            log.info("[generate] %s K=%d: %d images -> %s", name, k, len(synthetic.images), path)
+        run.timings[f"generate.{name}"] = round(seconds, 3)
+    run.store.write_json("generate.json", {"releases": releases})
+
+
+def _privacy_row(
+    query: np.ndarray, members: np.ndarray, run: Run, name: str
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    summary: dict[str, float] = {"n_scored": float(len(query))}
+    arrays: dict[str, np.ndarray] = {}
+    for metric in METRICS:
+        values, indices = nearest_neighbours(query, members, metric, k=1, device=run.config.device)
+        summary.update(
+            summarise(values[:, 0], prefix=f"nn_{metric}", thresholds=run.config.similarity_thresholds)
+        )
+        arrays[f"{metric}_values"] = values[:, 0]
+        arrays[f"{metric}_member"] = indices[:, 0]  # position within split.members
+    run.store.write_npz(f"privacy/{name}.npz", **arrays)
+    return summary, arrays
+
+
+def stage_privacy(run: Run) -> None:
+    """Nearest member of each released image; the real row scores held-out non-members the same
+    way, which is what an independent draw from the private distribution looks like."""
+    data, split = run.data, run.split()
+    members = data.images[split.members]
+    rows = {}
+    for release in run.releases():
+        images = run.store.read_npz(release["path"])["images"]
+        name = f"{release['generator']}-k{release['k']}"
+        rows[name], _ = _privacy_row(images, members, run, name)
+        log.info(
+            "[privacy] %s: nearest-member SSIM mean %.3f max %.3f, HaarPSI mean %.3f max %.3f",
+            name, rows[name]["nn_ssim_mean"], rows[name]["nn_ssim_max"],
+            rows[name]["nn_haarpsi_mean"], rows[name]["nn_haarpsi_max"],
+        )
+    from audit.seeding import numpy_rng
+
+    reference = split.nonmembers
+    if len(reference) > run.config.max_reference:
+        reference = np.sort(numpy_rng(run.config.seed, "reference").choice(
+            reference, run.config.max_reference, replace=False))
+    rows["real"], _ = _privacy_row(data.images[reference], members, run, "real")
+    run.store.write_json("privacy.json", {"rows": rows, "reference_nonmembers": reference})
+
+
+def stage_utility(run: Run) -> None:
+    c, data, split = run.config, run.data, run.split()
+    test_images, test_labels = data.images[split.test], data.labels[split.test]
+    common = {
+        "model_name": c.model, "num_classes": len(data.classes), "cfg": c.utility,
+        "seed": c.seed, "device": c.device,
+    }
+    rows = {
+        "real": retrain_accuracy(
+            data.images[split.members], data.labels[split.members], test_images, test_labels,
+            stream="utility-real", **common,
+        )
+    }
+    log.info("[utility] real members: test accuracy %.3f", rows["real"])
+    for release in run.releases():
+        synthetic = run.store.read_npz(release["path"])
+        name = f"{release['generator']}-k{release['k']}"
+        rows[name] = retrain_accuracy(
+            synthetic["images"], synthetic["labels"], test_images, test_labels,
+            stream=f"utility-{name}", **common,
+        )
+        log.info("[utility] %s: test accuracy %.3f", name, rows[name])
+    run.store.write_json("utility.json", {"utility_acc": rows})
+
+
+def stage_report(run: Run) -> None:
+    from reports.results import collect_results, results_csv
+    from reports.html import render_report
+    from reports.gallery import build_gallery
+
+    results = collect_results(run.store, run.config, run.data)
+    run.store.write_json("results.json", results)
+    run.store.write_text("results.csv", results_csv(results["rows"]))
+    gallery = build_gallery(run.store, run.data, redact_private=run.config.redact_private)
+    run.store.write_text("report.html", render_report(results, gallery, redacted=run.config.redact_private))
+
+
+STAGES: list[Stage] = [
+    Stage("split", stage_split),
+    Stage("target", stage_target),
+    Stage("generate", stage_generate),
+    Stage("privacy", stage_privacy),
+    Stage("utility", stage_utility),
+    Stage("report", stage_report),
+]
+
+
+def register_stage(stage: Stage, *, before: str = "report") -> None:
+    """Insert a stage (e.g. an attack) ahead of another without editing this module."""
+    names = [s.name for s in STAGES]
+    if stage.name in names:
+        raise ValueError(f"stage {stage.name!r} already registered")
+    STAGES.insert(names.index(before), stage)
+
+
+# --------------------------------------------------------------------------- driver
+
+
+def prepare(config: RunConfig) -> ImageDataset:
+    """Everything that can reject bad input, done before any file is written."""
+    data = load_dataset(
+        config.dataset, config.data_root, image_size=config.image_size, download=config.download
+    )
+    model = build_model(
+        config.model, channels=data.channels, num_classes=len(data.classes), seed=config.seed
+    )
+    if config.weights:
+        load_weights(model, config.weights, model_name=config.model)
+    if "bn_match" in config.generators:
+        require_bn(model, config.model)
+    for name in config.generators:
+        get_generator(name, config)
+    return data
+
+
+def _open_run_dir(out: Path, overwrite: bool) -> RunDir:
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise AuditError(f"--out {out} is not empty; choose a new directory or pass --overwrite")
+        if not (out / "config.json").exists():
+            raise AuditError(f"--out {out} is not a previous run directory; refusing to overwrite it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return RunDir(out)
+
+
+def execute(config: RunConfig, *, overwrite: bool = False, argv: list[str] | None = None) -> Path:
+    """Run every stage; returns the run directory. results.* and report.html exist only when every
+    stage succeeded; config.json says "running", "complete" or "failed"."""
+    data = prepare(config)
+    store = _open_run_dir(Path(config.out), overwrite)
+    run = Run(config, data, store)
+    manifest = {
+        "status": "running",
+        "command": ["audit", *(argv if argv is not None else sys.argv[1:])],
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "seed": config.seed,
+        "config_digest": config.digest(),
+        "config": config.to_dict(),
+        "environment": environment(),
+        "timings_s": run.timings,
+    }
+    store.write_json("config.json", manifest)
+    total = time.perf_counter()
+    try:
+        for stage in STAGES:
+            start = time.perf_counter()
+            stage.run(run)
+            run.timings[stage.name] = round(time.perf_counter() - start, 3)
+    except BaseException as exc:
+        manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        store.write_json("config.json", manifest)
+        raise
+    run.timings["total"] = round(time.perf_counter() - total, 3)
+    manifest.update(status="complete", finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    store.write_json("config.json", manifest)
+    return store.root
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise AuditError("--device cuda was requested but torch sees no CUDA device")
+    if device not in ("cpu", "cuda"):
+        raise AuditError(f"--device must be auto, cpu or cuda, got {device!r}")
+    return device

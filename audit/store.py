@@ -1,0 +1,91 @@
+"""The run directory: every artifact written once, atomically (temp file + rename)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@contextlib.contextmanager
+def _atomic(path: Path, mode: str = "wb") -> Iterator[Any]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def to_json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=True) + "\n"
+
+
+class RunDir:
+    """Paths and atomic readers/writers for one run's directory."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def exists(self, name: str) -> bool:
+        return self.path(name).exists()
+
+    def write_text(self, name: str, text: str) -> Path:
+        with _atomic(self.path(name), "w") as handle:
+            handle.write(text)
+        return self.path(name)
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        return self.write_text(name, to_json(obj))
+
+    def read_json(self, name: str) -> Any:
+        return json.loads(self.path(name).read_text())
+
+    def write_npz(self, name: str, **arrays: np.ndarray) -> Path:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
+        with _atomic(self.path(name)) as handle:
+            handle.write(buffer.getvalue())
+        return self.path(name)
+
+    def read_npz(self, name: str) -> dict[str, np.ndarray]:
+        with np.load(self.path(name), allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+
+    def write_state_dict(self, name: str, state: dict[str, torch.Tensor]) -> Path:
+        buffer = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in state.items()}, buffer)
+        with _atomic(self.path(name)) as handle:
+            handle.write(buffer.getvalue())
+        return self.path(name)
+
+
+def synthetic_name(generator: str, k: int | None) -> str:
+    """bn_match keeps the documented DIR/synthetic/k{K}.npz; other generators are prefixed."""
+    suffix = f"k{k}" if k is not None else "set"
+    return f"synthetic/{suffix}.npz" if generator == "bn_match" else f"synthetic/{generator}-{suffix}.npz"

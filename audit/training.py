@@ -1,0 +1,109 @@
+"""One training loop for every classifier: target, utility and (later) reference models.
+
+Straight-line, data resident on the device, augmentation on the device from an explicit generator.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from audit.config import TrainConfig
+from audit.errors import AuditError
+from audit.models import NormalizedClassifier
+from audit.seeding import torch_generator
+
+
+def to_tensor(images: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
+    """uint8 NHWC -> float NCHW in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 255
+
+
+def augment(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """Random translation by up to cfg.crop_padding px (zero fill) and optional horizontal flip."""
+    n, _c, h, w = x.shape
+    p = cfg.crop_padding
+    if p > 0:
+        padded = F.pad(x, (p, p, p, p))
+        dy = torch.randint(0, 2 * p + 1, (n,), generator=generator, device=x.device)
+        dx = torch.randint(0, 2 * p + 1, (n,), generator=generator, device=x.device)
+        rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+        batch = torch.arange(n, device=x.device)[:, None, None, None]
+        chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+        x = padded[batch, chans, rows, cols]
+    if cfg.hflip:
+        flip = torch.rand(n, generator=generator, device=x.device) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x
+
+
+def train_classifier(
+    model: NormalizedClassifier,
+    images: np.ndarray,
+    labels: np.ndarray,
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    stream: str,
+    device: str,
+    desc: str = "train",
+) -> NormalizedClassifier:
+    """SGD with momentum, cosine-annealed over all steps; normalisation taken from the training set."""
+    x_all = to_tensor(images, device)
+    y_all = torch.from_numpy(labels).to(device)
+    model.to(device)
+    with torch.no_grad():
+        model.set_normalization(x_all.mean(dim=(0, 2, 3)), x_all.std(dim=(0, 2, 3)))
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+    )
+    steps_per_epoch = math.ceil(len(x_all) / cfg.batch_size)
+    total_steps = cfg.epochs * steps_per_epoch
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total_steps))
+    )
+    order_rng = torch_generator(seed, stream, "order")
+    aug_rng = torch_generator(seed, stream, "augment", device=str(x_all.device))
+    model.train()
+    progress = tqdm(range(cfg.epochs), desc=desc, unit="epoch", disable=None, leave=False)
+    for _epoch in progress:
+        order = torch.randperm(len(x_all), generator=order_rng).to(device)
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            if len(idx) < 2:  # BN cannot normalise a batch of one
+                continue
+            xb = augment(x_all[idx], cfg, aug_rng)
+            loss = F.cross_entropy(model(xb), y_all[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        if not torch.isfinite(loss):
+            raise AuditError(f"{desc}: training diverged (loss {loss.item()}); lower the lr")
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def predict_logits(
+    model: NormalizedClassifier, images: np.ndarray, *, device: str, batch_size: int = 1000
+) -> torch.Tensor:
+    model.eval().to(device)
+    outputs = [
+        model(to_tensor(images[i : i + batch_size], device)).float().cpu()
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(outputs) if outputs else torch.empty(0)
+
+
+def accuracy(model: NormalizedClassifier, images: np.ndarray, labels: np.ndarray, *, device: str) -> float:
+    logits = predict_logits(model, images, device=device)
+    return float((logits.argmax(1).numpy() == labels).mean())

@@ -1,0 +1,30 @@
+"""Utility of a release: retrain the model from scratch on it, measure accuracy on real test data."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from audit.config import TrainConfig
+from audit.models import build_model
+from audit.training import accuracy, train_classifier
+
+
+def retrain_accuracy(
+    images: np.ndarray,
+    labels: np.ndarray,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    *,
+    model_name: str,
+    num_classes: int,
+    cfg: TrainConfig,
+    seed: int,
+    stream: str,
+    device: str,
+) -> float:
+    """Test accuracy of a fresh model trained only on (images, labels) with the shared recipe."""
+    model = build_model(
+        model_name, channels=images.shape[3], num_classes=num_classes, seed=seed, stream=stream
+    )
+    train_classifier(model, images, labels, cfg, seed=seed, stream=stream, device=device, desc=stream)
+    return accuracy(model, test_images, test_labels, device=device)

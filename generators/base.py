@@ -1,0 +1,62 @@
+"""The generator interface and registry: a new generator registers here, the core is not edited."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from audit.config import RunConfig
+from audit.errors import AuditError
+from audit.models import NormalizedClassifier
+
+
+@dataclass(frozen=True)
+class SyntheticSet:
+    """A release exactly as it would leave the building: uint8 NHWC images and int labels."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    info: dict[str, float]  # generator diagnostics for this K (e.g. final BN loss)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    teacher: NormalizedClassifier  # trained on the members; generators must not modify it
+    ks: tuple[int, ...]  # sorted, positive
+    n_images: int
+    num_classes: int
+    channels: int
+    image_size: int
+    seed: int
+    device: str
+
+
+class Generator(Protocol):
+    name: str
+
+    def generate(self, request: GenerationRequest) -> dict[int, SyntheticSet]:
+        """One synthetic set per requested K."""
+        ...
+
+
+REGISTRY: dict[str, Callable[[RunConfig], Generator]] = {}
+
+
+def register(name: str) -> Callable[[Callable[[RunConfig], Generator]], Callable[[RunConfig], Generator]]:
+    def decorate(factory: Callable[[RunConfig], Generator]) -> Callable[[RunConfig], Generator]:
+        REGISTRY[name] = factory
+        return factory
+
+    return decorate
+
+
+def get_generator(name: str, config: RunConfig) -> Generator:
+    # importing the modules fills the registry
+    import generators.bn_match  # noqa: F401
+
+    if name not in REGISTRY:
+        raise AuditError(f"unknown generator {name!r}; choose one of {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name](config)

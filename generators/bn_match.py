@@ -1,0 +1,285 @@
+"""BN-statistics matching: optimise Gaussian noise until each BN layer's statistics on the synthetic
+images match the layer's running statistics (papers/bn-synthetic-dataset-paper.txt).
+
+Default loss, the paper's: for every group of ``group_size`` images,
+``sum_l ||mu_l(x) - mu_l||_2 + ||var_l(x) - var_l||_2 + CE(f(x), y)``, with mu_l and var_l the
+biased mean and variance of the BN layer's *input* over (images, H, W) of the group. Variants
+(per-image statistics, std instead of variance, squared norms, a TV prior) are named options in
+``BNMatchConfig``.
+
+Two properties the audit relies on:
+
+* One trajectory serves every K. Images are snapshotted after each requested step count, so
+  ``--k 500 2000`` costs 2,000 steps. A snapshot at K equals a separate K-step run with the same
+  seed because nothing in a step depends on the total number of steps: the learning rate is
+  constant (no schedule over K), there is no early stopping, and the noise is drawn once up front.
+  A schedule that depends on the final K would break this equality.
+* Many groups run in one forward pass. The teacher is in eval mode, so every image's forward pass
+  is independent of the others; statistics are reduced per group, the total loss is the sum of
+  the per-group losses and Adam is elementwise, so each image's update is the one a separate run
+  of its group would make (equal up to floating-point summation order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from audit.config import BNMatchConfig, RunConfig
+from audit.errors import AuditError
+from audit.models import NormalizedClassifier, bn_layers
+from audit.seeding import torch_generator
+from generators.base import GenerationRequest, SyntheticSet, register
+
+DIVERGENCE_LIMIT = 1e4  # |normalised pixel| beyond this is divergence, not an image
+
+
+@dataclass
+class BNMatchResult:
+    snapshots: dict[int, np.ndarray]  # K -> uint8 NHWC, as released
+    labels: np.ndarray  # assigned (balanced) labels
+    loss_at: dict[int, float]  # K -> mean per-group loss evaluated at step K
+    history: list[tuple[int, float]] = field(default_factory=list)  # (step, mean group loss)
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode (BN normalises with running statistics and never updates them) and no parameter
+    gradients; the previous mode and flags are restored afterwards."""
+    was_training = model.training
+    flags = [p.requires_grad for p in model.parameters()]
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def bn_inputs(model: nn.Module) -> Iterator[list[tuple[nn.modules.batchnorm._BatchNorm, torch.Tensor]]]:
+    """Record each BN layer's input during a forward pass. Inputs, not outputs: pytorchcv's
+    ReLU(inplace=True) right after BN would overwrite a recorded output."""
+    layers = bn_layers(model)
+    if not layers:
+        raise AuditError("the teacher has no BatchNorm layers; BN-statistics matching needs them")
+    records: list[tuple[nn.modules.batchnorm._BatchNorm, torch.Tensor]] = []
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        records.append((module, inputs[0]))  # type: ignore[arg-type]
+
+    handles = [layer.register_forward_pre_hook(hook) for layer in layers]
+    try:
+        yield records
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def group_matrix(group_index: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """(G, N) averaging matrix: row g holds 1/n_g at the images of group g."""
+    onehot = F.one_hot(group_index, n_groups).T.to(torch.float32)
+    return onehot / onehot.sum(dim=1, keepdim=True)
+
+
+def _norm(diff: torch.Tensor, cfg: BNMatchConfig) -> torch.Tensor:
+    return (diff * diff).sum(-1) if cfg.norm == "squared" else torch.linalg.vector_norm(diff, dim=-1)
+
+
+def _spread(var: torch.Tensor, eps: float, cfg: BNMatchConfig) -> torch.Tensor:
+    return torch.sqrt(var + eps) if cfg.spread == "std" else var
+
+
+def group_losses(
+    records: list[tuple[nn.modules.batchnorm._BatchNorm, torch.Tensor]],
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    z: torch.Tensor,
+    averaging: torch.Tensor,
+    cfg: BNMatchConfig,
+) -> torch.Tensor:
+    """The loss of each group, shape (G,). Only images of group g contribute to entry g."""
+    total = torch.zeros(averaging.shape[0], device=z.device, dtype=torch.float32)
+    group_of_image = averaging.argmax(dim=0)
+    for layer, act in records:
+        act = act.float()
+        assert layer.running_mean is not None and layer.running_var is not None
+        target_mean = layer.running_mean.float()
+        target_spread = _spread(layer.running_var.float(), layer.eps, cfg)
+        image_mean = act.mean(dim=(2, 3))  # (N, C)
+        if cfg.statistics == "batch":
+            mean = averaging @ image_mean  # (G, C) = mean over the group's images, H and W
+            centred = act - mean[group_of_image][:, :, None, None]
+            var = averaging @ (centred * centred).mean(dim=(2, 3))  # biased, as BN's batch var
+            total = total + _norm(mean - target_mean, cfg)
+            total = total + _norm(_spread(var, layer.eps, cfg) - target_spread, cfg)
+        else:  # per-image statistics over (H, W), averaged within the group (ZeroQ)
+            var = act.var(dim=(2, 3), unbiased=False)
+            per_image = _norm(image_mean - target_mean, cfg)
+            per_image = per_image + _norm(_spread(var, layer.eps, cfg) - target_spread, cfg)
+            total = total + averaging @ per_image
+    if cfg.ce_weight:
+        ce = F.cross_entropy(logits.float(), labels, reduction="none")
+        total = total + cfg.ce_weight * (averaging @ ce)
+    if cfg.tv_weight:
+        tv = (z[:, :, 1:, :] - z[:, :, :-1, :]).abs().mean(dim=(1, 2, 3))
+        tv = tv + (z[:, :, :, 1:] - z[:, :, :, :-1]).abs().mean(dim=(1, 2, 3))
+        total = total + cfg.tv_weight * (averaging @ tv)
+    return total
+
+
+def quantise(teacher: NormalizedClassifier, z: torch.Tensor) -> np.ndarray:
+    """Normalised tensor -> uint8 NHWC: de-normalise, clamp to [0, 1], round to 1/255."""
+    x = teacher.denormalize(z.detach()).clamp(0, 1)
+    return (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def balanced_labels(n_images: int, num_classes: int) -> np.ndarray:
+    """0, 1, ..., C-1, 0, 1, ...: every group whose size is a multiple of C is exactly balanced."""
+    return (np.arange(n_images) % num_classes).astype(np.int64)
+
+
+def bn_match(
+    teacher: NormalizedClassifier,
+    *,
+    labels: np.ndarray,
+    ks: tuple[int, ...],
+    cfg: BNMatchConfig,
+    image_shape: tuple[int, int, int],
+    seed: int,
+    device: str,
+    progress: bool = True,
+) -> BNMatchResult:
+    """Run the optimisation once to max(ks) and snapshot the released (uint8) images at each K."""
+    ks = tuple(sorted(set(ks)))
+    if not ks or ks[0] <= 0:
+        raise AuditError(f"K must be positive integers, got {ks}")
+    n_images = len(labels)
+    n_groups = math.ceil(n_images / cfg.group_size)
+    group_index = torch.arange(n_images) // cfg.group_size
+    per_pass = cfg.groups_per_pass or n_groups
+    # all noise drawn up front on the CPU: the same seed gives the same start on any device and
+    # for any grouping into passes
+    noise = torch.randn(
+        (n_images, *image_shape), generator=torch_generator(seed, "bn_match", "noise")
+    )
+    y_all = torch.from_numpy(labels).to(device)
+    snapshots: dict[int, list[np.ndarray]] = {k: [] for k in ks}
+    loss_at: dict[int, list[float]] = {k: [] for k in ks}
+    history: dict[int, list[float]] = {}
+    teacher = teacher.to(device)
+    bar = tqdm(
+        total=ks[-1] * math.ceil(n_groups / per_pass),
+        desc="bn_match",
+        unit="step",
+        disable=None if progress else True,
+        leave=False,
+    )
+    with frozen(teacher), bn_inputs(teacher.net) as records:
+        for first_group in range(0, n_groups, per_pass):
+            groups = range(first_group, min(first_group + per_pass, n_groups))
+            mask = (group_index >= groups.start) & (group_index < groups.stop)
+            z = noise[mask].to(device).requires_grad_(True)
+            y = y_all[mask.to(device)]
+            averaging = group_matrix((group_index[mask] - groups.start).to(device), len(groups))
+            optimizer = torch.optim.Adam([z], lr=cfg.lr)
+            for step in range(1, ks[-1] + 1):
+                records.clear()
+                logits = teacher.net(z)
+                losses = group_losses(records, logits, y, z, averaging, cfg)
+                optimizer.zero_grad(set_to_none=True)
+                losses.sum().backward()
+                optimizer.step()
+                bar.update(1)
+                if step % cfg.check_every == 0 or step in loss_at or step == 1:
+                    mean_loss = _checked_mean(losses, z, step)
+                    history.setdefault(step, []).append(mean_loss * len(groups))
+                    if step in loss_at:
+                        loss_at[step].append(mean_loss * len(groups))
+                        snapshots[step].append(quantise(teacher, z))
+    records.clear()
+    bar.close()
+    return BNMatchResult(
+        snapshots={k: np.concatenate(v) for k, v in snapshots.items()},
+        labels=labels,
+        loss_at={k: sum(v) / n_groups for k, v in loss_at.items()},
+        history=[(s, sum(v) / n_groups) for s, v in sorted(history.items())],
+    )
+
+
+def _checked_mean(losses: torch.Tensor, z: torch.Tensor, step: int) -> float:
+    """One device sync: the mean group loss, or an error if the loss or the images blew up."""
+    mean_loss, z_max = torch.stack([losses.detach().mean(), z.detach().abs().amax()]).tolist()
+    if not (math.isfinite(mean_loss) and math.isfinite(z_max)):
+        raise AuditError(
+            f"BN matching produced NaN/inf at step {step} (loss {mean_loss}); "
+            "check the teacher's weights or lower the BN learning rate"
+        )
+    if z_max > DIVERGENCE_LIMIT:
+        raise AuditError(
+            f"BN matching diverged at step {step} (|pixel| {z_max:.3g} in normalised units); "
+            "lower the BN learning rate"
+        )
+    return float(mean_loss)
+
+
+@torch.no_grad()
+def bn_statistics_distance(
+    teacher: NormalizedClassifier, images: np.ndarray, *, group_size: int, device: str
+) -> float:
+    """Mean over groups of sum_l ||mu_l - mu||_2 + ||var_l - var||_2 for released uint8 images:
+    how closely what leaves the building matches the private model's statistics."""
+    from audit.training import to_tensor
+
+    cfg = BNMatchConfig(group_size=group_size, ce_weight=0.0)
+    n = len(images)
+    group_index = torch.arange(n, device=device) // group_size
+    averaging = group_matrix(group_index, math.ceil(n / group_size))
+    with frozen(teacher.to(device)), bn_inputs(teacher.net) as records:
+        z = teacher.normalize(to_tensor(images, device))
+        logits = teacher.net(z)
+        losses = group_losses(records, logits, torch.zeros(n, dtype=torch.long, device=device), z, averaging, cfg)
+    return float(losses.mean())
+
+
+class BNMatchGenerator:
+    name = "bn_match"
+
+    def __init__(self, config: BNMatchConfig) -> None:
+        self.config = config
+
+    def generate(self, request: GenerationRequest) -> dict[int, SyntheticSet]:
+        labels = balanced_labels(request.n_images, request.num_classes)
+        result = bn_match(
+            request.teacher,
+            labels=labels,
+            ks=request.ks,
+            cfg=self.config,
+            image_shape=(request.channels, request.image_size, request.image_size),
+            seed=request.seed,
+            device=request.device,
+        )
+        sets = {}
+        for k, images in result.snapshots.items():
+            distance = bn_statistics_distance(
+                request.teacher, images, group_size=self.config.group_size, device=request.device
+            )
+            info = {"bn_loss": result.loss_at[k], "bn_stat_distance": distance}
+            sets[k] = SyntheticSet(images=images, labels=labels, info=info)
+        return sets
+
+
+@register("bn_match")
+def _factory(config: RunConfig) -> BNMatchGenerator:
+    return BNMatchGenerator(config.bn)

@@ -1,0 +1,1 @@
+"""Renderers: results tables and the HTML report. They read results; they never recompute them."""

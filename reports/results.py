@@ -1,0 +1,97 @@
+"""Gather the stages' outputs into one results table (results.json / results.csv)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from typing import Any
+
+from audit.config import RunConfig
+from audit.data import ImageDataset
+from audit.store import RunDir
+
+# Stable leading columns; later issues append, never rename.
+BASE_COLUMNS = (
+    "generator",
+    "k",
+    "n_synthetic",
+    "nn_ssim_mean",
+    "nn_ssim_p95",
+    "nn_ssim_max",
+    "nn_haarpsi_mean",
+    "nn_haarpsi_p95",
+    "nn_haarpsi_max",
+    "utility_acc",
+)
+
+
+def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dict[str, Any]:
+    split = store.read_npz("split.npz")
+    target = store.read_json("target.json")
+    privacy = store.read_json("privacy.json")["rows"]
+    utility = store.read_json("utility.json")["utility_acc"]
+    releases = store.read_json("generate.json")["releases"]
+    rows: list[dict[str, Any]] = []
+    for release in releases:
+        name = f"{release['generator']}-k{release['k']}"
+        extra = {k: v for k, v in release.items() if k not in ("generator", "k", "path", "n_synthetic")}
+        rows.append({
+            "generator": release["generator"],
+            "k": release["k"],
+            "n_synthetic": release["n_synthetic"],
+            **privacy[name],
+            "utility_acc": utility[name],
+            **extra,
+        })
+    rows.append({
+        "generator": "real",
+        "k": None,
+        "n_synthetic": len(split["members"]),
+        **privacy["real"],
+        "utility_acc": utility["real"],
+    })
+    return {
+        "config_digest": config.digest(),
+        "dataset": {
+            "name": data.name,
+            "image_size": data.image_size,
+            "channels": data.channels,
+            "classes": list(data.classes),
+            "n_members": len(split["members"]),
+            "n_nonmembers": len(split["nonmembers"]),
+            "n_test": len(split["test"]),
+        },
+        "target": target,
+        "similarity_thresholds": list(config.similarity_thresholds),
+        "notes": {
+            "real_row": "generator 'real': utility of the same recipe trained on the real members; "
+            "its nn_* columns score held-out non-members against the members (n_scored of them), "
+            "the similarity an independent draw from the private distribution has.",
+        },
+        "rows": rows,
+    }
+
+
+def columns(rows: list[dict[str, Any]]) -> list[str]:
+    ordered = list(BASE_COLUMNS)
+    for row in rows:
+        ordered.extend(key for key in row if key not in ordered)
+    return ordered
+
+
+def results_csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns(rows), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _cell(v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value
