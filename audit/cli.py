@@ -37,9 +37,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="audit", description="Privacy and utility audit of synthetic image sets.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="generate synthetic sets and audit them")
-    run.add_argument("--k", nargs="+", type=positive_int, metavar="K",
-                     help="BN-matching steps to release at (one trajectory serves all)")
-    run.add_argument("--dataset", default="digits", help=f"one of {', '.join(DATASETS)} (default digits)")
+    run.add_argument(
+        "--k",
+        nargs="+",
+        type=positive_int,
+        metavar="K",
+        help="BN-matching steps to release at (one trajectory serves all)",
+    )
+    run.add_argument(
+        "--dataset", default="digits", help=f"one of {', '.join(DATASETS)} (default digits)"
+    )
     run.add_argument("--data-root", help="directory of cifar10 (torchvision format) or imagefolder")
     run.add_argument("--download", action="store_true", help="let torchvision download CIFAR-10")
     run.add_argument("--image-size", type=positive_int, help="resize images to this many px")
@@ -51,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--preset", default="quick", choices=tuple(PRESETS))
-    run.add_argument("--redact-private", action="store_true",
-                     help="show no private images in report.html")
+    run.add_argument(
+        "--redact-private", action="store_true", help="show no private images in report.html"
+    )
     return parser
 
 

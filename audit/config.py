@@ -17,7 +17,7 @@ Norm = Literal["l2", "squared"]
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One recipe for every classifier the suite trains (target, utility, later reference models)."""
+    """One recipe for every classifier the suite trains: target, utility, later reference models."""
 
     epochs: int
     batch_size: int = 128
@@ -94,6 +94,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "utility": {"epochs": 60},
         "bn": {"group_size": 100},
     },
+    # smoke: seconds, to check an install end to end; its numbers mean nothing
+    "smoke": {
+        "ks": (2, 4),
+        "n_synthetic": 20,
+        "digits_image_size": 16,
+        "max_members": 200,
+        "max_nonmembers": 100,
+        "max_test": 100,
+        "max_reference": 50,
+        "target": {"epochs": 2},
+        "utility": {"epochs": 2},
+        "bn": {"group_size": 10},
+    },
     "paper": {
         "ks": (500, 1000, 2000),
         "n_synthetic": 10000,
@@ -135,6 +148,7 @@ def build_config(
         "max_members": base["max_members"],
         "max_nonmembers": base["max_nonmembers"],
         "max_test": base["max_test"],
+        **({"max_reference": base["max_reference"]} if "max_reference" in base else {}),
         **given,
         "image_size": image_size,
         "preset": preset,

@@ -1,4 +1,4 @@
-"""Datasets as uint8 NHWC arrays in a canonical order, and the seeded member/non-member/test split."""
+"""Datasets as uint8 NHWC arrays in canonical order, and the seeded member/non-member/test split."""
 
 from __future__ import annotations
 
@@ -104,7 +104,9 @@ def _read_image(path: Path) -> np.ndarray:
 def _list_part(root: Path, part: str, classes: tuple[str, ...] | None) -> list[tuple[Path, int]]:
     part_dir = root / part
     if not part_dir.is_dir():
-        raise AuditError(f"image folder {root} has no {part}/ directory (expected {part}/<class>/*)")
+        raise AuditError(
+            f"image folder {root} has no {part}/ directory (expected {part}/<class>/*)"
+        )
     found = tuple(sorted(d.name for d in part_dir.iterdir() if d.is_dir()))
     if not found:
         raise AuditError(f"image folder {part_dir} has no class directories")

@@ -71,13 +71,27 @@ def build_model(
         )
     try:
         with seeded_global_rng(seed, stream):
-            net = get_model(name, in_channels=channels, num_classes=num_classes, pretrained=False)
+            try:
+                net = get_model(name, in_channels=channels, num_classes=num_classes)
+            except AssertionError:
+                # resnet*_cifar* only accept 10 or 100 classes: build it, then replace the head
+                net = get_model(name, in_channels=channels)
+                _replace_head(net, name, num_classes)
     except ValueError as exc:
         raise AuditError(f"unknown --model {name!r}: {exc}") from exc
     except TypeError as exc:
         raise AuditError(f"--model {name!r} cannot be built for {channels}-channel input") from exc
     _adapt_final_pool(net)
     return NormalizedClassifier(net, channels)
+
+
+def _replace_head(net: nn.Module, name: str, num_classes: int) -> None:
+    linears = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise AuditError(f"--model {name!r} cannot be adapted to {num_classes} classes")
+    path, last = linears[-1]
+    parent = net.get_submodule(path.rsplit(".", 1)[0]) if "." in path else net
+    setattr(parent, path.rsplit(".", 1)[-1], nn.Linear(last.in_features, num_classes))
 
 
 def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -127,7 +141,9 @@ def load_weights(model: NormalizedClassifier, path: str, *, model_name: str) -> 
             mean, std = mean.mean().repeat(channels), std.mean().repeat(channels)
         model.set_normalization(mean, std)
         log.info("%s is a bare state dict: using pytorchcv's CIFAR-10 normalisation", path)
-    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not v.isfinite().all()]
+    bad = [
+        k for k, v in model.state_dict().items() if v.is_floating_point() and not v.isfinite().all()
+    ]
     if bad:
         raise AuditError(f"--weights {path} hold NaN or infinite values in {', '.join(bad[:3])}")
 

@@ -24,7 +24,7 @@ from audit.data import ImageDataset, Split, load_dataset, split_dataset
 from audit.errors import AuditError
 from audit.models import NormalizedClassifier, build_model, load_weights, require_bn
 from audit.provenance import environment
-from audit.similarity import nearest_neighbours, summarise
+from audit.similarity import Metric, nearest_neighbours, summarise
 from audit.store import RunDir, synthetic_name
 from audit.training import accuracy, train_classifier
 from audit.utility import retrain_accuracy
@@ -32,7 +32,7 @@ from generators.base import GenerationRequest, get_generator
 
 log = logging.getLogger(__name__)
 
-METRICS = ("ssim", "haarpsi")
+METRICS: tuple[Metric, ...] = ("ssim", "haarpsi")
 
 
 @dataclass
@@ -91,8 +91,13 @@ def stage_split(run: Run) -> None:
     )
     log.info(
         "[split] %s: %d members, %d non-members, %d test images of %dx%dx%d",
-        run.data.name, len(split.members), len(split.nonmembers), len(split.test),
-        run.data.image_size, run.data.image_size, run.data.channels,
+        run.data.name,
+        len(split.members),
+        len(split.nonmembers),
+        len(split.test),
+        run.data.image_size,
+        run.data.image_size,
+        run.data.channels,
     )
 
 
@@ -104,19 +109,33 @@ def stage_target(run: Run) -> None:
         source = f"loaded from {c.weights}"
     else:
         train_classifier(
-            model, data.images[split.members], data.labels[split.members], c.target,
-            seed=c.seed, stream="target", device=c.device, desc="target",
+            model,
+            data.images[split.members],
+            data.labels[split.members],
+            c.target,
+            seed=c.seed,
+            stream="target",
+            device=c.device,
+            desc="target",
         )
         source = "trained on the members"
     acc = {
         f"acc_{part}": accuracy(model, data.images[idx], data.labels[idx], device=c.device)
-        for part, idx in (("members", split.members), ("nonmembers", split.nonmembers), ("test", split.test))
+        for part, idx in (
+            ("members", split.members),
+            ("nonmembers", split.nonmembers),
+            ("test", split.test),
+        )
     }
     run.store.write_state_dict("target.pt", model.state_dict())
     run.store.write_json("target.json", {"model": c.model, "source": source, **acc})
     log.info(
         "[target] %s %s: accuracy members %.3f, non-members %.3f, test %.3f",
-        c.model, source, acc["acc_members"], acc["acc_nonmembers"], acc["acc_test"],
+        c.model,
+        source,
+        acc["acc_members"],
+        acc["acc_nonmembers"],
+        acc["acc_test"],
     )
 
 
@@ -127,8 +146,14 @@ def stage_generate(run: Run) -> None:
     for name in c.generators:
         generator = get_generator(name, c)
         request = GenerationRequest(
-            teacher=teacher, ks=c.ks, n_images=c.n_synthetic, num_classes=len(run.data.classes),
-            channels=run.data.channels, image_size=run.data.image_size, seed=c.seed, device=c.device,
+            teacher=teacher,
+            ks=c.ks,
+            n_images=c.n_synthetic,
+            num_classes=len(run.data.classes),
+            channels=run.data.channels,
+            image_size=run.data.image_size,
+            seed=c.seed,
+            device=c.device,
         )
         start = time.perf_counter()
         sets = generator.generate(request)
@@ -137,8 +162,13 @@ def stage_generate(run: Run) -> None:
             path = synthetic_name(name, k)
             run.store.write_npz(path, images=synthetic.images, labels=synthetic.labels)
             releases.append(
-                {"generator": name, "k": k, "path": path, "n_synthetic": len(synthetic.images),
-                 **synthetic.info}
+                {
+                    "generator": name,
+                    "k": k,
+                    "path": path,
+                    "n_synthetic": len(synthetic.images),
+                    **synthetic.info,
+                }
             )
             log.info("[generate] %s K=%d: %d images -> %s", name, k, len(synthetic.images), path)
         run.timings[f"generate.{name}"] = round(seconds, 3)
@@ -153,7 +183,9 @@ def _privacy_row(
     for metric in METRICS:
         values, indices = nearest_neighbours(query, members, metric, k=1, device=run.config.device)
         summary.update(
-            summarise(values[:, 0], prefix=f"nn_{metric}", thresholds=run.config.similarity_thresholds)
+            summarise(
+                values[:, 0], prefix=f"nn_{metric}", thresholds=run.config.similarity_thresholds
+            )
         )
         arrays[f"{metric}_values"] = values[:, 0]
         arrays[f"{metric}_member"] = indices[:, 0]  # position within split.members
@@ -173,15 +205,21 @@ def stage_privacy(run: Run) -> None:
         rows[name], _ = _privacy_row(images, members, run, name)
         log.info(
             "[privacy] %s: nearest-member SSIM mean %.3f max %.3f, HaarPSI mean %.3f max %.3f",
-            name, rows[name]["nn_ssim_mean"], rows[name]["nn_ssim_max"],
-            rows[name]["nn_haarpsi_mean"], rows[name]["nn_haarpsi_max"],
+            name,
+            rows[name]["nn_ssim_mean"],
+            rows[name]["nn_ssim_max"],
+            rows[name]["nn_haarpsi_mean"],
+            rows[name]["nn_haarpsi_max"],
         )
     from audit.seeding import numpy_rng
 
     reference = split.nonmembers
     if len(reference) > run.config.max_reference:
-        reference = np.sort(numpy_rng(run.config.seed, "reference").choice(
-            reference, run.config.max_reference, replace=False))
+        reference = np.sort(
+            numpy_rng(run.config.seed, "reference").choice(
+                reference, run.config.max_reference, replace=False
+            )
+        )
     rows["real"], _ = _privacy_row(data.images[reference], members, run, "real")
     run.store.write_json("privacy.json", {"rows": rows, "reference_nonmembers": reference})
 
@@ -189,38 +227,45 @@ def stage_privacy(run: Run) -> None:
 def stage_utility(run: Run) -> None:
     c, data, split = run.config, run.data, run.split()
     test_images, test_labels = data.images[split.test], data.labels[split.test]
-    common = {
-        "model_name": c.model, "num_classes": len(data.classes), "cfg": c.utility,
-        "seed": c.seed, "device": c.device,
-    }
-    rows = {
-        "real": retrain_accuracy(
-            data.images[split.members], data.labels[split.members], test_images, test_labels,
-            stream="utility-real", **common,
+
+    def utility_of(images: np.ndarray, labels: np.ndarray, stream: str) -> float:
+        return retrain_accuracy(
+            images,
+            labels,
+            test_images,
+            test_labels,
+            model_name=c.model,
+            num_classes=len(data.classes),
+            cfg=c.utility,
+            seed=c.seed,
+            stream=stream,
+            device=c.device,
         )
+
+    rows = {
+        "real": utility_of(data.images[split.members], data.labels[split.members], "utility-real")
     }
     log.info("[utility] real members: test accuracy %.3f", rows["real"])
     for release in run.releases():
         synthetic = run.store.read_npz(release["path"])
         name = f"{release['generator']}-k{release['k']}"
-        rows[name] = retrain_accuracy(
-            synthetic["images"], synthetic["labels"], test_images, test_labels,
-            stream=f"utility-{name}", **common,
-        )
+        rows[name] = utility_of(synthetic["images"], synthetic["labels"], f"utility-{name}")
         log.info("[utility] %s: test accuracy %.3f", name, rows[name])
     run.store.write_json("utility.json", {"utility_acc": rows})
 
 
 def stage_report(run: Run) -> None:
-    from reports.results import collect_results, results_csv
-    from reports.html import render_report
     from reports.gallery import build_gallery
+    from reports.html import render_report
+    from reports.results import collect_results, results_csv
 
     results = collect_results(run.store, run.config, run.data)
     run.store.write_json("results.json", results)
     run.store.write_text("results.csv", results_csv(results["rows"]))
     gallery = build_gallery(run.store, run.data, redact_private=run.config.redact_private)
-    run.store.write_text("report.html", render_report(results, gallery, redacted=run.config.redact_private))
+    run.store.write_text(
+        "report.html", render_report(results, gallery, redacted=run.config.redact_private)
+    )
 
 
 STAGES: list[Stage] = [
@@ -264,9 +309,13 @@ def prepare(config: RunConfig) -> ImageDataset:
 def _open_run_dir(out: Path, overwrite: bool) -> RunDir:
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise AuditError(f"--out {out} is not empty; choose a new directory or pass --overwrite")
+            raise AuditError(
+                f"--out {out} is not empty; choose a new directory or pass --overwrite"
+            )
         if not (out / "config.json").exists():
-            raise AuditError(f"--out {out} is not a previous run directory; refusing to overwrite it")
+            raise AuditError(
+                f"--out {out} is not a previous run directory; refusing to overwrite it"
+            )
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return RunDir(out)
@@ -300,7 +349,9 @@ def execute(config: RunConfig, *, overwrite: bool = False, argv: list[str] | Non
         store.write_json("config.json", manifest)
         raise
     run.timings["total"] = round(time.perf_counter() - total, 3)
-    manifest.update(status="complete", finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    manifest.update(
+        status="complete", finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    )
     store.write_json("config.json", manifest)
     return store.root
 

@@ -56,7 +56,9 @@ def nearest_neighbours(
     q = _as_float(query, dev)
     r = _as_float(reference, dev)
     if q.shape[1:] != r.shape[1:]:
-        raise ValueError(f"query images {tuple(q.shape[1:])} differ from reference {tuple(r.shape[1:])}")
+        raise ValueError(
+            f"query images {tuple(q.shape[1:])} differ from reference {tuple(r.shape[1:])}"
+        )
     if not 1 <= k <= len(r):
         raise ValueError(f"k must lie in [1, {len(r)}], got {k}")
     pair_bytes = 2 * q[0].numel() * 4 * _PIQ_OVERHEAD
@@ -86,7 +88,9 @@ def nearest_neighbours(
     return best_values.numpy(), best_indices.numpy()
 
 
-def _stable_topk(values: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _stable_topk(
+    values: torch.Tensor, indices: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k by value, ties broken by the lower reference index (so results do not depend on
     chunking)."""
     # sort by index first, then a stable sort by value keeps index order within ties
@@ -97,7 +101,9 @@ def _stable_topk(values: torch.Tensor, indices: torch.Tensor, k: int) -> tuple[t
     return values.gather(1, pos), pos
 
 
-def summarise(values: np.ndarray, *, prefix: str, thresholds: tuple[float, ...]) -> dict[str, float]:
+def summarise(
+    values: np.ndarray, *, prefix: str, thresholds: tuple[float, ...]
+) -> dict[str, float]:
     """mean, 95th percentile, max and the share above each threshold of nearest-neighbour scores."""
     v = np.asarray(values, dtype=np.float64).ravel()
     out = {

@@ -88,4 +88,8 @@ class RunDir:
 def synthetic_name(generator: str, k: int | None) -> str:
     """bn_match keeps the documented DIR/synthetic/k{K}.npz; other generators are prefixed."""
     suffix = f"k{k}" if k is not None else "set"
-    return f"synthetic/{suffix}.npz" if generator == "bn_match" else f"synthetic/{generator}-{suffix}.npz"
+    return (
+        f"synthetic/{suffix}.npz"
+        if generator == "bn_match"
+        else f"synthetic/{generator}-{suffix}.npz"
+    )

@@ -20,7 +20,9 @@ from audit.seeding import torch_generator
 
 def to_tensor(images: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
     """uint8 NHWC -> float NCHW in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 255
+    return (
+        torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 255
+    )
 
 
 def augment(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor:
@@ -53,7 +55,7 @@ def train_classifier(
     device: str,
     desc: str = "train",
 ) -> NormalizedClassifier:
-    """SGD with momentum, cosine-annealed over all steps; normalisation taken from the training set."""
+    """SGD with momentum, cosine-annealed over all steps; normalisation from the training set."""
     x_all = to_tensor(images, device)
     y_all = torch.from_numpy(labels).to(device)
     model.to(device)
@@ -104,6 +106,8 @@ def predict_logits(
     return torch.cat(outputs) if outputs else torch.empty(0)
 
 
-def accuracy(model: NormalizedClassifier, images: np.ndarray, labels: np.ndarray, *, device: str) -> float:
+def accuracy(
+    model: NormalizedClassifier, images: np.ndarray, labels: np.ndarray, *, device: str
+) -> float:
     logits = predict_logits(model, images, device=device)
     return float((logits.argmax(1).numpy() == labels).mean())

@@ -1,4 +1,4 @@
-"""Utility of a release: retrain the model from scratch on it, measure accuracy on real test data."""
+"""Utility of a release: retrain from scratch on it, measure accuracy on real test data."""
 
 from __future__ import annotations
 
@@ -26,5 +26,7 @@ def retrain_accuracy(
     model = build_model(
         model_name, channels=images.shape[3], num_classes=num_classes, seed=seed, stream=stream
     )
-    train_classifier(model, images, labels, cfg, seed=seed, stream=stream, device=device, desc=stream)
+    train_classifier(
+        model, images, labels, cfg, seed=seed, stream=stream, device=device, desc=stream
+    )
     return accuracy(model, test_images, test_labels, device=device)

@@ -45,7 +45,9 @@ class Generator(Protocol):
 REGISTRY: dict[str, Callable[[RunConfig], Generator]] = {}
 
 
-def register(name: str) -> Callable[[Callable[[RunConfig], Generator]], Callable[[RunConfig], Generator]]:
+def register(
+    name: str,
+) -> Callable[[Callable[[RunConfig], Generator]], Callable[[RunConfig], Generator]]:
     def decorate(factory: Callable[[RunConfig], Generator]) -> Callable[[RunConfig], Generator]:
         REGISTRY[name] = factory
         return factory

@@ -68,7 +68,9 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @contextlib.contextmanager
-def bn_inputs(model: nn.Module) -> Iterator[list[tuple[nn.modules.batchnorm._BatchNorm, torch.Tensor]]]:
+def bn_inputs(
+    model: nn.Module,
+) -> Iterator[list[tuple[nn.modules.batchnorm._BatchNorm, torch.Tensor]]]:
     """Record each BN layer's input during a forward pass. Inputs, not outputs: pytorchcv's
     ReLU(inplace=True) right after BN would overwrite a recorded output."""
     layers = bn_layers(model)
@@ -94,7 +96,9 @@ def group_matrix(group_index: torch.Tensor, n_groups: int) -> torch.Tensor:
 
 
 def _norm(diff: torch.Tensor, cfg: BNMatchConfig) -> torch.Tensor:
-    return (diff * diff).sum(-1) if cfg.norm == "squared" else torch.linalg.vector_norm(diff, dim=-1)
+    return (
+        (diff * diff).sum(-1) if cfg.norm == "squared" else torch.linalg.vector_norm(diff, dim=-1)
+    )
 
 
 def _spread(var: torch.Tensor, eps: float, cfg: BNMatchConfig) -> torch.Tensor:
@@ -249,7 +253,9 @@ def bn_statistics_distance(
     with frozen(teacher.to(device)), bn_inputs(teacher.net) as records:
         z = teacher.normalize(to_tensor(images, device))
         logits = teacher.net(z)
-        losses = group_losses(records, logits, torch.zeros(n, dtype=torch.long, device=device), z, averaging, cfg)
+        losses = group_losses(
+            records, logits, torch.zeros(n, dtype=torch.long, device=device), z, averaging, cfg
+        )
     return float(losses.mean())
 
 

@@ -61,7 +61,10 @@ def build_gallery(
             caption += "; bottom row: their nearest private members"
         scores = ", ".join(f"{v:.2f}" for v in privacy["ssim_values"][worst])
         entries.append(
-            GalleryEntry(f"{release['generator']} K={release['k']}", f"{caption}. SSIM: {scores}",
-                         png_data_uri(image_grid(rows)))
+            GalleryEntry(
+                f"{release['generator']} K={release['k']}",
+                f"{caption}. SSIM: {scores}",
+                png_data_uri(image_grid(rows)),
+            )
         )
     return entries

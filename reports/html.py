@@ -29,14 +29,16 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def render_report(
-    results: dict[str, Any], gallery: list[GalleryEntry], *, redacted: bool
-) -> str:
+def render_report(results: dict[str, Any], gallery: list[GalleryEntry], *, redacted: bool) -> str:
     rows = results["rows"]
-    return _environment().get_template("report.html").render(
-        results=results,
-        columns=columns(rows),
-        rows=rows,
-        gallery=gallery,
-        redacted=redacted,
+    return (
+        _environment()
+        .get_template("report.html")
+        .render(
+            results=results,
+            columns=columns(rows),
+            rows=rows,
+            gallery=gallery,
+            redacted=redacted,
+        )
     )

@@ -35,22 +35,28 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
     rows: list[dict[str, Any]] = []
     for release in releases:
         name = f"{release['generator']}-k{release['k']}"
-        extra = {k: v for k, v in release.items() if k not in ("generator", "k", "path", "n_synthetic")}
-        rows.append({
-            "generator": release["generator"],
-            "k": release["k"],
-            "n_synthetic": release["n_synthetic"],
-            **privacy[name],
-            "utility_acc": utility[name],
-            **extra,
-        })
-    rows.append({
-        "generator": "real",
-        "k": None,
-        "n_synthetic": len(split["members"]),
-        **privacy["real"],
-        "utility_acc": utility["real"],
-    })
+        extra = {
+            k: v for k, v in release.items() if k not in ("generator", "k", "path", "n_synthetic")
+        }
+        rows.append(
+            {
+                "generator": release["generator"],
+                "k": release["k"],
+                "n_synthetic": release["n_synthetic"],
+                **privacy[name],
+                "utility_acc": utility[name],
+                **extra,
+            }
+        )
+    rows.append(
+        {
+            "generator": "real",
+            "k": None,
+            "n_synthetic": len(split["members"]),
+            **privacy["real"],
+            "utility_acc": utility["real"],
+        }
+    )
     return {
         "config_digest": config.digest(),
         "dataset": {

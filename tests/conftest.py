@@ -1,0 +1,32 @@
+"""Shared fixtures: real digits, a real (tiny) pytorchcv ResNet20 teacher, real files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from audit.config import TrainConfig
+from audit.data import ImageDataset, load_dataset
+from audit.models import NormalizedClassifier, build_model
+from audit.training import train_classifier
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def digits() -> ImageDataset:
+    return load_dataset("digits", None, image_size=16)
+
+
+@pytest.fixture(scope="session")
+def teacher(digits: ImageDataset) -> NormalizedClassifier:
+    """ResNet20 trained for 2 epochs on 300 digits: real running statistics, in seconds."""
+    model = build_model("resnet20_cifar10", channels=1, num_classes=10, seed=0)
+    images, labels = digits.images[:300], digits.labels[:300]
+    train_classifier(model, images, labels, TrainConfig(epochs=2), seed=0, stream="t", device="cpu")
+    return model.eval()
+
+
+def random_images(n: int, size: int = 16, channels: int = 1, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, channels), dtype=np.uint8)

@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+import torch
+
+from audit.config import BNMatchConfig
+from audit.errors import AuditError
+from audit.models import bn_layers
+from generators.bn_match import balanced_labels, bn_match, bn_statistics_distance
+
+SHAPE = (1, 16, 16)
+
+
+def run(teacher, ks, *, n=20, group_size=10, seed=0, **cfg):
+    config = BNMatchConfig(group_size=group_size, check_every=5, **cfg)
+    return bn_match(
+        teacher,
+        labels=balanced_labels(n, 10),
+        ks=ks,
+        cfg=config,
+        image_shape=SHAPE,
+        seed=seed,
+        device="cpu",
+        progress=False,
+    )
+
+
+def test_loss_falls_and_statistics_approach_targets(teacher):
+    result = run(teacher, (1, 40))
+    first, last = result.history[0][1], result.history[-1][1]
+    assert last < 0.5 * first
+    start = bn_statistics_distance(teacher, result.snapshots[1], group_size=10, device="cpu")
+    end = bn_statistics_distance(teacher, result.snapshots[40], group_size=10, device="cpu")
+    assert end < 0.7 * start
+
+
+def test_output_is_released_format(teacher):
+    result = run(teacher, (3,))
+    images = result.snapshots[3]
+    assert images.dtype == np.uint8 and images.shape == (20, 16, 16, 1)
+    assert np.bincount(result.labels, minlength=10).tolist() == [2] * 10
+
+
+def test_snapshot_at_k_equals_fresh_run(teacher):
+    long = run(teacher, (3, 8))
+    fresh = run(teacher, (3,))
+    assert np.array_equal(long.snapshots[3], fresh.snapshots[3])
+    assert long.loss_at[3] == fresh.loss_at[3]
+
+
+def test_groups_in_one_pass_equal_separate_runs(teacher):
+    together = run(teacher, (6,), n=30, groups_per_pass=0)
+    separate = run(teacher, (6,), n=30, groups_per_pass=1)
+    diff = np.abs(together.snapshots[6].astype(int) - separate.snapshots[6].astype(int))
+    assert diff.max() <= 1  # float summation order only: at most one quantisation step
+    assert (diff > 0).mean() < 0.01
+    assert together.loss_at[6] == pytest.approx(separate.loss_at[6], rel=1e-4)
+
+
+def test_teacher_frozen_and_hooks_removed(teacher):
+    teacher.train()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    run(teacher, (2,))
+    assert teacher.training  # mode restored
+    teacher.eval()
+    for key, value in teacher.state_dict().items():
+        assert torch.equal(value, before[key]), key  # running stats untouched
+    for layer in bn_layers(teacher):
+        assert not layer._forward_pre_hooks and not layer._forward_hooks
+    assert all(p.requires_grad for p in teacher.parameters())
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        {"statistics": "image", "spread": "std", "norm": "squared"},
+        {"tv_weight": 0.1},
+    ],
+)
+def test_loss_variants_run_and_fall(teacher, variant):
+    result = run(teacher, (20,), **variant)
+    assert result.history[-1][1] < result.history[0][1]
+
+
+def test_nan_in_teacher_stops_with_error(teacher):
+    import copy
+
+    broken = copy.deepcopy(teacher)
+    bn_layers(broken)[3].running_var.fill_(float("nan"))
+    with pytest.raises(AuditError, match="NaN"):
+        run(broken, (5,))
+
+
+def test_divergence_stops_with_error(teacher):
+    with pytest.raises(AuditError, match=r"diverged|NaN"):
+        run(teacher, (5,), lr=1e12)
+
+
+def test_no_bn_layers_is_rejected():
+    from audit.models import build_model
+
+    model = build_model("nin_cifar10", channels=1, num_classes=10, seed=0)
+    with pytest.raises(AuditError, match="no BatchNorm"):
+        run(model, (1,))
+
+
+def test_nonpositive_k_rejected(teacher):
+    with pytest.raises(AuditError):
+        run(teacher, (0, 3))

@@ -1,0 +1,172 @@
+"""The CLI in-process, end to end on the smoke preset (real model, real piq, real files)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from audit.cli import main
+from audit.config import build_config
+from audit.errors import AuditError
+from audit.pipeline import execute
+from reports.results import BASE_COLUMNS
+
+SMOKE = ["run", "--preset", "smoke", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "a"
+    assert main([*SMOKE, "--out", str(out)]) == 0
+    return out
+
+
+def test_run_writes_every_artifact(smoke_run):
+    for name in (
+        "config.json",
+        "results.json",
+        "results.csv",
+        "report.html",
+        "split.npz",
+        "synthetic/k2.npz",
+        "synthetic/k4.npz",
+        "target.pt",
+    ):
+        assert (smoke_run / name).is_file(), name
+    with np.load(smoke_run / "synthetic/k4.npz") as synthetic:
+        assert synthetic["images"].dtype == np.uint8
+        assert synthetic["images"].shape == (20, 16, 16, 1)
+        assert synthetic["labels"].shape == (20,)
+    with np.load(smoke_run / "split.npz") as split:
+        assert set(split.files) == {"members", "nonmembers", "test"}
+        assert len(split["members"]) == 200
+
+
+def test_results_table(smoke_run):
+    rows = list(csv.DictReader((smoke_run / "results.csv").open()))
+    assert list(rows[0])[: len(BASE_COLUMNS)] == list(BASE_COLUMNS)
+    assert [(r["generator"], r["k"]) for r in rows] == [
+        ("bn_match", "2"),
+        ("bn_match", "4"),
+        ("real", ""),
+    ]
+    for row in rows:
+        assert 0 <= float(row["nn_ssim_mean"]) <= float(row["nn_ssim_max"]) <= 1
+        assert 0 <= float(row["utility_acc"]) <= 1
+    results = json.loads((smoke_run / "results.json").read_text())
+    assert set(results["target"]) >= {"acc_members", "acc_nonmembers", "acc_test"}
+
+
+def test_config_records_provenance(smoke_run):
+    manifest = json.loads((smoke_run / "config.json").read_text())
+    assert manifest["status"] == "complete"
+    assert manifest["seed"] == 0 and manifest["config"]["ks"] == [2, 4]
+    assert torch.__version__.startswith(manifest["environment"]["packages"]["torch"])
+    assert manifest["environment"]["packages"]["piq"]
+    assert {"split", "target", "generate", "privacy", "utility", "report", "total"} <= set(
+        manifest["timings_s"]
+    )
+
+
+def test_report_warns_about_private_images(smoke_run):
+    html = (smoke_run / "report.html").read_text()
+    assert "This report shows private images" in html
+    assert html.count("data:image/png;base64,") == 2
+    assert "<script" not in html
+
+
+def test_same_seed_same_bytes(smoke_run, tmp_path):
+    out = tmp_path / "b"
+    assert main([*SMOKE, "--out", str(out)]) == 0
+    for name in ("split.npz", "synthetic/k2.npz", "synthetic/k4.npz"):
+        with np.load(smoke_run / name) as a, np.load(out / name) as b:
+            for key in a.files:
+                assert a[key].tobytes() == b[key].tobytes(), (name, key)
+    assert (smoke_run / "results.csv").read_text() == (out / "results.csv").read_text()
+    ta = torch.load(smoke_run / "target.pt", weights_only=True)
+    tb = torch.load(out / "target.pt", weights_only=True)
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def test_redacted_report_shows_no_members(tmp_path):
+    out = tmp_path / "r"
+    assert main([*SMOKE, "--k", "1", "--redact-private", "--out", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert "private images are redacted" in html.lower()
+    assert "nearest private members" not in html
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--dataset", "mnist"], "unknown dataset"),
+        (["--dataset", "imagefolder", "--data-root", "/nonexistent/x"], "not a directory"),
+        (["--dataset", "cifar10"], "needs --data-root"),
+        (["--k", "0"], "--k"),
+        (["--k", "-5"], "--k"),
+        (["--k", "abc"], "--k"),
+        (["--k"], "--k"),
+        (["--model", "nin_cifar10"], "no BatchNorm"),
+        (["--model", "resnet18"], "not a pytorchcv CIFAR model"),
+        (["--weights", "/nonexistent.pt"], "does not exist"),
+        (["--device", "tpu"], "--device"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path, capsys, args, match):
+    out = tmp_path / "bad"
+    assert main([*SMOKE, *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error:"), err
+    assert match in err
+    assert not out.exists()
+
+
+def test_weights_that_do_not_fit(tmp_path, capsys):
+    from audit.models import build_model
+
+    path = tmp_path / "rgb.pt"
+    torch.save(
+        build_model("resnet20_cifar10", channels=3, num_classes=10, seed=0).state_dict(), path
+    )
+    assert main([*SMOKE, "--weights", str(path), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "do not fit" in err and len(err.strip().splitlines()) == 1
+
+
+def test_corrupt_data_root(tmp_path, capsys):
+    (tmp_path / "train" / "cat").mkdir(parents=True)
+    (tmp_path / "test" / "cat").mkdir(parents=True)
+    for part in ("train", "test"):
+        (tmp_path / part / "cat" / "0.jpg").write_bytes(b"\xff\xd8 broken jpeg")
+    assert (
+        main(
+            [
+                *SMOKE,
+                "--dataset",
+                "imagefolder",
+                "--data-root",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
+    assert "cannot read image" in capsys.readouterr().err
+
+
+def test_existing_out_is_not_reused(smoke_run, capsys):
+    assert main([*SMOKE, "--out", str(smoke_run)]) == 2
+    assert "not empty" in capsys.readouterr().err
+
+
+def test_nan_mid_run_leaves_nothing_final(tmp_path):
+    config = build_config(preset="smoke", out=str(tmp_path / "nan"), bn_overrides={"lr": 1e12})
+    with pytest.raises(AuditError, match=r"diverged|NaN"):
+        execute(config)
+    manifest = json.loads((tmp_path / "nan" / "config.json").read_text())
+    assert manifest["status"] == "failed" and "BN matching" in manifest["error"]
+    for name in ("results.json", "results.csv", "report.html"):
+        assert not (tmp_path / "nan" / name).exists()
