@@ -10,7 +10,7 @@ import sys
 from typing import NoReturn
 
 from audit.config import PRESETS, build_config
-from audit.data import DATASETS, dataset_spec
+from audit.data import DATASETS
 from audit.errors import AuditError
 
 EXIT_BAD_INPUT = 2
@@ -67,10 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from audit.pipeline import execute, resolve_device
 
-    spec = dataset_spec(args.dataset)
     config = build_config(
         preset=args.preset,
-        hflip=spec.hflip,
         dataset=args.dataset,
         data_root=args.data_root,
         download=args.download,

@@ -124,18 +124,24 @@ PRESETS: dict[str, dict[str, Any]] = {
 def build_config(
     *,
     preset: str = "quick",
-    hflip: bool = False,
+    hflip: bool | None = None,
     target_overrides: dict[str, Any] | None = None,
     utility_overrides: dict[str, Any] | None = None,
     bn_overrides: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> RunConfig:
-    """Merge preset defaults with explicit overrides (None means "not given") and validate."""
+    """Merge preset defaults with explicit overrides (None means "not given") and validate.
+
+    hflip=None takes the dataset's default (flip augmentation for natural images, not digits)."""
     if preset not in PRESETS:
         raise AuditError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     base = dict(PRESETS[preset])
     given = {k: v for k, v in overrides.items() if v is not None}
     dataset = given.get("dataset", "digits")
+    if hflip is None:  # mirrored images stay valid for CIFAR, not for digits
+        from audit.data import dataset_spec
+
+        hflip = dataset_spec(dataset).hflip
     image_size = given.get("image_size")
     if image_size is None and dataset == "digits":
         image_size = base["digits_image_size"]

@@ -178,7 +178,7 @@ def stage_generate(run: Run) -> None:
 def _privacy_row(
     query: np.ndarray, members: np.ndarray, run: Run, name: str
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    summary: dict[str, float] = {"n_scored": float(len(query))}
+    summary: dict[str, float] = {"n_scored": len(query)}
     arrays: dict[str, np.ndarray] = {}
     for metric in METRICS:
         values, indices = nearest_neighbours(query, members, metric, k=1, device=run.config.device)

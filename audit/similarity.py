@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 import piq
 import torch
+from tqdm import tqdm
 
 from audit.training import to_tensor
 
@@ -68,7 +69,8 @@ def nearest_neighbours(
     best_values = torch.full((len(q), k), -torch.inf)
     best_indices = torch.zeros((len(q), k), dtype=torch.long)
     with torch.no_grad():
-        for qs in range(0, len(q), query_chunk):
+        starts = range(0, len(q), query_chunk)
+        for qs in tqdm(starts, desc=f"nn {metric}", unit="chunk", disable=None, leave=False):
             qb = q[qs : qs + query_chunk]
             values = [best_values[qs : qs + len(qb)]]
             indices = [best_indices[qs : qs + len(qb)]]

@@ -42,16 +42,36 @@ def png_data_uri(picture: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def class_samples(images: np.ndarray, labels: np.ndarray, per_class: int) -> list[np.ndarray]:
+    """Up to per_class images of each class, one row per class slot (columns are classes)."""
+    classes = np.unique(labels)
+    picks = [np.flatnonzero(labels == c)[:per_class] for c in classes]
+    return [
+        images[[p[i] for p in picks if i < len(p)]]
+        for i in range(per_class)
+        if any(i < len(p) for p in picks)
+    ]
+
+
 def build_gallery(
     store: RunDir, data: ImageDataset, *, redact_private: bool, n_show: int = 10
 ) -> list[GalleryEntry]:
-    """Per release: the n_show synthetic images closest to a member (by SSIM), and, unless
-    redacted, those members underneath."""
+    """Per release: samples of each class, then the n_show released images closest to a member
+    (by SSIM) and, unless redacted, those members underneath."""
     members = data.images[store.read_npz("split.npz")["members"]]
     entries = []
     for release in store.read_json("generate.json")["releases"]:
         name = f"{release['generator']}-k{release['k']}"
-        images = store.read_npz(release["path"])["images"]
+        title = f"{release['generator']} K={release['k']}"
+        synthetic = store.read_npz(release["path"])
+        images = synthetic["images"]
+        entries.append(
+            GalleryEntry(
+                f"{title}: samples",
+                "released images, one column per class",
+                png_data_uri(image_grid(class_samples(images, synthetic["labels"], 3))),
+            )
+        )
         privacy = store.read_npz(f"privacy/{name}.npz")
         worst = np.argsort(-privacy["ssim_values"], kind="stable")[:n_show]
         rows = [images[worst]]
@@ -62,7 +82,7 @@ def build_gallery(
         scores = ", ".join(f"{v:.2f}" for v in privacy["ssim_values"][worst])
         entries.append(
             GalleryEntry(
-                f"{release['generator']} K={release['k']}",
+                f"{title}: most member-like",
                 f"{caption}. SSIM: {scores}",
                 png_data_uri(image_grid(rows)),
             )

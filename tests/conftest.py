@@ -30,3 +30,24 @@ def teacher(digits: ImageDataset) -> NormalizedClassifier:
 
 def random_images(n: int, size: int = 16, channels: int = 1, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, channels), dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def cifar_folder(tmp_path_factory):
+    """A small real image folder: JPEGs of 3 CIFAR-10 classes from the shared archive."""
+    import tarfile
+    from pathlib import Path
+
+    archive = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
+    if not archive.exists():
+        pytest.skip("shared/data/cifar10-jpeg.tar.gz is not beside the repository")
+    wanted = {
+        f"{part}/{c}/{i:04d}.jpg"
+        for part, n in (("train", 40), ("test", 10))
+        for c in ("cat", "ship", "truck")
+        for i in range(n)
+    }
+    root = tmp_path_factory.mktemp("cifar-jpeg")
+    with tarfile.open(archive) as tar:
+        tar.extractall(root, members=[m for m in tar if m.name in wanted], filter="data")
+    return root

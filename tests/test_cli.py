@@ -73,7 +73,7 @@ def test_config_records_provenance(smoke_run):
 def test_report_warns_about_private_images(smoke_run):
     html = (smoke_run / "report.html").read_text()
     assert "This report shows private images" in html
-    assert html.count("data:image/png;base64,") == 2
+    assert html.count("data:image/png;base64,") == 4  # samples + closest, per K
     assert "<script" not in html
 
 
@@ -170,3 +170,17 @@ def test_nan_mid_run_leaves_nothing_final(tmp_path):
     assert manifest["status"] == "failed" and "BN matching" in manifest["error"]
     for name in ("results.json", "results.csv", "report.html"):
         assert not (tmp_path / "nan" / name).exists()
+
+
+def test_run_on_real_cifar_jpeg_folder(cifar_folder, tmp_path):
+    """RGB, 32 px, 3 classes (a replaced head), flip augmentation: imagefolder end to end."""
+    out = tmp_path / "cifar"
+    args = ["--dataset", "imagefolder", "--data-root", str(cifar_folder), "--n-synthetic", "30"]
+    assert main([*SMOKE, *args, "--out", str(out)]) == 0
+    with np.load(out / "synthetic/k4.npz") as synthetic:
+        assert synthetic["images"].shape == (30, 32, 32, 3)
+        assert np.bincount(synthetic["labels"]).tolist() == [10, 10, 10]
+    manifest = json.loads((out / "config.json").read_text())
+    assert manifest["config"]["target"]["hflip"] is True
+    with np.load(out / "split.npz") as split:
+        assert split["test"].min() >= 120  # the test split comes from the folder's test part

@@ -1,4 +1,3 @@
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +8,6 @@ from PIL import Image
 from audit.data import load_dataset, split_dataset
 from audit.errors import AuditError
 from audit.models import PYTORCHCV_CIFAR_MEAN, build_model, load_weights
-
-SHARED_CIFAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 
 def test_digits_is_resized_uint8(digits):
@@ -78,17 +75,10 @@ def test_imagefolder_order_and_labels(tmp_path):
     assert len(s.members) == len(s.nonmembers) == 3
 
 
-def test_imagefolder_reads_real_cifar_jpegs(tmp_path):
-    if not SHARED_CIFAR.exists():
-        pytest.skip("shared CIFAR-10 JPEG archive not present")
-    wanted = {
-        f"{p}/{c}/{i:04d}.jpg" for p in ("train", "test") for c in ("cat", "ship") for i in (1, 2)
-    }
-    with tarfile.open(SHARED_CIFAR) as tar:
-        members = [m for m in tar if m.name in wanted]
-        tar.extractall(tmp_path, members=members, filter="data")
-    data = load_dataset("imagefolder", str(tmp_path), image_size=None)
-    assert data.images.shape == (8, 32, 32, 3) and data.classes == ("cat", "ship")
+def test_imagefolder_reads_real_cifar_jpegs(cifar_folder):
+    data = load_dataset("imagefolder", str(cifar_folder), image_size=None)
+    assert data.images.shape == (150, 32, 32, 3) and data.classes == ("cat", "ship", "truck")
+    assert data.n_train == 120
     assert 20 < data.images.mean() < 235
 
 
