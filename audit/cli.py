@@ -59,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--preset", default="quick", choices=tuple(PRESETS))
     run.add_argument(
+        "--thresholds",
+        nargs="+",
+        type=float,
+        metavar="T",
+        help="report the share of released images whose nearest-member SSIM/HaarPSI exceeds T "
+        "(default 0.5 0.7 0.9)",
+    )
+    run.add_argument(
         "--redact-private", action="store_true", help="show no private images in report.html"
     )
     return parser
@@ -81,6 +89,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         device=resolve_device(args.device),
         seed=args.seed,
         redact_private=args.redact_private,
+        similarity_thresholds=tuple(args.thresholds) if args.thresholds else None,
     )
     out = args.out or f"runs/{dt.datetime.now():%Y%m%d-%H%M%S}-{config.digest()[:8]}"
     config = dataclasses.replace(config, out=out)  # the digest ignores where results go

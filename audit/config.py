@@ -163,7 +163,8 @@ def build_config(
         "bn": bn,
     }
     fields["ks"] = tuple(sorted(set(fields["ks"])))
-    fields["similarity_thresholds"] = tuple(fields.get("similarity_thresholds", (0.5, 0.7, 0.9)))
+    if "similarity_thresholds" in fields:
+        fields["similarity_thresholds"] = tuple(sorted(set(fields["similarity_thresholds"])))
     config = RunConfig(**fields)
     validate(config)
     return config
@@ -188,7 +189,7 @@ def validate(config: RunConfig) -> None:
         raise AuditError("member + non-member fractions must leave a test split (sum < 1)")
     for t in config.similarity_thresholds:
         if not 0 <= t <= 1:
-            raise AuditError(f"similarity thresholds must lie in [0, 1], got {t}")
+            raise AuditError(f"--thresholds must lie in [0, 1], got {t}")
     bn = config.bn
     if bn.group_size <= 1:
         raise AuditError(f"BN group size must be at least 2, got {bn.group_size}")

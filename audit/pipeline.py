@@ -24,6 +24,7 @@ from audit.data import ImageDataset, Split, load_dataset, split_dataset
 from audit.errors import AuditError
 from audit.models import NormalizedClassifier, build_model, load_weights, require_bn
 from audit.provenance import environment
+from audit.seeding import numpy_rng
 from audit.similarity import Metric, nearest_neighbours, summarise
 from audit.store import RunDir, synthetic_name
 from audit.training import accuracy, train_classifier
@@ -175,9 +176,9 @@ def stage_generate(run: Run) -> None:
     run.store.write_json("generate.json", {"releases": releases})
 
 
-def _privacy_row(
-    query: np.ndarray, members: np.ndarray, run: Run, name: str
-) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def _privacy_row(query: np.ndarray, split: Split, run: Run, name: str) -> dict[str, float]:
+    """Nearest member of each query image by each metric: summary row + privacy/{name}.npz."""
+    members = run.data.images[split.members]
     summary: dict[str, float] = {"n_scored": len(query)}
     arrays: dict[str, np.ndarray] = {}
     for metric in METRICS:
@@ -189,20 +190,20 @@ def _privacy_row(
         )
         arrays[f"{metric}_values"] = values[:, 0]
         arrays[f"{metric}_member"] = indices[:, 0]  # position within split.members
+        arrays[f"{metric}_index"] = split.members[indices[:, 0]]  # index in the dataset's order
     run.store.write_npz(f"privacy/{name}.npz", **arrays)
-    return summary, arrays
+    return summary
 
 
 def stage_privacy(run: Run) -> None:
     """Nearest member of each released image; the real row scores held-out non-members the same
     way, which is what an independent draw from the private distribution looks like."""
     data, split = run.data, run.split()
-    members = data.images[split.members]
     rows = {}
     for release in run.releases():
         images = run.store.read_npz(release["path"])["images"]
         name = f"{release['generator']}-k{release['k']}"
-        rows[name], _ = _privacy_row(images, members, run, name)
+        rows[name] = _privacy_row(images, split, run, name)
         log.info(
             "[privacy] %s: nearest-member SSIM mean %.3f max %.3f, HaarPSI mean %.3f max %.3f",
             name,
@@ -211,7 +212,6 @@ def stage_privacy(run: Run) -> None:
             rows[name]["nn_haarpsi_mean"],
             rows[name]["nn_haarpsi_max"],
         )
-    from audit.seeding import numpy_rng
 
     reference = split.nonmembers
     if len(reference) > run.config.max_reference:
@@ -220,7 +220,7 @@ def stage_privacy(run: Run) -> None:
                 reference, run.config.max_reference, replace=False
             )
         )
-    rows["real"], _ = _privacy_row(data.images[reference], members, run, "real")
+    rows["real"] = _privacy_row(data.images[reference], split, run, "real")
     run.store.write_json("privacy.json", {"rows": rows, "reference_nonmembers": reference})
 
 

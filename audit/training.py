@@ -56,6 +56,8 @@ def train_classifier(
     desc: str = "train",
 ) -> NormalizedClassifier:
     """SGD with momentum, cosine-annealed over all steps; normalisation from the training set."""
+    if len(images) < 2:
+        raise AuditError(f"{desc}: need at least 2 training images, got {len(images)}")
     x_all = to_tensor(images, device)
     y_all = torch.from_numpy(labels).to(device)
     model.to(device)

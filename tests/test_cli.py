@@ -112,6 +112,7 @@ def test_redacted_report_shows_no_members(tmp_path):
         (["--model", "resnet18"], "not a pytorchcv CIFAR model"),
         (["--weights", "/nonexistent.pt"], "does not exist"),
         (["--device", "tpu"], "--device"),
+        (["--thresholds", "1.5"], "thresholds"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, args, match):
@@ -184,3 +185,32 @@ def test_run_on_real_cifar_jpeg_folder(cifar_folder, tmp_path):
     assert manifest["config"]["target"]["hflip"] is True
     with np.load(out / "split.npz") as split:
         assert split["test"].min() >= 120  # the test split comes from the folder's test part
+
+
+def test_privacy_stage_finds_a_planted_member(smoke_run, tmp_path):
+    """Copy two members into a release and re-run the privacy stage on a copy of the run."""
+    import shutil
+
+    from audit.data import load_dataset
+    from audit.pipeline import Run, stage_privacy
+    from audit.store import RunDir
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(smoke_run, run_dir)
+    manifest = json.loads((run_dir / "config.json").read_text())
+    config = build_config(preset="smoke", out=str(run_dir))
+    assert config.digest() == manifest["config_digest"]
+    data = load_dataset("digits", None, image_size=16)
+    with np.load(run_dir / "split.npz") as split:
+        members = split["members"]
+    with np.load(run_dir / "synthetic/k2.npz") as synthetic:
+        images, labels = synthetic["images"].copy(), synthetic["labels"]
+    images[3], images[11] = data.images[members[17]], data.images[members[150]]
+    np.savez(run_dir / "synthetic/k2.npz", images=images, labels=labels)
+    stage_privacy(Run(config, data, RunDir(run_dir)))
+    with np.load(run_dir / "privacy/bn_match-k2.npz") as found:
+        for metric in ("ssim", "haarpsi"):
+            assert found[f"{metric}_values"][[3, 11]].min() > 0.999
+            assert found[f"{metric}_index"][[3, 11]].tolist() == [members[17], members[150]]
+    row = json.loads((run_dir / "privacy.json").read_text())["rows"]["bn_match-k2"]
+    assert row["nn_ssim_max"] > 0.999 and row["nn_ssim_frac_above_0.9"] == pytest.approx(2 / 20)
