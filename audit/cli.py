@@ -9,7 +9,7 @@ import logging
 import sys
 from typing import NoReturn
 
-from audit.config import PRESETS, build_config
+from audit.config import BN_LOSS_VARIANTS, PRESETS, build_config
 from audit.data import DATASETS
 from audit.errors import AuditError
 
@@ -59,6 +59,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--preset", default="quick", choices=tuple(PRESETS))
     run.add_argument(
+        "--bn-loss",
+        choices=tuple(BN_LOSS_VARIANTS),
+        default="paper",
+        help="BN-matching loss variant (default: the paper's)",
+    )
+    run.add_argument(
+        "--bn-clamp-pixels",
+        action="store_true",
+        help="keep BN-matched images in the valid pixel range during optimisation "
+        "(the paper does not; without it the release is clipped afterwards)",
+    )
+    run.add_argument(
+        "--bn-groups-per-pass",
+        type=positive_int,
+        help="BN groups optimised in one forward pass (default: all; lower it if memory is short)",
+    )
+    run.add_argument(
+        "--utility-seeds",
+        type=positive_int,
+        help="retrain each utility model with this many seeds and report mean and std",
+    )
+    run.add_argument(
         "--thresholds",
         nargs="+",
         type=float,
@@ -75,8 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from audit.pipeline import execute, resolve_device
 
+    bn = {**BN_LOSS_VARIANTS[args.bn_loss], "clamp_pixels": args.bn_clamp_pixels}
+    if args.bn_groups_per_pass:
+        bn["groups_per_pass"] = args.bn_groups_per_pass
     config = build_config(
         preset=args.preset,
+        bn_overrides=bn,
+        utility_seeds=args.utility_seeds,
         dataset=args.dataset,
         data_root=args.data_root,
         download=args.download,

@@ -40,7 +40,17 @@ class BNMatchConfig:
     norm: Norm = "l2"  # plain L2 norm of each difference (paper) or its square (ZeroQ)
     ce_weight: float = 1.0  # cross-entropy to the assigned labels
     tv_weight: float = 0.0  # total-variation image prior (DeepInversion), 0 = off
+    clamp_pixels: bool = False  # project onto valid pixels [0, 1] after every step (paper: no)
     check_every: int = 25  # steps between finiteness checks (each one syncs a GPU)
+
+
+# Named BN-matching loss variants (REFERENCE.md section 1); "paper" is the default.
+BN_LOSS_VARIANTS: dict[str, dict[str, Any]] = {
+    "paper": {"statistics": "batch", "spread": "var", "norm": "l2", "ce_weight": 1.0},
+    # ZeroQ's matching term: per-image statistics, std, squared L2, no cross-entropy (its extra
+    # input term pulling each image to mean 0 / std 1 is not included)
+    "zeroq": {"statistics": "image", "spread": "std", "norm": "squared", "ce_weight": 0.0},
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,7 @@ class RunConfig:
     max_nonmembers: int | None = None
     max_test: int | None = None
     max_reference: int = 500  # non-members scored against members for the real row
+    utility_seeds: int = 1  # retrainings per row; utility_acc is their mean
     target: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=40))
     utility: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=40))
     bn: BNMatchConfig = field(default_factory=BNMatchConfig)
@@ -90,6 +101,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_members": 2000,
         "max_nonmembers": 2000,
         "max_test": 2000,
+        "utility_seeds": 3,
         "target": {"epochs": 40},
         "utility": {"epochs": 60},
         "bn": {"group_size": 100},
@@ -148,13 +160,11 @@ def build_config(
     target = TrainConfig(**{**base["target"], "hflip": hflip, **(target_overrides or {})})
     utility = TrainConfig(**{**base["utility"], "hflip": hflip, **(utility_overrides or {})})
     bn = BNMatchConfig(**{**base["bn"], **(bn_overrides or {})})
-    fields = {
-        "ks": base["ks"],
-        "n_synthetic": base["n_synthetic"],
-        "max_members": base["max_members"],
-        "max_nonmembers": base["max_nonmembers"],
-        "max_test": base["max_test"],
-        **({"max_reference": base["max_reference"]} if "max_reference" in base else {}),
+    preset_fields = ("ks", "n_synthetic", "max_members", "max_nonmembers", "max_test")
+    optional_fields = ("max_reference", "utility_seeds")
+    fields: dict[str, Any] = {
+        **{key: base[key] for key in preset_fields},
+        **{key: base[key] for key in optional_fields if key in base},
         **given,
         "image_size": image_size,
         "preset": preset,
@@ -177,6 +187,8 @@ def validate(config: RunConfig) -> None:
     for k in config.ks:
         if k <= 0:
             raise AuditError(f"--k must be positive integers, got {k}")
+    if config.utility_seeds <= 0:
+        raise AuditError(f"--utility-seeds must be positive, got {config.utility_seeds}")
     if config.n_synthetic <= 0:
         raise AuditError(f"--n-synthetic must be positive, got {config.n_synthetic}")
     if config.image_size is not None and config.image_size < 16:

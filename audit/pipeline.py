@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -225,33 +226,44 @@ def stage_privacy(run: Run) -> None:
 
 
 def stage_utility(run: Run) -> None:
+    """Retrain from scratch on each release (and on the real members) with utility_seeds seeds;
+    report the mean test accuracy and, with more than one seed, its standard deviation."""
     c, data, split = run.config, run.data, run.split()
     test_images, test_labels = data.images[split.test], data.labels[split.test]
 
-    def utility_of(images: np.ndarray, labels: np.ndarray, stream: str) -> float:
-        return retrain_accuracy(
-            images,
-            labels,
-            test_images,
-            test_labels,
-            model_name=c.model,
-            num_classes=len(data.classes),
-            cfg=c.utility,
-            seed=c.seed,
-            stream=stream,
-            device=c.device,
+    def utility_of(images: np.ndarray, labels: np.ndarray, name: str) -> dict[str, Any]:
+        accs = [
+            retrain_accuracy(
+                images,
+                labels,
+                test_images,
+                test_labels,
+                model_name=c.model,
+                num_classes=len(data.classes),
+                cfg=c.utility,
+                seed=c.seed,
+                stream=f"utility-{name}-{repeat}",
+                device=c.device,
+            )
+            for repeat in range(c.utility_seeds)
+        ]
+        row = {"utility_acc": float(np.mean(accs)), "utility_accs": accs}
+        if len(accs) > 1:
+            row["utility_acc_std"] = float(np.std(accs, ddof=1))
+        log.info(
+            "[utility] %s: test accuracy %s",
+            name,
+            " ".join(f"{a:.3f}" for a in accs)
+            + (f" (mean {row['utility_acc']:.3f})" if len(accs) > 1 else ""),
         )
+        return row
 
-    rows = {
-        "real": utility_of(data.images[split.members], data.labels[split.members], "utility-real")
-    }
-    log.info("[utility] real members: test accuracy %.3f", rows["real"])
+    rows = {"real": utility_of(data.images[split.members], data.labels[split.members], "real")}
     for release in run.releases():
         synthetic = run.store.read_npz(release["path"])
         name = f"{release['generator']}-k{release['k']}"
-        rows[name] = utility_of(synthetic["images"], synthetic["labels"], f"utility-{name}")
-        log.info("[utility] %s: test accuracy %.3f", name, rows[name])
-    run.store.write_json("utility.json", {"utility_acc": rows})
+        rows[name] = utility_of(synthetic["images"], synthetic["labels"], name)
+    run.store.write_json("utility.json", {"rows": rows})
 
 
 def stage_report(run: Run) -> None:

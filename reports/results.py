@@ -30,7 +30,7 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
     split = store.read_npz("split.npz")
     target = store.read_json("target.json")
     privacy = store.read_json("privacy.json")["rows"]
-    utility = store.read_json("utility.json")["utility_acc"]
+    utility = store.read_json("utility.json")["rows"]
     releases = store.read_json("generate.json")["releases"]
     rows: list[dict[str, Any]] = []
     for release in releases:
@@ -44,7 +44,7 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
                 "k": release["k"],
                 "n_synthetic": release["n_synthetic"],
                 **privacy[name],
-                "utility_acc": utility[name],
+                **_utility_columns(utility[name]),
                 **extra,
             }
         )
@@ -54,7 +54,7 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
             "k": None,
             "n_synthetic": len(split["members"]),
             **privacy["real"],
-            "utility_acc": utility["real"],
+            **_utility_columns(utility["real"]),
         }
     )
     return {
@@ -77,6 +77,12 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
         },
         "rows": rows,
     }
+
+
+def _utility_columns(row: dict[str, Any]) -> dict[str, Any]:
+    """utility_acc (mean over seeds) and, when several seeds ran, utility_acc_std; the list of
+    per-seed accuracies stays in utility.json."""
+    return {k: v for k, v in row.items() if k in ("utility_acc", "utility_acc_std")}
 
 
 def columns(rows: list[dict[str, Any]]) -> list[str]:

@@ -214,3 +214,21 @@ def test_privacy_stage_finds_a_planted_member(smoke_run, tmp_path):
             assert found[f"{metric}_index"][[3, 11]].tolist() == [members[17], members[150]]
     row = json.loads((run_dir / "privacy.json").read_text())["rows"]["bn_match-k2"]
     assert row["nn_ssim_max"] > 0.999 and row["nn_ssim_frac_above_0.9"] == pytest.approx(2 / 20)
+
+
+def test_variant_flags_reach_the_config_and_results(tmp_path):
+    out = tmp_path / "variant"
+    flags = ["--k", "3", "--bn-loss", "zeroq", "--bn-clamp-pixels", "--bn-groups-per-pass", "1"]
+    assert main([*SMOKE, *flags, "--utility-seeds", "2", "--out", str(out)]) == 0
+    bn = json.loads((out / "config.json").read_text())["config"]["bn"]
+    assert (bn["statistics"], bn["spread"], bn["norm"], bn["ce_weight"]) == (
+        "image",
+        "std",
+        "squared",
+        0,
+    )
+    assert bn["clamp_pixels"] is True and bn["groups_per_pass"] == 1
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert all(row["utility_acc_std"] != "" for row in rows)
+    utility = json.loads((out / "utility.json").read_text())["rows"]
+    assert all(len(row["utility_accs"]) == 2 for row in utility.values())
