@@ -101,7 +101,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_members": 2000,
         "max_nonmembers": 2000,
         "max_test": 2000,
-        "utility_seeds": 3,
+        "utility_seeds": 2,
         "target": {"epochs": 40},
         "utility": {"epochs": 60},
         "bn": {"group_size": 100},

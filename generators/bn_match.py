@@ -189,6 +189,9 @@ def bn_match(
     loss_at: dict[int, list[float]] = {k: [] for k in ks}
     history: dict[int, list[float]] = {}
     teacher = teacher.to(device)
+    # valid pixels [0, 1] in the teacher's normalised units, per channel (for clamp_pixels)
+    low = teacher.normalize(torch.zeros(1, device=device)).detach()
+    high = teacher.normalize(torch.ones(1, device=device)).detach()
     bar = tqdm(
         total=ks[-1] * math.ceil(n_groups / per_pass),
         desc="bn_match",
@@ -196,7 +199,7 @@ def bn_match(
         disable=None if progress else True,
         leave=False,
     )
-    with frozen(teacher), bn_inputs(teacher.net) as records:
+    with bar, frozen(teacher), bn_inputs(teacher.net) as records:
         for first_group in range(0, n_groups, per_pass):
             groups = range(first_group, min(first_group + per_pass, n_groups))
             mask = (group_index >= groups.start) & (group_index < groups.stop)
@@ -204,11 +207,6 @@ def bn_match(
             y = y_all[mask.to(device)]
             averaging = group_matrix((group_index[mask] - groups.start).to(device), len(groups))
             optimizer = torch.optim.Adam([z], lr=cfg.lr)
-            # valid pixels [0, 1] expressed in the teacher's normalised units, per channel
-            low, high = (
-                teacher.normalize(torch.zeros(1, device=device)),
-                teacher.normalize(torch.ones(1, device=device)),
-            )
             for step in range(1, ks[-1] + 1):
                 records.clear()
                 logits = teacher.net(z)
@@ -227,7 +225,6 @@ def bn_match(
                         loss_at[step].append(mean_loss * len(groups))
                         snapshots[step].append(quantise(teacher, z))
     records.clear()
-    bar.close()
     return BNMatchResult(
         snapshots={k: np.concatenate(v) for k, v in snapshots.items()},
         labels=labels,
