@@ -52,9 +52,6 @@ class RunDir:
     def path(self, name: str) -> Path:
         return self.root / name
 
-    def exists(self, name: str) -> bool:
-        return self.path(name).exists()
-
     def write_text(self, name: str, text: str) -> Path:
         with _atomic(self.path(name), "w") as handle:
             handle.write(text)
