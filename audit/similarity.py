@@ -1,25 +1,57 @@
-"""Nearest neighbours under piq's SSIM and HaarPSI.
+"""Exact nearest neighbours under piq's SSIM and HaarPSI, for whole datasets.
 
-First version: exact by construction, because every pair is scored by piq itself
-(``reduction='none'``, default parameters, ``data_range=1``). Pairs are formed in chunks so that
-memory stays bounded; a later engine shares the per-image work and keeps this signature.
+``nearest_neighbours`` computes each image's per-image terms once (audit/pairwise.py) and scores
+every (query, reference) pair in blocks sized to a memory budget, keeping a running top-k. Every
+score is piq's (``reduction='none'``, default parameters, ``data_range=1``) up to float32 summation
+order (tests hold it to 1e-5); no pair is skipped, so the top-k is the brute-force top-k, ties
+broken by the lower reference index.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
-import piq
 import torch
 from tqdm import tqdm
 
+from audit import pairwise
 from audit.training import to_tensor
 
+log = logging.getLogger(__name__)
+
 Metric = Literal["ssim", "haarpsi"]
-DEFAULT_MEMORY_BUDGET = 256 * 2**20  # bytes for one chunk of pairs and piq's intermediates
-_PIQ_OVERHEAD = 24  # piq's intermediates per pair, in multiples of one image pair (measured ~16)
+DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes for one block of pairs
+COMPILE_MIN_PAIRS = 500_000  # below this, torch.compile's start-up costs more than it saves
+REFERENCE_BLOCK = 1024  # references per block: long enough rows for efficient products
+
+
+@dataclass(frozen=True)
+class Engine:
+    features: Callable[[torch.Tensor], Any]  # per-image work, once per image
+    prepare_reference: Callable[[Any], Any]  # per-reference-block work, once per block
+    pairwise: Callable[..., torch.Tensor]  # (query block, reference block) -> scores
+    bytes_per_pair: Callable[..., int]
+
+
+ENGINES: dict[str, Engine] = {
+    "ssim": Engine(
+        pairwise.ssim_features,
+        pairwise.ssim_prepare_reference,
+        pairwise.ssim_pairwise,
+        pairwise.ssim_bytes_per_pair,
+    ),
+    "haarpsi": Engine(
+        pairwise.haarpsi_features,
+        lambda features: features,
+        pairwise.haarpsi_pairwise,
+        pairwise.haarpsi_bytes_per_pair,
+    ),
+}
+_compile_failed = False
 
 
 def _as_float(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -29,13 +61,23 @@ def _as_float(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.
         return to_tensor(images, device)
     if images.ndim != 4:
         raise ValueError("tensor images must be float NCHW in [0, 1]")
-    return images.to(device=device, dtype=torch.float32)
+    return images.to(device=device, dtype=torch.float32).clamp(0, 1)
 
 
-def pair_scores(x: torch.Tensor, y: torch.Tensor, metric: Metric) -> torch.Tensor:
-    """piq's score of each pair (x[i], y[i]); float NCHW in [0, 1]."""
-    fn: Callable[..., torch.Tensor] = piq.ssim if metric == "ssim" else piq.haarpsi
-    return fn(x.clamp(0, 1), y.clamp(0, 1), data_range=1.0, reduction="none")
+def plan_blocks(
+    n_query: int, n_reference: int, bytes_per_pair: int, budget: int
+) -> tuple[int, int]:
+    """(query block, reference block) whose pairs fit in ``budget`` bytes, each as even as it can
+    be (the last block is padded to full size, so 1,025 references make two blocks of 513)."""
+    max_pairs = max(1, budget // bytes_per_pair)
+    ref_block = _even(n_reference, max(1, min(REFERENCE_BLOCK, max_pairs)))
+    query_block = _even(n_query, max(1, max_pairs // ref_block))
+    return query_block, ref_block
+
+
+def _even(n: int, largest: int) -> int:
+    blocks = -(-n // largest)
+    return -(-n // blocks)
 
 
 def nearest_neighbours(
@@ -45,57 +87,85 @@ def nearest_neighbours(
     k: int = 1,
     device: str | torch.device | None = None,
     memory_budget: int | None = None,
+    *,
+    compiled: bool | None = None,
+    progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each query image, the k most similar reference images, best first.
 
-    Inputs are uint8 NHWC arrays or float NCHW tensors in [0, 1], with equal channels and size.
-    Returns ``(values, indices)``, each of shape (len(query), k). Ties keep the lower index.
+    Inputs are uint8 NHWC arrays or float NCHW tensors in [0, 1], one or three channels, equal
+    shapes. Returns ``(values, indices)``, each of shape (len(query), k). ``compiled`` fuses the
+    elementwise part with torch.compile (None: when there are at least COMPILE_MIN_PAIRS pairs).
     """
-    if metric not in ("ssim", "haarpsi"):
-        raise ValueError(f"unknown metric {metric!r}")
+    global _compile_failed
+    if metric not in ENGINES:
+        raise ValueError(f"unknown metric {metric!r}; choose ssim or haarpsi")
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    q = _as_float(query, dev)
-    r = _as_float(reference, dev)
+    q, r = _as_float(query, dev), _as_float(reference, dev)
     if q.shape[1:] != r.shape[1:]:
         raise ValueError(
             f"query images {tuple(q.shape[1:])} differ from reference {tuple(r.shape[1:])}"
         )
+    if q.shape[1] not in (1, 3):
+        raise ValueError(f"images must have 1 or 3 channels, got {q.shape[1]}")
     if not 1 <= k <= len(r):
         raise ValueError(f"k must lie in [1, {len(r)}], got {k}")
-    pair_bytes = 2 * q[0].numel() * 4 * _PIQ_OVERHEAD
-    max_pairs = max(1, (memory_budget or DEFAULT_MEMORY_BUDGET) // pair_bytes)
-    ref_chunk = max(1, min(len(r), max_pairs))
-    query_chunk = max(1, max_pairs // ref_chunk)
-    best_values = torch.full((len(q), k), -torch.inf)
-    best_indices = torch.zeros((len(q), k), dtype=torch.long)
+    engine = ENGINES[metric]
+    if compiled is None:
+        compiled = len(q) * len(r) >= COMPILE_MIN_PAIRS
+    compiled = compiled and not _compile_failed
     with torch.no_grad():
-        starts = range(0, len(q), query_chunk)
-        for qs in tqdm(starts, desc=f"nn {metric}", unit="chunk", disable=None, leave=False):
-            qb = q[qs : qs + query_chunk]
-            values = [best_values[qs : qs + len(qb)]]
-            indices = [best_indices[qs : qs + len(qb)]]
-            for rs in range(0, len(r), ref_chunk):
-                rb = r[rs : rs + ref_chunk]
-                x = qb[:, None].expand(len(qb), len(rb), *qb.shape[1:]).reshape(-1, *qb.shape[1:])
-                y = rb[None].expand(len(qb), len(rb), *rb.shape[1:]).reshape(-1, *rb.shape[1:])
-                scores = pair_scores(x, y, metric).reshape(len(qb), len(rb)).float().cpu()
-                values.append(scores)
-                indices.append(torch.arange(rs, rs + len(rb)).expand(len(qb), -1))
-                # merge as we go so memory does not grow with len(reference)
-                merged_v, merged_i = torch.cat(values, 1), torch.cat(indices, 1)
-                top_v, pos = _stable_topk(merged_v, merged_i, k)
-                values, indices = [top_v], [merged_i.gather(1, pos)]
-            best_values[qs : qs + len(qb)] = values[0]
-            best_indices[qs : qs + len(qb)] = indices[0]
+        fq, fr = engine.features(q), engine.features(r)
+        per_pair = engine.bytes_per_pair(fq, compiled=compiled)
+        q_block, r_block = plan_blocks(
+            len(q), len(r), per_pair, memory_budget or DEFAULT_MEMORY_BUDGET
+        )
+        workspace = pairwise.Workspace()
+        best_values = torch.full((len(q), k), -torch.inf)
+        best_indices = torch.zeros((len(q), k), dtype=torch.long)
+        blocks = [(rs, qs) for rs in range(0, len(r), r_block) for qs in range(0, len(q), q_block)]
+        bar = tqdm(
+            total=len(blocks),
+            desc=f"nn {metric}",
+            unit="block",
+            disable=None if progress else True,
+            leave=False,
+        )
+        with bar:
+            for rs in range(0, len(r), r_block):  # reference-side work is prepared once per block
+                n_r = min(r_block, len(r) - rs)
+                r_part = engine.prepare_reference(fr.take(rs, rs + r_block).padded(r_block))
+                for qs in range(0, len(q), q_block):
+                    n_q = min(q_block, len(q) - qs)
+                    q_part = fq.take(qs, qs + q_block).padded(q_block)
+                    try:
+                        scores = engine.pairwise(
+                            q_part, r_part, compiled=compiled, workspace=workspace
+                        )
+                    except Exception as exc:  # no compiler or backend: fall back, stay exact
+                        if not compiled:
+                            raise
+                        log.warning("torch.compile failed (%s); continuing without it", exc)
+                        _compile_failed, compiled = True, False
+                        scores = engine.pairwise(
+                            q_part, r_part, compiled=False, workspace=workspace
+                        )
+                    scores = scores[:n_q, :n_r].float().cpu()
+                    rows = slice(qs, qs + n_q)
+                    merged_v = torch.cat([best_values[rows], scores], dim=1)
+                    new = torch.arange(rs, rs + n_r).expand(n_q, -1)
+                    merged_i = torch.cat([best_indices[rows], new], dim=1)
+                    best_values[rows], pos = _stable_topk(merged_v, merged_i, k)
+                    best_indices[rows] = merged_i.gather(1, pos)
+                    bar.update(1)
     return best_values.numpy(), best_indices.numpy()
 
 
 def _stable_topk(
     values: torch.Tensor, indices: torch.Tensor, k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k by value, ties broken by the lower reference index (so results do not depend on
-    chunking)."""
-    # sort by index first, then a stable sort by value keeps index order within ties
+    """Top-k by value, ties broken by the lower reference index (results do not depend on the
+    blocks). Returns the values and their positions in the inputs."""
     by_index = indices.argsort(dim=1, stable=True)
     v = values.gather(1, by_index)
     order = (-v).argsort(dim=1, stable=True)[:, :k]

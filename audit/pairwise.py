@@ -1,0 +1,295 @@
+"""All-pairs SSIM and HaarPSI with piq's definitions, sharing the per-image work.
+
+piq scores one pair at a time and recomputes every per-image quantity for each pair. Here each
+metric splits into
+* ``*_features``: everything that depends on one image only, computed once per image with the same
+  torch ops piq uses (so these values are piq's, bit for bit), and
+* ``*_pairwise``: the few terms that depend on both images, for a block of queries x references.
+
+SSIM (piq.ssim, kernel 11, sigma 1.5, k1 0.01, k2 0.03, valid windows, downsampling by
+round(min(H, W) / 256) as piq does): mu and sigma^2 maps are per image; the only pairwise term,
+sigma_xy = sum_u w_u x[p+u] y[p+u] - mu_x mu_y, is one batched matrix product per (channel,
+position) of Gaussian-weighted patches, with -mu_x mu_y folded in as an extra column.
+
+HaarPSI (piq.haarpsi, scales 3, subsample, c 30, alpha 4.2): the Haar coefficients of the Y channel
+and the I/Q magnitudes are per image; the similarity maps, the weights max(|x|, |y|) and the
+weighted logistic mean are pairwise and elementwise.
+
+The pairwise combinations are plain elementwise code: eager by default, or fused by torch.compile
+(``compiled=True``), which changes only floating-point summation order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from piq.functional import gaussian_filter, haar_filter, rgb2yiq
+
+SSIM_KERNEL, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
+HAAR_SCALES, HAAR_C, HAAR_ALPHA = 3, 30.0, 4.2
+
+
+# --------------------------------------------------------------------------- SSIM
+
+
+@dataclass(frozen=True)
+class SSIMFeatures:
+    images: torch.Tensor  # (N, C, H, W) after piq's downsampling, minus each channel's mean
+    mu: torch.Tensor  # (C*P, N) Gaussian-weighted local means at the P valid positions
+    mu_centred: torch.Tensor  # (C*P, N) the same minus the channel mean taken from `images`
+    var: torch.Tensor  # (C*P, N) local variances
+    windows: torch.Tensor | None = None  # (C*H*W', K, N) row windows, once prepared as reference
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def take(self, start: int, stop: int) -> SSIMFeatures:
+        part = slice(start, stop)
+        return SSIMFeatures(
+            self.images[part], self.mu[:, part], self.mu_centred[:, part], self.var[:, part]
+        )
+
+    def padded(self, n: int) -> SSIMFeatures:
+        """Repeat the first image up to n (fixed block shapes: one compilation per run)."""
+        extra = n - len(self)
+        if extra <= 0:
+            return self
+
+        def pad(t: torch.Tensor) -> torch.Tensor:
+            return torch.cat([t, t[:, :1].expand(-1, extra)], dim=1)
+
+        images = torch.cat([self.images, self.images[:1].expand(extra, -1, -1, -1)])
+        return SSIMFeatures(images, pad(self.mu), pad(self.mu_centred), pad(self.var))
+
+
+def ssim_features(x: torch.Tensor) -> SSIMFeatures:
+    """x: float NCHW in [0, 1]."""
+    factor = max(1, round(min(x.shape[-2:]) / 256))
+    if factor > 1:
+        x = F.avg_pool2d(x, kernel_size=factor)
+    c = x.shape[1]
+    if min(x.shape[-2:]) < SSIM_KERNEL:
+        raise ValueError(
+            f"SSIM needs images of at least {SSIM_KERNEL} px, got {tuple(x.shape[-2:])}"
+        )
+    kernel = _ssim_kernel(x.dtype, x.device).repeat(c, 1, 1, 1)
+    mu = F.conv2d(x, kernel, groups=c)
+    # piq computes var = conv(x^2) - mu^2 and sigma_xy = conv(xy) - mu_x mu_y in float32, which
+    # cancels badly where a window is flat. Both are shift-invariant, so here they are computed
+    # from x - a, a being each channel's mean: the same quantities, closer to their exact values.
+    offset = x.mean(dim=(2, 3), keepdim=True)
+    centred = x - offset
+    mu_centred = mu - offset
+    var = F.conv2d(centred * centred, kernel, groups=c) - mu_centred * mu_centred
+
+    def per_position(t: torch.Tensor) -> torch.Tensor:
+        return t.flatten(2).permute(1, 2, 0).reshape(-1, len(x))
+
+    return SSIMFeatures(
+        images=centred,
+        mu=per_position(mu),
+        mu_centred=per_position(mu_centred),
+        var=per_position(var),
+    )
+
+
+def _ssim_kernel(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return gaussian_filter(SSIM_KERNEL, SSIM_SIGMA, device=device, dtype=dtype)[0]
+
+
+class Workspace:
+    """Output buffers reused across blocks of the same shape: a fresh multi-GB tensor per block
+    costs more in page faults than the matrix product that fills it."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[
+            tuple[str, tuple[int, ...], torch.dtype, torch.device], torch.Tensor
+        ] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        key = (name, shape, like.dtype, like.device)
+        if key not in self._buffers:
+            self._buffers[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return self._buffers[key]
+
+
+def _row_windows(images: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, C, H, W) -> (C*H*W', N, K): the K pixels right of each (channel, row, column)."""
+    windows = images.unfold(3, SSIM_KERNEL, 1)  # (N, C, H, W', K), a view
+    if weights is not None:
+        windows = windows * weights
+    n, c, h, w_out, k = windows.shape
+    return windows.permute(1, 2, 3, 0, 4).reshape(c * h * w_out, n, k)
+
+
+def _ssim_combine(
+    local_xy: torch.Tensor,
+    mu_q: torch.Tensor,
+    mu_r: torch.Tensor,
+    muc_q: torch.Tensor,
+    muc_r: torch.Tensor,
+    var_q: torch.Tensor,
+    var_r: torch.Tensor,
+) -> torch.Tensor:
+    """local_xy = sum_u w_u (x - a)(y - b) per (channel-position, query, reference), muc = mu - a
+    -> mean SSIM per pair."""
+    c1, c2 = SSIM_K1**2, SSIM_K2**2
+    sigma_xy = local_xy - muc_q * muc_r
+    cs = (2.0 * sigma_xy + c2) / (var_q + var_r + c2)
+    luminance = (2.0 * mu_q * mu_r + c1) / (mu_q * mu_q + mu_r * mu_r + c1)
+    return (luminance * cs).mean(dim=0)
+
+
+def ssim_prepare_reference(r: SSIMFeatures) -> SSIMFeatures:
+    """Cut the reference block's row windows once; every query block reuses them."""
+    windows = _row_windows(r.images).transpose(1, 2).contiguous()  # (C*H*W', K, nr)
+    return SSIMFeatures(r.images, r.mu, r.mu_centred, r.var, windows)
+
+
+def ssim_pairwise(
+    q: SSIMFeatures,
+    r: SSIMFeatures,
+    *,
+    compiled: bool = False,
+    workspace: Workspace | None = None,
+) -> torch.Tensor:
+    """SSIM of every (query, reference) pair: (len(q), len(r)).
+
+    The Gaussian window is separable (w_u = g_a g_b), so sum_u w_u x[p+u] y[p+u] is a horizontal
+    pass (one small matrix product per channel, row and column: K-pixel row windows of x, weighted
+    by g, against those of y) followed by a vertical pass (one matrix product with the banded
+    matrix of g), both over all pairs of the block at once.
+    """
+    ws = workspace or Workspace()
+    kernel = _ssim_kernel(q.images.dtype, q.images.device)
+    g = kernel.sum(dim=1)  # the 1-D Gaussian: kernel == outer(g, g)
+    c, h = q.images.shape[1:3]
+    h_out = h - SSIM_KERNEL + 1
+    left = _row_windows(q.images, g)  # (C*H*W', nq, K)
+    right = r.windows if r.windows is not None else ssim_prepare_reference(r).windows
+    assert right is not None
+    rows = ws.get("rows", (left.shape[0], len(q), len(r)), left)
+    torch.bmm(left, right, out=rows)  # horizontal: sum_b g_b x y along each row
+    band = torch.zeros(h_out, h, dtype=g.dtype, device=g.device)
+    for a in range(h_out):
+        band[a, a : a + SSIM_KERNEL] = g
+    local = ws.get("local", (c, h_out, rows.shape[0] // (c * h) * len(q) * len(r)), left)
+    torch.matmul(band, rows.view(c, h, -1), out=local)  # vertical: sum_a g_a (...)
+    local_xy = local.view(-1, len(q), len(r))  # (C*P, nq, nr), positions in piq's order
+    combine = _compiled(_ssim_combine) if compiled else _ssim_combine
+    return combine(
+        local_xy,
+        q.mu[..., None],
+        r.mu[:, None, :],
+        q.mu_centred[..., None],
+        r.mu_centred[:, None, :],
+        q.var[..., None],
+        r.var[:, None, :],
+    )
+
+
+def ssim_bytes_per_pair(features: SSIMFeatures, *, compiled: bool) -> int:
+    """Peak bytes one pair costs in ssim_pairwise: the row and local buffers, plus the
+    temporaries of the elementwise combination unless it is fused."""
+    c, h, w = features.images.shape[1:]
+    rows = c * h * (w - SSIM_KERNEL + 1)
+    local = features.mu.shape[0]
+    return 4 * (rows + local * (1 if compiled else 6))
+
+
+# --------------------------------------------------------------------------- HaarPSI
+
+
+@dataclass(frozen=True)
+class HaarFeatures:
+    magnitudes: torch.Tensor  # (N, F, positions): |Haar coefficients| (6), then |I|, |Q| if RGB
+
+    def __len__(self) -> int:
+        return len(self.magnitudes)
+
+    def take(self, start: int, stop: int) -> HaarFeatures:
+        return HaarFeatures(self.magnitudes[start:stop])
+
+    def padded(self, n: int) -> HaarFeatures:
+        extra = n - len(self)
+        if extra <= 0:
+            return self
+        m = self.magnitudes
+        return HaarFeatures(torch.cat([m, m[:1].expand(extra, -1, -1)]))
+
+
+def haarpsi_features(x: torch.Tensor) -> HaarFeatures:
+    """x: float NCHW in [0, 1]; piq's steps up to the coefficient magnitudes."""
+    kernel_size = 2 ** (HAAR_SCALES + 1)
+    if min(x.shape[-2:]) < kernel_size:
+        raise ValueError(
+            f"HaarPSI needs images of at least {kernel_size} px, got {tuple(x.shape[-2:])}"
+        )
+    x = x * 255
+    rgb = x.shape[1] == 3
+    yiq = rgb2yiq(x) if rgb else x
+    down = max(yiq.shape[2] % 2, yiq.shape[3] % 2)
+    yiq = F.avg_pool2d(F.pad(yiq, [0, down, 0, down]), kernel_size=2, stride=2, padding=0)
+    coefficients = []
+    for scale in range(HAAR_SCALES):
+        size = 2 ** (scale + 1)
+        h = haar_filter(size, dtype=x.dtype, device=x.device)
+        kernels = torch.stack([h, h.transpose(-1, -2)])
+        pad = [size // 2 - 1, size // 2, size // 2 - 1, size // 2]
+        coefficients.append(F.conv2d(F.pad(yiq[:, :1], pad=pad, mode="constant"), kernels))
+    magnitudes = [torch.cat(coefficients, dim=1).abs()]
+    if rgb:
+        padded = F.pad(yiq, pad=[0, 1, 0, 1])
+        magnitudes.append(F.avg_pool2d(padded[:, 1:], kernel_size=2, stride=1, padding=0).abs())
+    return HaarFeatures(torch.cat(magnitudes, dim=1).flatten(2))
+
+
+def _similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (2.0 * a * b + HAAR_C) / (a * a + b * b + HAAR_C)
+
+
+def _haarpsi_combine(q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """q: (nq, 1, F, P), r: (1, nr, F, P) -> (nq, nr)."""
+    w0 = torch.maximum(q[:, :, 4], r[:, :, 4])
+    w1 = torch.maximum(q[:, :, 5], r[:, :, 5])
+    sim0 = (_similarity(q[:, :, 0], r[:, :, 0]) + _similarity(q[:, :, 2], r[:, :, 2])) / 2
+    sim1 = (_similarity(q[:, :, 1], r[:, :, 1]) + _similarity(q[:, :, 3], r[:, :, 3])) / 2
+    num = (torch.sigmoid(sim0 * HAAR_ALPHA) * w0 + torch.sigmoid(sim1 * HAAR_ALPHA) * w1).sum(-1)
+    den = (w0 + w1).sum(-1)
+    if q.shape[2] == 8:  # RGB: the I/Q channel, weighted by the mean of the two weights
+        w2 = (w0 + w1) / 2
+        sim2 = (_similarity(q[:, :, 6], r[:, :, 6]) + _similarity(q[:, :, 7], r[:, :, 7])) / 2
+        num = num + (torch.sigmoid(sim2 * HAAR_ALPHA) * w2).sum(-1)
+        den = den + w2.sum(-1)
+    eps = torch.finfo(q.dtype).eps
+    score = (num + eps) / (den + eps)
+    return (torch.log(score / (1 - score)) / HAAR_ALPHA) ** 2
+
+
+def haarpsi_bytes_per_pair(features: HaarFeatures, *, compiled: bool) -> int:
+    """Peak bytes one pair costs in haarpsi_pairwise: eager temporaries of position maps; fused,
+    little more than the result."""
+    return features.magnitudes.shape[-1] * 4 * (2 if compiled else 16)
+
+
+def haarpsi_pairwise(
+    q: HaarFeatures, r: HaarFeatures, *, compiled: bool = False, workspace: Workspace | None = None
+) -> torch.Tensor:
+    """HaarPSI of every (query, reference) pair: (len(q), len(r))."""
+    combine = _compiled(_haarpsi_combine) if compiled else _haarpsi_combine
+    return combine(q.magnitudes[:, None], r.magnitudes[None])
+
+
+# --------------------------------------------------------------------------- compilation
+
+_COMPILED: dict[str, Callable[..., torch.Tensor]] = {}
+
+
+def _compiled(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """torch.compile'd version of an elementwise combination, built once per process."""
+    if fn.__name__ not in _COMPILED:
+        _COMPILED[fn.__name__] = torch.compile(fn, dynamic=False)
+    return _COMPILED[fn.__name__]
