@@ -79,6 +79,7 @@ class RunConfig:
     utility: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=40))
     bn: BNMatchConfig = field(default_factory=BNMatchConfig)
     similarity_thresholds: tuple[float, ...] = (0.5, 0.7, 0.9)
+    nn_k: int = 3  # nearest members kept per released image (the report shows them)
     redact_private: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -187,6 +188,8 @@ def validate(config: RunConfig) -> None:
     for k in config.ks:
         if k <= 0:
             raise AuditError(f"--k must be positive integers, got {k}")
+    if config.nn_k <= 0:
+        raise AuditError(f"nn_k must be positive, got {config.nn_k}")
     if config.utility_seeds <= 0:
         raise AuditError(f"--utility-seeds must be positive, got {config.utility_seeds}")
     if config.n_synthetic <= 0:

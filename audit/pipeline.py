@@ -178,12 +178,14 @@ def stage_generate(run: Run) -> None:
 
 
 def _privacy_row(query: np.ndarray, split: Split, run: Run, name: str) -> dict[str, float]:
-    """Nearest member of each query image by each metric: summary row + privacy/{name}.npz."""
+    """The k nearest members of each query image by each metric (top-1 summarised in the row,
+    top-k kept for the report): summary row + privacy/{name}.npz."""
     members = run.data.images[split.members]
     summary: dict[str, float] = {"n_scored": len(query)}
     arrays: dict[str, np.ndarray] = {}
+    k = min(run.config.nn_k, len(members))
     for metric in METRICS:
-        values, indices = nearest_neighbours(query, members, metric, k=1, device=run.config.device)
+        values, indices = nearest_neighbours(query, members, metric, k=k, device=run.config.device)
         summary.update(
             summarise(
                 values[:, 0], prefix=f"nn_{metric}", thresholds=run.config.similarity_thresholds
@@ -192,6 +194,8 @@ def _privacy_row(query: np.ndarray, split: Split, run: Run, name: str) -> dict[s
         arrays[f"{metric}_values"] = values[:, 0]
         arrays[f"{metric}_member"] = indices[:, 0]  # position within split.members
         arrays[f"{metric}_index"] = split.members[indices[:, 0]]  # index in the dataset's order
+        arrays[f"{metric}_topk_values"] = values  # (n, k), best first
+        arrays[f"{metric}_topk_member"] = indices
     run.store.write_npz(f"privacy/{name}.npz", **arrays)
     return summary
 

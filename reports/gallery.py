@@ -57,7 +57,7 @@ def build_gallery(
     store: RunDir, data: ImageDataset, *, redact_private: bool, n_show: int = 10
 ) -> list[GalleryEntry]:
     """Per release: samples of each class, then the n_show released images closest to a member
-    (by SSIM) and, unless redacted, those members underneath."""
+    (by SSIM) and, unless redacted, their top-k nearest members underneath."""
     members = data.images[store.read_npz("split.npz")["members"]]
     entries = []
     for release in store.read_json("generate.json")["releases"]:
@@ -77,8 +77,11 @@ def build_gallery(
         rows = [images[worst]]
         caption = "top row: the released images most similar to a member (SSIM, highest first)"
         if not redact_private:
-            rows.append(members[privacy["ssim_member"][worst]])
-            caption += "; bottom row: their nearest private members"
+            nearest = privacy["ssim_topk_member"][worst]  # (n_show, k), best first
+            rows.extend(members[nearest[:, j]] for j in range(nearest.shape[1]))
+            caption += (
+                f"; rows below: their {nearest.shape[1]} nearest private members, nearest first"
+            )
         scores = ", ".join(f"{v:.2f}" for v in privacy["ssim_values"][worst])
         entries.append(
             GalleryEntry(

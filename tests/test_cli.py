@@ -73,6 +73,7 @@ def test_config_records_provenance(smoke_run):
 def test_report_warns_about_private_images(smoke_run):
     html = (smoke_run / "report.html").read_text()
     assert "This report shows private images" in html
+    assert "3 nearest private members" in html
     assert html.count("data:image/png;base64,") == 4  # samples + closest, per K
     assert "<script" not in html
 
@@ -212,6 +213,9 @@ def test_privacy_stage_finds_a_planted_member(smoke_run, tmp_path):
         for metric in ("ssim", "haarpsi"):
             assert found[f"{metric}_values"][[3, 11]].min() > 0.999
             assert found[f"{metric}_index"][[3, 11]].tolist() == [members[17], members[150]]
+            topk = found[f"{metric}_topk_values"]
+            assert topk.shape == (20, 3) and (np.diff(topk, axis=1) <= 0).all()
+            assert found[f"{metric}_topk_member"][3, 0] == 17
     row = json.loads((run_dir / "privacy.json").read_text())["rows"]["bn_match-k2"]
     assert row["nn_ssim_max"] > 0.999 and row["nn_ssim_frac_above_0.9"] == pytest.approx(2 / 20)
 
