@@ -16,6 +16,7 @@ PACKAGES = (
     "piq",
     "numpy",
     "scikit-learn",
+    "scipy",
     "scikit-image",
     "pandas",
     "jinja2",
