@@ -80,6 +80,7 @@ class RunConfig:
     bn: BNMatchConfig = field(default_factory=BNMatchConfig)
     similarity_thresholds: tuple[float, ...] = (0.5, 0.7, 0.9)
     nn_k: int = 3  # nearest members kept per released image (the report shows them)
+    mia_candidates: int = 500  # members and as many non-members attacked per release
     redact_private: bool = False
 
     def to_dict(self) -> dict[str, Any]:

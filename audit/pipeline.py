@@ -337,9 +337,20 @@ def _open_run_dir(out: Path, overwrite: bool) -> RunDir:
     return RunDir(out)
 
 
+PLUGINS = ("attacks.stages",)  # modules whose import registers further stages
+
+
+def load_plugins() -> None:
+    import importlib
+
+    for module in PLUGINS:
+        importlib.import_module(module)
+
+
 def execute(config: RunConfig, *, overwrite: bool = False, argv: list[str] | None = None) -> Path:
     """Run every stage; returns the run directory. results.* and report.html exist only when every
     stage succeeded; config.json says "running", "complete" or "failed"."""
+    load_plugins()
     data = prepare(config)
     store = _open_run_dir(Path(config.out), overwrite)
     run = Run(config, data, store)

@@ -57,6 +57,13 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
             **_utility_columns(utility["real"]),
         }
     )
+    # columns contributed by registered stages (attacks): columns/<stage>.json = {row: {col: value}}
+    extra_columns = sorted((store.root / "columns").glob("*.json"))
+    for path in extra_columns:
+        contributed = store.read_json(f"columns/{path.name}")
+        for row in rows:
+            name = "real" if row["generator"] == "real" else f"{row['generator']}-k{row['k']}"
+            row.update(contributed.get(name, {}))
     return {
         "config_digest": config.digest(),
         "dataset": {

@@ -55,6 +55,12 @@ def test_results_table(smoke_run):
     for row in rows:
         assert 0 <= float(row["nn_ssim_mean"]) <= float(row["nn_ssim_max"]) <= 1
         assert 0 <= float(row["utility_acc"]) <= 1
+    for row in rows[:2]:  # the release attack's worst-case columns, on the synthetic rows
+        assert 0 <= float(row["mia_release_auc"]) <= 1
+        assert float(row["mia_release_eps_lower"]) >= 0
+    assert rows[2]["mia_release_auc"] == ""
+    attacks = json.loads((smoke_run / "mia_release.json").read_text())["attacks"]
+    assert set(attacks["bn_match-k2"]) == {"pixel_l2", "ssim", "haarpsi", "feature_l2"}
     results = json.loads((smoke_run / "results.json").read_text())
     assert set(results["target"]) >= {"acc_members", "acc_nonmembers", "acc_test"}
 
@@ -65,7 +71,7 @@ def test_config_records_provenance(smoke_run):
     assert manifest["seed"] == 0 and manifest["config"]["ks"] == [2, 4]
     assert torch.__version__.startswith(manifest["environment"]["packages"]["torch"])
     assert manifest["environment"]["packages"]["piq"]
-    assert {"split", "target", "generate", "privacy", "utility", "report", "total"} <= set(
+    assert {"split", "target", "generate", "privacy", "utility", "mia_release", "report"} <= set(
         manifest["timings_s"]
     )
 

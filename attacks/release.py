@@ -1,0 +1,70 @@
+"""Membership inference against the release itself (GAN-Leaks full black-box, Chen et al. 2020).
+
+A candidate record scores high when some released image is close to it: nearest-neighbour
+similarity (SSIM, HaarPSI), negative nearest distance in pixels (L2) and in the target model's
+penultimate feature space. Members the generator memorised score higher than non-members.
+Calibration against a reference generator's set (the paper's variant) needs reference models and
+is not done here yet: these are the uncalibrated scores.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from audit.models import NormalizedClassifier
+from audit.similarity import nearest_neighbours
+from audit.training import to_tensor
+
+DISTANCES = ("pixel_l2", "ssim", "haarpsi", "feature_l2")
+
+
+@torch.no_grad()
+def penultimate_features(
+    model: NormalizedClassifier, images: np.ndarray, *, device: str, batch_size: int = 500
+) -> torch.Tensor:
+    """The input of the model's last Linear layer (the representation a classifier head sees)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError("the model has no Linear head to take features from")
+    captured: list[torch.Tensor] = []
+    handle = linears[-1].register_forward_pre_hook(
+        lambda _m, inputs: captured.append(inputs[0].detach().flatten(1).float().cpu())
+    )
+    try:
+        model.eval().to(device)
+        for start in range(0, len(images), batch_size):
+            model(to_tensor(images[start : start + batch_size], device))
+    finally:
+        handle.remove()
+    return torch.cat(captured)
+
+
+def _nearest_l2(query: torch.Tensor, reference: torch.Tensor, block: int = 1024) -> np.ndarray:
+    """min_j ||q_i - r_j||_2 for flattened vectors, in blocks."""
+    out = []
+    for start in range(0, len(query), block):
+        out.append(torch.cdist(query[start : start + block], reference).min(dim=1).values)
+    return torch.cat(out).numpy()
+
+
+def release_scores(
+    candidates: np.ndarray,
+    synthetic: np.ndarray,
+    *,
+    candidate_features: torch.Tensor,
+    synthetic_features: torch.Tensor,
+    device: str,
+) -> dict[str, np.ndarray]:
+    """Membership score of each candidate under each distance (higher = more likely a member)."""
+    flat_c = torch.from_numpy(candidates.reshape(len(candidates), -1)).float() / 255
+    flat_s = torch.from_numpy(synthetic.reshape(len(synthetic), -1)).float() / 255
+    scores = {
+        "pixel_l2": -_nearest_l2(flat_c, flat_s),
+        "feature_l2": -_nearest_l2(candidate_features, synthetic_features),
+    }
+    for metric in ("ssim", "haarpsi"):
+        values, _ = nearest_neighbours(candidates, synthetic, metric, device=device, progress=False)
+        scores[metric] = values[:, 0].astype(np.float64)
+    return {name: scores[name] for name in DISTANCES}
