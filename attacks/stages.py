@@ -11,6 +11,7 @@ from attacks.metrics import AttackMetrics, evaluate_attack
 from attacks.release import penultimate_features, release_scores
 from audit.pipeline import Run, Stage, register_stage
 from audit.seeding import numpy_rng
+from audit.store import row_name
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def stage_mia_release(run: Run) -> None:
     report: dict[str, Any] = {}
     columns: dict[str, dict[str, float]] = {}
     for release in run.releases():
-        name = f"{release['generator']}-k{release['k']}"
+        name = row_name(release["generator"], release["k"])
         synthetic = run.store.read_npz(release["path"])["images"]
         scores = release_scores(
             candidates,

@@ -293,7 +293,8 @@ def haarpsi_bytes_per_pair(features: HaarFeatures, *, compiled: bool) -> int:
 def haarpsi_pairwise(
     q: HaarFeatures, r: HaarFeatures, *, compiled: bool = False, workspace: Workspace | None = None
 ) -> torch.Tensor:
-    """HaarPSI of every (query, reference) pair: (len(q), len(r))."""
+    """HaarPSI of every (query, reference) pair: (len(q), len(r)). `workspace` is accepted for
+    the engines' common signature; the fused combination needs no large buffers."""
     combine = _compiled(_haarpsi_combine) if compiled else _haarpsi_combine
     return combine(q.magnitudes[:, None], r.magnitudes[None])
 

@@ -27,7 +27,7 @@ from audit.models import NormalizedClassifier, build_model, load_weights, requir
 from audit.provenance import environment
 from audit.seeding import numpy_rng
 from audit.similarity import Metric, nearest_neighbours, summarise
-from audit.store import RunDir, synthetic_name
+from audit.store import RunDir, row_name, synthetic_name
 from audit.training import accuracy, train_classifier
 from audit.utility import retrain_accuracy
 from generators.base import GenerationRequest, get_generator
@@ -207,7 +207,7 @@ def stage_privacy(run: Run) -> None:
     rows = {}
     for release in run.releases():
         images = run.store.read_npz(release["path"])["images"]
-        name = f"{release['generator']}-k{release['k']}"
+        name = row_name(release["generator"], release["k"])
         rows[name] = _privacy_row(images, split, run, name)
         log.info(
             "[privacy] %s: nearest-member SSIM mean %.3f max %.3f, HaarPSI mean %.3f max %.3f",
@@ -265,7 +265,7 @@ def stage_utility(run: Run) -> None:
     rows = {"real": utility_of(data.images[split.members], data.labels[split.members], "real")}
     for release in run.releases():
         synthetic = run.store.read_npz(release["path"])
-        name = f"{release['generator']}-k{release['k']}"
+        name = row_name(release["generator"], release["k"])
         rows[name] = utility_of(synthetic["images"], synthetic["labels"], name)
     run.store.write_json("utility.json", {"rows": rows})
 

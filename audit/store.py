@@ -82,6 +82,11 @@ class RunDir:
         return self.path(name)
 
 
+def row_name(generator: str, k: int | None) -> str:
+    """The key of a results row in every stage's output: "bn_match-k200", or "real" (no K)."""
+    return generator if k is None else f"{generator}-k{k}"
+
+
 def synthetic_name(generator: str, k: int | None) -> str:
     """bn_match keeps the documented DIR/synthetic/k{K}.npz; other generators are prefixed."""
     suffix = f"k{k}" if k is not None else "set"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from audit.data import ImageDataset
-from audit.store import RunDir
+from audit.store import RunDir, row_name
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def build_gallery(
     members = data.images[store.read_npz("split.npz")["members"]]
     entries = []
     for release in store.read_json("generate.json")["releases"]:
-        name = f"{release['generator']}-k{release['k']}"
+        name = row_name(release["generator"], release["k"])
         title = f"{release['generator']} K={release['k']}"
         synthetic = store.read_npz(release["path"])
         images = synthetic["images"]

@@ -9,7 +9,7 @@ from typing import Any
 
 from audit.config import RunConfig
 from audit.data import ImageDataset
-from audit.store import RunDir
+from audit.store import RunDir, row_name
 
 # Stable leading columns; later issues append, never rename.
 BASE_COLUMNS = (
@@ -34,7 +34,7 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
     releases = store.read_json("generate.json")["releases"]
     rows: list[dict[str, Any]] = []
     for release in releases:
-        name = f"{release['generator']}-k{release['k']}"
+        name = row_name(release["generator"], release["k"])
         extra = {
             k: v for k, v in release.items() if k not in ("generator", "k", "path", "n_synthetic")
         }
@@ -62,7 +62,7 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
     for path in extra_columns:
         contributed = store.read_json(f"columns/{path.name}")
         for row in rows:
-            name = "real" if row["generator"] == "real" else f"{row['generator']}-k{row['k']}"
+            name = row_name(row["generator"], row["k"])
             row.update(contributed.get(name, {}))
     return {
         "config_digest": config.digest(),
