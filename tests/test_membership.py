@@ -1,0 +1,200 @@
+"""Classifier membership attacks: signal definitions, LiRA/RMIA on controlled inputs, and a real
+overfit target that leaks more than the model retrained on its BN-matched synthetic set."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attacks.membership import (
+    REFERENCE_ATTACKS,
+    SINGLE_MODEL_SIGNALS,
+    assign_halves,
+    class_calibrated,
+    lira_scores,
+    logit_scaled_confidence,
+    model_attack_scores,
+    rmia_offline_scores,
+    signal,
+)
+from attacks.metrics import evaluate_attack
+from audit.config import BNMatchConfig, TrainConfig
+from audit.models import build_model
+from audit.training import accuracy, predict_logits, train_classifier
+from audit.utility import retrain
+from generators.bn_match import balanced_labels, bn_match
+
+
+def auc(scores, is_member):
+    rng = np.random.default_rng(0)
+    return evaluate_attack(scores[is_member], scores[~is_member], rng=rng, n_bootstrap=200)
+
+
+def test_signals_match_their_definitions():
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(0, 3, (50, 4)), rng.integers(0, 4, 50)
+    p = torch.softmax(torch.from_numpy(logits), 1).numpy()
+    rows = np.arange(50)
+    ce = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels), reduction="none")
+    np.testing.assert_allclose(signal("loss", logits, labels), -ce.numpy(), rtol=1e-9)
+    np.testing.assert_allclose(signal("confidence", logits, labels), p.max(1))
+    np.testing.assert_allclose(signal("entropy", logits, labels), (p * np.log(p)).sum(1))
+    p_y = p[rows, labels]
+    mentr = -(1 - p_y) * np.log(p_y)
+    for j in range(4):
+        other = labels != j
+        mentr[other] -= p[other, j] * np.log(1 - p[other, j])
+    np.testing.assert_allclose(signal("modified_entropy", logits, labels), -mentr, rtol=1e-9)
+    phi = logit_scaled_confidence(logits, labels)
+    np.testing.assert_allclose(phi, np.log(p_y / (1 - p_y)), rtol=1e-6)
+    # stays finite where p_y rounds to 1 in float64
+    assert np.isfinite(logit_scaled_confidence(np.array([[80.0, 0, 0]]), np.array([0]))).all()
+    with pytest.raises(ValueError, match="unknown signal"):
+        signal("loss2", logits, labels)
+
+
+def test_halves_are_balanced():
+    keep = assign_halves(101, 6, np.random.default_rng(0))
+    assert keep.shape == (6, 101) and (keep.sum(0) == 3).all()
+    assert keep.sum(1).min() >= 35 and keep.sum(1).max() <= 66  # each model ~half the pool
+    with pytest.raises(ValueError, match="at least 2"):
+        assign_halves(10, 1, np.random.default_rng(0))
+
+
+def test_class_calibration_is_a_per_class_percentile():
+    rng = np.random.default_rng(0)
+    pop_labels = np.repeat([0, 1], 500)
+    pop = np.where(pop_labels == 0, rng.normal(0, 1, 1000), rng.normal(10, 1, 1000))
+    # fresh non-members of both classes land on the same (uniform) scale despite the offset
+    labels = np.repeat([0, 1], 2000)
+    fresh = np.where(labels == 0, rng.normal(0, 1, 4000), rng.normal(10, 1, 4000))
+    calibrated = class_calibrated(fresh, labels, pop, pop_labels)
+    for c in (0, 1):
+        assert abs(np.median(calibrated[labels == c]) - 0.5) < 0.05
+    assert calibrated.min() >= 0 and calibrated.max() <= 1
+
+
+def _reference_world(n_records=400, n_refs=8, shift=1.5, seed=0):
+    """phi of IN models ~ N(mu_x + shift, 1), OUT ~ N(mu_x, 1), with per-record difficulty mu_x."""
+    rng = np.random.default_rng(seed)
+    mu = rng.normal(0, 3, n_records)
+    keep = assign_halves(n_records, n_refs, rng)
+    refs = mu + shift * keep + rng.normal(0, 1, keep.shape)
+    is_member = np.arange(n_records) < n_records // 2
+    target = mu + shift * is_member + rng.normal(0, 1, n_records)
+    return target, refs, keep, is_member
+
+
+def test_lira_separates_members_and_beats_a_global_threshold():
+    target, refs, keep, is_member = _reference_world()
+    scores = lira_scores(target, refs, keep)
+    global_threshold = auc(target, is_member).auc
+    for name, s in scores.items():
+        m = auc(s, is_member)
+        assert m.auc > 0.75, name  # per-record calibration removes the difficulty spread
+        assert m.auc > global_threshold + 0.1, name
+    null_target, null_refs, null_keep, null_is_member = _reference_world(shift=0.0)
+    for name, s in lira_scores(null_target, null_refs, null_keep).items():
+        m = auc(s, null_is_member)
+        assert m.auc_ci[0] <= 0.5 <= m.auc_ci[1], name
+
+
+def test_rmia_is_chance_without_signal_and_finds_planted_members():
+    rng = np.random.default_rng(1)
+    n, n_refs, n_pop = 300, 4, 300
+    base = rng.uniform(0.2, 0.9, n)
+    keep = assign_halves(n, n_refs, rng)
+    is_member = np.arange(n) < n // 2
+    refs = np.clip(base + rng.normal(0, 0.02, (n_refs, n)), 0, 1)
+    pop_base = rng.uniform(0.2, 0.9, n_pop)
+    pop_refs = np.clip(pop_base + rng.normal(0, 0.02, (n_refs, n_pop)), 0, 1)
+    pop_target = np.clip(pop_base + rng.normal(0, 0.02, n_pop), 0, 1)
+    null_target = np.clip(base + rng.normal(0, 0.02, n), 0, 1)
+    null = rmia_offline_scores(null_target, refs, keep, pop_target, pop_refs)
+    m = auc(null, is_member)
+    assert m.auc_ci[0] <= 0.5 <= m.auc_ci[1]
+    leaky = np.where(is_member, np.minimum(null_target + 0.08, 1), null_target)
+    rmia = auc(rmia_offline_scores(leaky, refs, keep, pop_target, pop_refs), is_member).auc
+    # the planted +0.08 hides in the records' spread of difficulty for a global threshold; the
+    # offline a = 0.3 only partly divides the difficulty out, a = 1 (p(x) = p_out(x)) fully
+    assert rmia > 0.7 and rmia > auc(leaky, is_member).auc + 0.05
+    full = rmia_offline_scores(leaky, refs, keep, pop_target, pop_refs, a=1.0)
+    assert auc(full, is_member).auc > 0.95
+
+
+def test_every_attack_runs_with_references():
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(0, 2, (40, 3)), rng.integers(0, 3, 40)
+    pop_logits, pop_labels = rng.normal(0, 2, (30, 3)), rng.integers(0, 3, 30)
+    single = model_attack_scores(logits, labels, pop_logits, pop_labels)
+    assert set(single) == {
+        *SINGLE_MODEL_SIGNALS,
+        *(f"{s}_class_calibrated" for s in SINGLE_MODEL_SIGNALS),
+    }
+    full = model_attack_scores(
+        logits,
+        labels,
+        pop_logits,
+        pop_labels,
+        reference_logits=rng.normal(0, 2, (4, 40, 3)),
+        reference_in=assign_halves(40, 4, rng),
+        reference_population_logits=rng.normal(0, 2, (4, 30, 3)),
+    )
+    assert set(full) == set(single) | set(REFERENCE_ATTACKS)
+    assert all(s.shape == (40,) and np.isfinite(s).all() for s in full.values())
+
+
+def test_overfit_target_leaks_more_than_its_retrained_model(digits):
+    """A ResNet20 trained to 100% on 60 digits is attacked from its own outputs, then BN-matched
+    images are synthesised from it and a fresh model is retrained on those: the retrained model
+    never saw a member, so the attacks on it must do markedly worse."""
+    order = np.random.default_rng(0).permutation(len(digits.labels))
+    members, nonmembers, population = order[:60], order[60:120], order[260:660]
+    model = build_model("resnet20_cifar10", channels=1, num_classes=10, seed=0)
+    recipe = TrainConfig(epochs=40, batch_size=32)
+    train_classifier(
+        model,
+        digits.images[members],
+        digits.labels[members],
+        recipe,
+        seed=0,
+        stream="t",
+        device="cpu",
+    )
+    assert accuracy(model, digits.images[members], digits.labels[members], device="cpu") == 1.0
+    labels = balanced_labels(40, 10)
+    synthetic = bn_match(
+        model,
+        labels=labels,
+        ks=(100,),
+        cfg=BNMatchConfig(group_size=40),
+        image_shape=(1, 16, 16),
+        seed=0,
+        device="cpu",
+    ).snapshots[100]
+    retrained = retrain(
+        synthetic,
+        labels,
+        model_name="resnet20_cifar10",
+        num_classes=10,
+        cfg=TrainConfig(epochs=30, batch_size=32),
+        seed=0,
+        stream="r",
+        device="cpu",
+    )
+    candidates = np.r_[members, nonmembers]
+    is_member = np.r_[np.ones(60, bool), np.zeros(60, bool)]
+
+    def attack(m):
+        scores = model_attack_scores(
+            predict_logits(m, digits.images[candidates], device="cpu").numpy(),
+            digits.labels[candidates],
+            predict_logits(m, digits.images[population], device="cpu").numpy(),
+            digits.labels[population],
+        )
+        return {name: auc(s, is_member) for name, s in scores.items()}
+
+    target, after = attack(model), attack(retrained)
+    assert target["loss"].auc > 0.65 and target["loss"].auc_ci[0] > 0.5
+    assert target["loss"].auc > after["loss"].auc + 0.1
+    assert max(m.auc for m in target.values()) > max(m.auc for m in after.values())
