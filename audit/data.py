@@ -88,7 +88,7 @@ def load_cifar10(root: str | None, download: bool) -> ImageDataset:
     return ImageDataset("cifar10", images, labels, tuple(train.classes), len(train.data))
 
 
-def _read_image(path: Path) -> np.ndarray:
+def read_image(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -136,10 +136,10 @@ def load_imagefolder(root: str | None, _download: bool) -> ImageDataset:
     classes = tuple(sorted(d.name for d in (base / "train").iterdir() if d.is_dir()))
     test = _list_part(base, "test", classes)
     items = train + test
-    first = _read_image(items[0][0])
+    first = read_image(items[0][0])
     images = np.empty((len(items), *first.shape), dtype=np.uint8)
     for i, (path, _label) in enumerate(items):
-        array = first if i == 0 else _read_image(path)
+        array = first if i == 0 else read_image(path)
         if array.shape != first.shape:
             raise AuditError(
                 f"image {path} is {array.shape[1]}x{array.shape[0]}x{array.shape[2]}, expected "
@@ -218,3 +218,29 @@ def split_dataset(
         if len(getattr(split, part)) == 0:
             raise AuditError(f"dataset {data.name!r} is too small: the {part} split is empty")
     return split
+
+
+def load_split_file(path: str, n_images: int) -> Split:
+    """A split saved by an earlier run (split.npz) or written by hand: members, nonmembers and test
+    index arrays into the dataset's canonical order, disjoint and non-empty."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            parts = {part: data[part] for part in ("members", "nonmembers", "test") if part in data}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise AuditError(f"--split {path} is not a readable .npz: {exc}") from exc
+    missing = sorted({"members", "nonmembers", "test"} - set(parts))
+    if missing:
+        raise AuditError(f"--split {path} lacks {', '.join(missing)}")
+    for part, idx in parts.items():
+        if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer) or len(idx) == 0:
+            raise AuditError(f"--split {path}: {part} must be a non-empty 1-d integer array")
+        if idx.min() < 0 or idx.max() >= n_images:
+            raise AuditError(
+                f"--split {path}: {part} indexes outside the dataset's {n_images} images"
+            )
+    combined = np.concatenate(list(parts.values()))
+    if len(np.unique(combined)) != len(combined):
+        raise AuditError(f"--split {path}: members, nonmembers and test overlap or repeat")
+    return Split(*(np.sort(parts[p]).astype(np.int64) for p in ("members", "nonmembers", "test")))

@@ -32,13 +32,14 @@ class GenerationRequest:
     image_size: int
     seed: int
     device: str
+    classes: tuple[str, ...] = ()  # the private dataset's class names, label order
 
 
 class Generator(Protocol):
     name: str
 
-    def generate(self, request: GenerationRequest) -> dict[int, SyntheticSet]:
-        """One synthetic set per requested K."""
+    def generate(self, request: GenerationRequest) -> dict[int | None, SyntheticSet]:
+        """One synthetic set per requested K (key None: a set with no K, e.g. an external one)."""
         ...
 
 
@@ -57,7 +58,7 @@ def register(
 
 def get_generator(name: str, config: RunConfig) -> Generator:
     # importing the modules fills the registry
-    import generators.bn_match  # noqa: F401
+    from generators import bn_match, external  # noqa: F401
 
     if name not in REGISTRY:
         raise AuditError(f"unknown generator {name!r}; choose one of {', '.join(sorted(REGISTRY))}")

@@ -276,7 +276,7 @@ class BNMatchGenerator:
     def __init__(self, config: BNMatchConfig) -> None:
         self.config = config
 
-    def generate(self, request: GenerationRequest) -> dict[int, SyntheticSet]:
+    def generate(self, request: GenerationRequest) -> dict[int | None, SyntheticSet]:
         labels = balanced_labels(request.n_images, request.num_classes)
         result = bn_match(
             request.teacher,
@@ -287,7 +287,7 @@ class BNMatchGenerator:
             seed=request.seed,
             device=request.device,
         )
-        sets = {}
+        sets: dict[int | None, SyntheticSet] = {}
         for k, images in result.snapshots.items():
             distance = bn_statistics_distance(
                 request.teacher, images, group_size=self.config.group_size, device=request.device

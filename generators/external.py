@@ -1,0 +1,121 @@
+"""An existing synthetic set to audit (`audit run --synthetic PATH`), as the "external" generator.
+
+PATH is an .npz with `images` (uint8, N x H x W x C) and `labels` (integers in [0, classes)), or a
+folder PATH/<class name>/* whose class names are the private dataset's. The set must match the
+private images' size and channels: it is audited exactly as it would be released, never resized.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from audit.config import RunConfig
+from audit.data import IMAGE_EXTENSIONS, read_image
+from audit.errors import AuditError
+from generators.base import GenerationRequest, SyntheticSet, register
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [key for key in ("images", "labels") if key not in data.files]
+            if missing:
+                raise AuditError(
+                    f"--synthetic {path} lacks {' and '.join(missing)} (has: "
+                    f"{', '.join(data.files) or 'nothing'})"
+                )
+            return data["images"], data["labels"]
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise AuditError(f"--synthetic {path} is not a readable .npz: {exc}") from exc
+
+
+def _read_folder(path: Path, classes: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    folders = sorted(d for d in path.iterdir() if d.is_dir())
+    unknown = [d.name for d in folders if d.name not in classes]
+    if unknown:
+        raise AuditError(
+            f"--synthetic {path} has class folders not in the dataset: {', '.join(unknown)} "
+            f"(expected some of: {', '.join(classes)})"
+        )
+    files = [
+        (f, classes.index(d.name))
+        for d in folders
+        for f in sorted(d.iterdir())
+        if f.suffix.lower() in IMAGE_EXTENSIONS
+    ]
+    if not files:
+        raise AuditError(f"--synthetic {path} holds no images in <class>/ folders")
+    arrays = [read_image(f) for f, _ in files]
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        first = files[0][0]
+        odd = next(f for (f, _), a in zip(files, arrays, strict=True) if a.shape != arrays[0].shape)
+        raise AuditError(f"--synthetic image {odd} differs in size from {first}")
+    return np.stack(arrays), np.asarray([label for _, label in files], dtype=np.int64)
+
+
+def load_synthetic(
+    path: str, *, classes: tuple[str, ...], channels: int, image_size: int
+) -> SyntheticSet:
+    """Read and validate an external synthetic set against the private dataset's shape."""
+    source = Path(path)
+    if source.is_dir():
+        images, labels = _read_folder(source, classes)
+    elif source.is_file():
+        images, labels = _read_npz(source)
+    else:
+        raise AuditError(f"--synthetic {path} does not exist")
+    if images.dtype != np.uint8:
+        raise AuditError(f"--synthetic images must be uint8, got {images.dtype}")
+    if images.ndim != 4:
+        raise AuditError(
+            f"--synthetic images must be N x H x W x C, got shape {tuple(images.shape)}"
+        )
+    if len(images) == 0:
+        raise AuditError(f"--synthetic {path} holds an empty set")
+    n, h, w, c = images.shape
+    if c != channels:
+        raise AuditError(f"--synthetic images have {c} channels, the private images {channels}")
+    if (h, w) != (image_size, image_size):
+        raise AuditError(
+            f"--synthetic images are {h}x{w}, the private images {image_size}x{image_size}"
+        )
+    labels = np.asarray(labels)
+    if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+        raise AuditError(
+            f"--synthetic labels must be {n} integers, got {labels.dtype} of shape {labels.shape}"
+        )
+    if labels.min() < 0 or labels.max() >= len(classes):
+        raise AuditError(
+            f"--synthetic labels must lie in [0, {len(classes) - 1}], "
+            f"got {labels.min()}..{labels.max()}"
+        )
+    return SyntheticSet(
+        images=np.ascontiguousarray(images), labels=labels.astype(np.int64), info={}
+    )
+
+
+class ExternalSet:
+    name = "external"
+
+    def __init__(self, path: str | None) -> None:
+        if not path:
+            raise AuditError("the external generator needs --synthetic PATH")
+        self.path = path
+
+    def generate(self, request: GenerationRequest) -> dict[int | None, SyntheticSet]:
+        synthetic = load_synthetic(
+            self.path,
+            classes=request.classes,
+            channels=request.channels,
+            image_size=request.image_size,
+        )
+        return {None: synthetic}
+
+
+@register("external")
+def _factory(config: RunConfig) -> ExternalSet:
+    return ExternalSet(config.synthetic)
