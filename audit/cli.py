@@ -89,6 +89,27 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 0.5 0.7 0.9)",
     )
     run.add_argument(
+        "--mia-refs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="train N reference pipelines (target -> synthesis -> retraining, each on a random "
+        "half of members + non-members) for LiRA and RMIA; costs about N times the main "
+        "pipeline (default 0: single-model attacks only)",
+    )
+    run.add_argument(
+        "--synthetic",
+        metavar="PATH",
+        help="audit this existing set instead of generating one: an .npz with images (uint8 "
+        "N x H x W x C) and labels, or a folder PATH/<class>/*",
+    )
+    run.add_argument(
+        "--split",
+        metavar="FILE",
+        help="members/non-members/test indices from a split.npz (e.g. of the run whose set "
+        "--synthetic audits) instead of the seeded split",
+    )
+    run.add_argument(
         "--redact-private", action="store_true", help="show no private images in report.html"
     )
     return parser
@@ -97,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from audit.pipeline import execute, resolve_device
 
+    if args.synthetic and args.k:
+        raise AuditError("--k sets BN-matching steps; an external set (--synthetic) has none")
     bn = {**BN_LOSS_VARIANTS[args.bn_loss], "clamp_pixels": args.bn_clamp_pixels}
     if args.bn_groups_per_pass:
         bn["groups_per_pass"] = args.bn_groups_per_pass
@@ -116,10 +139,22 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         device=resolve_device(args.device),
         seed=args.seed,
         redact_private=args.redact_private,
+        mia_refs=args.mia_refs,
+        synthetic=args.synthetic,
+        generators=("external",) if args.synthetic else None,
+        split_file=args.split,
         similarity_thresholds=tuple(args.thresholds) if args.thresholds else None,
     )
     out = args.out or f"runs/{dt.datetime.now():%Y%m%d-%H%M%S}-{config.digest()[:8]}"
     config = dataclasses.replace(config, out=out)  # the digest ignores where results go
+    if config.mia_refs:
+        logging.getLogger("audit").info(
+            "--mia-refs %d: %d reference pipelines run after the main one, roughly %d times its "
+            "cost; a timed estimate is printed before they start",
+            config.mia_refs,
+            config.mia_refs,
+            config.mia_refs,
+        )
     root = execute(config, overwrite=args.overwrite, argv=argv)
     print(f"report: {root / 'report.html'}")
     return 0

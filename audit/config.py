@@ -81,6 +81,9 @@ class RunConfig:
     similarity_thresholds: tuple[float, ...] = (0.5, 0.7, 0.9)
     nn_k: int = 3  # nearest members kept per released image (the report shows them)
     mia_candidates: int = 500  # members and as many non-members attacked per release
+    mia_refs: int = 0  # reference pipelines for LiRA/RMIA (0: single-model attacks only)
+    synthetic: str | None = None  # audit this existing set (generator "external") instead
+    split_file: str | None = None  # members/non-members/test indices from a split.npz
     redact_private: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -189,6 +192,15 @@ def validate(config: RunConfig) -> None:
     for k in config.ks:
         if k <= 0:
             raise AuditError(f"--k must be positive integers, got {k}")
+    if config.mia_refs == 1 or config.mia_refs < 0:
+        raise AuditError(
+            f"--mia-refs needs 0 or at least 2 reference models (each record must be IN for "
+            f"some and OUT for others), got {config.mia_refs}"
+        )
+    if config.synthetic and config.generators != ("external",):
+        raise AuditError(
+            "--synthetic audits an existing set; it cannot be combined with generators"
+        )
     if config.nn_k <= 0:
         raise AuditError(f"nn_k must be positive, got {config.nn_k}")
     if config.utility_seeds <= 0:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from audit.config import RunConfig
-from audit.data import ImageDataset, Split, load_dataset, split_dataset
+from audit.data import ImageDataset, Split, load_dataset, load_split_file, split_dataset
 from audit.errors import AuditError
 from audit.models import NormalizedClassifier, build_model, load_weights, require_bn
 from audit.provenance import environment
@@ -29,7 +29,7 @@ from audit.seeding import numpy_rng
 from audit.similarity import Metric, nearest_neighbours, summarise
 from audit.store import RunDir, row_name, synthetic_name
 from audit.training import accuracy, train_classifier
-from audit.utility import retrain_accuracy
+from audit.utility import retrain
 from generators.base import GenerationRequest, get_generator
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,12 @@ class Run:
         )
 
     def target(self) -> NormalizedClassifier:
-        model = self.new_model("target")
-        load_weights(model, str(self.store.path("target.pt")), model_name=self.config.model)
+        return self.saved_model("target.pt")
+
+    def saved_model(self, name: str) -> NormalizedClassifier:
+        """A classifier this run saved (target.pt, models/<row>.pt)."""
+        model = self.new_model("saved")
+        load_weights(model, str(self.store.path(name)), model_name=self.config.model)
         return model.eval()
 
     def releases(self) -> list[dict]:
@@ -79,14 +83,18 @@ class Stage:
 
 def stage_split(run: Run) -> None:
     c = run.config
-    split = split_dataset(
-        run.data,
-        seed=c.seed,
-        member_fraction=c.member_fraction,
-        nonmember_fraction=c.nonmember_fraction,
-        max_members=c.max_members,
-        max_nonmembers=c.max_nonmembers,
-        max_test=c.max_test,
+    split = (
+        load_split_file(c.split_file, len(run.data.images))
+        if c.split_file
+        else split_dataset(
+            run.data,
+            seed=c.seed,
+            member_fraction=c.member_fraction,
+            nonmember_fraction=c.nonmember_fraction,
+            max_members=c.max_members,
+            max_nonmembers=c.max_nonmembers,
+            max_test=c.max_test,
+        )
     )
     run.store.write_npz(
         "split.npz", members=split.members, nonmembers=split.nonmembers, test=split.test
@@ -156,11 +164,12 @@ def stage_generate(run: Run) -> None:
             image_size=run.data.image_size,
             seed=c.seed,
             device=c.device,
+            classes=run.data.classes,
         )
         start = time.perf_counter()
         sets = generator.generate(request)
         seconds = time.perf_counter() - start
-        for k, synthetic in sorted(sets.items()):
+        for k, synthetic in sorted(sets.items(), key=lambda item: item[0] or 0):
             path = synthetic_name(name, k)
             run.store.write_npz(path, images=synthetic.images, labels=synthetic.labels)
             releases.append(
@@ -172,7 +181,9 @@ def stage_generate(run: Run) -> None:
                     **synthetic.info,
                 }
             )
-            log.info("[generate] %s K=%d: %d images -> %s", name, k, len(synthetic.images), path)
+            log.info(
+                "[generate] %s: %d images -> %s", row_name(name, k), len(synthetic.images), path
+            )
         run.timings[f"generate.{name}"] = round(seconds, 3)
     run.store.write_json("generate.json", {"releases": releases})
 
@@ -231,17 +242,17 @@ def stage_privacy(run: Run) -> None:
 
 def stage_utility(run: Run) -> None:
     """Retrain from scratch on each release (and on the real members) with utility_seeds seeds;
-    report the mean test accuracy and, with more than one seed, its standard deviation."""
+    report the mean test accuracy and, with more than one seed, its standard deviation. The first
+    seed's model of each release is kept (models/<row>.pt) for the attacks on retrained models."""
     c, data, split = run.config, run.data, run.split()
     test_images, test_labels = data.images[split.test], data.labels[split.test]
 
     def utility_of(images: np.ndarray, labels: np.ndarray, name: str) -> dict[str, Any]:
-        accs = [
-            retrain_accuracy(
+        accs = []
+        for repeat in range(c.utility_seeds):
+            model = retrain(
                 images,
                 labels,
-                test_images,
-                test_labels,
                 model_name=c.model,
                 num_classes=len(data.classes),
                 cfg=c.utility,
@@ -249,8 +260,9 @@ def stage_utility(run: Run) -> None:
                 stream=f"utility-{name}-{repeat}",
                 device=c.device,
             )
-            for repeat in range(c.utility_seeds)
-        ]
+            accs.append(accuracy(model, test_images, test_labels, device=c.device))
+            if repeat == 0 and name != "real":
+                run.store.write_state_dict(f"models/{name}.pt", model.state_dict())
         row = {"utility_acc": float(np.mean(accs)), "utility_accs": accs}
         if len(accs) > 1:
             row["utility_acc_std"] = float(np.std(accs, ddof=1))
@@ -315,6 +327,17 @@ def prepare(config: RunConfig) -> ImageDataset:
     )
     if config.weights:
         load_weights(model, config.weights, model_name=config.model)
+    if config.split_file:
+        load_split_file(config.split_file, len(data.images))
+    if config.synthetic:
+        from generators.external import load_synthetic
+
+        load_synthetic(
+            config.synthetic,
+            classes=data.classes,
+            channels=data.channels,
+            image_size=data.image_size,
+        )
     if "bn_match" in config.generators:
         require_bn(model, config.model)
     for name in config.generators:

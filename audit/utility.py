@@ -5,15 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from audit.config import TrainConfig
-from audit.models import build_model
-from audit.training import accuracy, train_classifier
+from audit.models import NormalizedClassifier, build_model
+from audit.training import train_classifier
 
 
-def retrain_accuracy(
+def retrain(
     images: np.ndarray,
     labels: np.ndarray,
-    test_images: np.ndarray,
-    test_labels: np.ndarray,
     *,
     model_name: str,
     num_classes: int,
@@ -21,12 +19,11 @@ def retrain_accuracy(
     seed: int,
     stream: str,
     device: str,
-) -> float:
-    """Test accuracy of a fresh model trained only on (images, labels) with the shared recipe."""
+) -> NormalizedClassifier:
+    """A fresh model trained only on (images, labels) with the shared recipe."""
     model = build_model(
         model_name, channels=images.shape[3], num_classes=num_classes, seed=seed, stream=stream
     )
-    train_classifier(
+    return train_classifier(
         model, images, labels, cfg, seed=seed, stream=stream, device=device, desc=stream
     )
-    return accuracy(model, test_images, test_labels, device=device)

@@ -57,6 +57,14 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
             **_utility_columns(utility["real"]),
         }
     )
+    rows.append(  # the baseline: what releasing the target model itself would leak
+        {
+            "generator": "target",
+            "k": None,
+            "n_synthetic": None,
+            "utility_acc": target["acc_test"],
+        }
+    )
     # columns contributed by registered stages (attacks): columns/<stage>.json = {row: {col: value}}
     extra_columns = sorted((store.root / "columns").glob("*.json"))
     for path in extra_columns:
@@ -64,6 +72,23 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
         for row in rows:
             name = row_name(row["generator"], row["k"])
             row.update(contributed.get(name, {}))
+    for row in rows:  # the worst empirical epsilon over every attack family that scored the row
+        bounds = [v for key, v in row.items() if key.endswith("_eps_lower") and v is not None]
+        if bounds:
+            row["eps_lower"] = max(bounds)
+    notes = {
+        "real_row": "generator 'real': utility of the same recipe trained on the real members; "
+        "its nn_* columns score held-out non-members against the members (n_scored of them), "
+        "the similarity an independent draw from the private distribution has.",
+        "target_row": "generator 'target': the target model itself (utility_acc is its test "
+        "accuracy); its mia_model_* columns are what releasing the model instead would leak.",
+        "attack_columns": "mia_release_* attack the released images, mia_model_* the model "
+        "trained on them; each is the worst case (max) over that family's attacks, and "
+        "eps_lower the max over all families. The max over many attacks is biased upwards at "
+        "chance level: compare with the per-attack confidence intervals in mia_*.json.",
+    }
+    if store.path("mia_model.json").exists():
+        notes["mia_model_attacks"] = store.read_json("mia_model.json")["note"]
     return {
         "config_digest": config.digest(),
         "dataset": {
@@ -77,11 +102,7 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
         },
         "target": target,
         "similarity_thresholds": list(config.similarity_thresholds),
-        "notes": {
-            "real_row": "generator 'real': utility of the same recipe trained on the real members; "
-            "its nn_* columns score held-out non-members against the members (n_scored of them), "
-            "the similarity an independent draw from the private distribution has.",
-        },
+        "notes": notes,
         "rows": rows,
     }
 

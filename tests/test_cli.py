@@ -14,12 +14,13 @@ from audit.pipeline import execute
 from reports.results import BASE_COLUMNS
 
 SMOKE = ["run", "--preset", "smoke", "--device", "cpu"]
+WITH_REFS = [*SMOKE, "--mia-refs", "2"]  # the shared run exercises the reference pipelines too
 
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "a"
-    assert main([*SMOKE, "--out", str(out)]) == 0
+    assert main([*WITH_REFS, "--out", str(out)]) == 0
     return out
 
 
@@ -51,16 +52,41 @@ def test_results_table(smoke_run):
         ("bn_match", "2"),
         ("bn_match", "4"),
         ("real", ""),
+        ("target", ""),
     ]
-    for row in rows:
+    for row in rows[:3]:
         assert 0 <= float(row["nn_ssim_mean"]) <= float(row["nn_ssim_max"]) <= 1
+    for row in rows:
         assert 0 <= float(row["utility_acc"]) <= 1
-    for row in rows[:2]:  # the release attack's worst-case columns, on the synthetic rows
-        assert 0 <= float(row["mia_release_auc"]) <= 1
-        assert float(row["mia_release_eps_lower"]) >= 0
-    assert rows[2]["mia_release_auc"] == ""
-    attacks = json.loads((smoke_run / "mia_release.json").read_text())["attacks"]
-    assert set(attacks["bn_match-k2"]) == {"pixel_l2", "ssim", "haarpsi", "feature_l2"}
+    for row in rows[:2]:  # both attack families' worst-case columns on the synthetic rows
+        for family in ("mia_release", "mia_model"):
+            assert 0 <= float(row[f"{family}_auc"]) <= 1
+            assert 0 <= float(row[f"{family}_tpr_at_1fpr"]) <= 1
+        eps = [float(row["mia_release_eps_lower"]), float(row["mia_model_eps_lower"])]
+        assert float(row["eps_lower"]) == max(eps) >= 0
+    assert rows[2]["mia_release_auc"] == rows[2]["mia_model_auc"] == ""
+    target = rows[3]  # the target's own figures: the model attacks, not the release attacks
+    assert target["mia_model_auc"] != "" and target["mia_release_auc"] == ""
+    assert target["eps_lower"] == target["mia_model_eps_lower"]
+    release = json.loads((smoke_run / "mia_release.json").read_text())["attacks"]
+    distances = {"pixel_l2", "ssim", "haarpsi", "feature_l2"}
+    assert set(release["bn_match-k2"]) == distances | {f"{d}_calibrated" for d in distances}
+    model = json.loads((smoke_run / "mia_model.json").read_text())
+    assert model["n_references"] == 2 and "LiRA and RMIA ran" in model["note"]
+    for row in ("target", "bn_match-k2", "bn_match-k4"):
+        assert {
+            "loss",
+            "loss_class_calibrated",
+            "lira_online",
+            "lira_offline_fixed_var",
+            "rmia_offline",
+        } <= set(model["attacks"][row])
+        for metrics in model["attacks"][row].values():
+            low, high = metrics["auc_ci"]
+            assert low <= metrics["auc"] <= high
+    with np.load(smoke_run / "mia/model-target.npz") as scores:  # per-record scores for the report
+        assert scores["candidates"].shape == scores["score_lira_online"].shape == (200,)
+        assert scores["is_member"].sum() == 100
     results = json.loads((smoke_run / "results.json").read_text())
     assert set(results["target"]) >= {"acc_members", "acc_nonmembers", "acc_test"}
 
@@ -71,9 +97,8 @@ def test_config_records_provenance(smoke_run):
     assert manifest["seed"] == 0 and manifest["config"]["ks"] == [2, 4]
     assert torch.__version__.startswith(manifest["environment"]["packages"]["torch"])
     assert manifest["environment"]["packages"]["piq"]
-    assert {"split", "target", "generate", "privacy", "utility", "mia_release", "report"} <= set(
-        manifest["timings_s"]
-    )
+    stages = {"split", "target", "generate", "privacy", "utility", "mia_refs", "mia_release"}
+    assert stages | {"mia_model", "report"} <= set(manifest["timings_s"])
 
 
 def test_report_warns_about_private_images(smoke_run):
@@ -86,7 +111,7 @@ def test_report_warns_about_private_images(smoke_run):
 
 def test_same_seed_same_bytes(smoke_run, tmp_path):
     out = tmp_path / "b"
-    assert main([*SMOKE, "--out", str(out)]) == 0
+    assert main([*WITH_REFS, "--out", str(out)]) == 0
     for name in ("split.npz", "synthetic/k2.npz", "synthetic/k4.npz"):
         with np.load(smoke_run / name) as a, np.load(out / name) as b:
             for key in a.files:
@@ -120,6 +145,10 @@ def test_redacted_report_shows_no_members(tmp_path):
         (["--weights", "/nonexistent.pt"], "does not exist"),
         (["--device", "tpu"], "--device"),
         (["--thresholds", "1.5"], "thresholds"),
+        (["--mia-refs", "1"], "--mia-refs"),
+        (["--synthetic", "/nonexistent.npz"], "does not exist"),
+        (["--synthetic", "/nonexistent.npz", "--k", "3"], "--k"),
+        (["--split", "/nonexistent.npz"], "--split"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, args, match):
@@ -205,7 +234,7 @@ def test_privacy_stage_finds_a_planted_member(smoke_run, tmp_path):
     run_dir = tmp_path / "copy"
     shutil.copytree(smoke_run, run_dir)
     manifest = json.loads((run_dir / "config.json").read_text())
-    config = build_config(preset="smoke", out=str(run_dir))
+    config = build_config(preset="smoke", out=str(run_dir), mia_refs=2)
     assert config.digest() == manifest["config_digest"]
     data = load_dataset("digits", None, image_size=16)
     with np.load(run_dir / "split.npz") as split:
@@ -239,6 +268,103 @@ def test_variant_flags_reach_the_config_and_results(tmp_path):
     )
     assert bn["clamp_pixels"] is True and bn["groups_per_pass"] == 1
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert all(row["utility_acc_std"] != "" for row in rows)
+    assert all(row["utility_acc_std"] != "" for row in rows if row["generator"] != "target")
     utility = json.loads((out / "utility.json").read_text())["rows"]
     assert all(len(row["utility_accs"]) == 2 for row in utility.values())
+
+
+def _write_set(path, images, labels):
+    np.savez(path, images=images, labels=labels)
+    return str(path)
+
+
+def test_external_set_is_audited_as_a_row(smoke_run, tmp_path):
+    """An existing set (here: members plus slight noise, a planted leak) audited with the run's
+    own split: every privacy, utility and attack measure runs on the 'external' row."""
+    from audit.data import load_dataset
+
+    data = load_dataset("digits", None, image_size=16)
+    with np.load(smoke_run / "split.npz") as split:
+        members = split["members"]
+    noise = np.random.default_rng(0).integers(-4, 5, data.images[members].shape)
+    leaked = np.clip(data.images[members].astype(int) + noise, 0, 255).astype(np.uint8)
+    path = _write_set(tmp_path / "leak.npz", leaked, data.labels[members])
+    out = tmp_path / "ext"
+    split_file = str(smoke_run / "split.npz")
+    assert main([*SMOKE, "--synthetic", path, "--split", split_file, "--out", str(out)]) == 0
+    rows = {r["generator"]: r for r in csv.DictReader((out / "results.csv").open())}
+    assert set(rows) == {"external", "real", "target"}
+    external = rows["external"]
+    assert external["k"] == "" and external["n_synthetic"] == "200"
+    assert float(external["nn_ssim_mean"]) > 0.9
+    assert float(external["mia_release_auc"]) > 0.95  # every member leaked
+    assert float(external["mia_release_tpr_at_1fpr"]) > 0.5
+    assert external["utility_acc"] != "" and external["mia_model_auc"] != ""
+    with np.load(out / "split.npz") as split, np.load(smoke_run / "split.npz") as original:
+        assert all(np.array_equal(split[k], original[k]) for k in original.files)
+
+
+def test_external_image_folder(tmp_path):
+    from PIL import Image
+
+    from audit.data import load_dataset
+
+    data = load_dataset("digits", None, image_size=16)
+    for i in range(12):
+        label = int(data.labels[i])
+        folder = tmp_path / "set" / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(data.images[i, :, :, 0]).save(folder / f"{i}.png")
+    out = tmp_path / "o"
+    assert main([*SMOKE, "--synthetic", str(tmp_path / "set"), "--out", str(out)]) == 0
+    with np.load(out / "synthetic/external-set.npz") as synthetic:
+        assert synthetic["images"].shape == (12, 16, 16, 1)
+        assert synthetic["labels"].tolist() == sorted(data.labels[:12].tolist())
+
+
+@pytest.mark.parametrize(
+    "images, labels, match",
+    [
+        (np.zeros((5, 16, 16, 3), np.uint8), np.zeros(5, int), "channels"),
+        (np.zeros((5, 8, 8, 1), np.uint8), np.zeros(5, int), "8x8"),
+        (np.zeros((5, 16, 16), np.uint8), np.zeros(5, int), "N x H x W x C"),
+        (np.zeros((5, 16, 16, 1), np.float32), np.zeros(5, int), "uint8"),
+        (np.zeros((5, 16, 16, 1), np.uint8), np.full(5, 10), "labels must lie in"),
+        (np.zeros((5, 16, 16, 1), np.uint8), np.zeros(4, int), "labels must be 5 integers"),
+        (np.zeros((0, 16, 16, 1), np.uint8), np.zeros(0, int), "empty"),
+    ],
+)
+def test_bad_external_set(tmp_path, capsys, images, labels, match):
+    path = _write_set(tmp_path / "bad.npz", images, labels)
+    out = tmp_path / "o"
+    assert main([*SMOKE, "--synthetic", path, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and match in err, err
+    assert not out.exists()
+
+
+def test_bad_external_files(tmp_path, capsys):
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not a zip")
+    (tmp_path / "folder" / "eleven").mkdir(parents=True)
+    keys = tmp_path / "keys.npz"
+    np.savez(keys, pixels=np.zeros((2, 16, 16, 1), np.uint8))
+    for path, match in (
+        (garbage, "not a readable .npz"),
+        (keys, "lacks images and labels"),
+        (tmp_path / "folder", "not in the dataset: eleven"),
+    ):
+        assert main([*SMOKE, "--synthetic", str(path), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and match in err, err
+
+
+def test_bad_split_file(tmp_path, capsys):
+    overlap = tmp_path / "overlap.npz"
+    np.savez(overlap, members=np.arange(10), nonmembers=np.arange(5, 15), test=np.arange(20, 30))
+    outside = tmp_path / "outside.npz"
+    np.savez(outside, members=np.arange(10), nonmembers=np.arange(10, 20), test=[5000])
+    for path, match in ((overlap, "overlap"), (outside, "outside")):
+        assert main([*SMOKE, "--split", str(path), "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and match in err, err

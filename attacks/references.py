@@ -1,0 +1,190 @@
+"""Reference pipelines for LiRA/RMIA (`--mia-refs N`).
+
+Each reference repeats the audited pipeline on a random half of the members + non-members pool:
+train a reference target with the target's recipe -> BN-synthesise from it with the same generator
+settings -> retrain one model per K with the utility recipe. Every pool record is IN for exactly
+N // 2 references. What the attacks need is saved per reference (refs/ref<i>.npz): the IN mask,
+the logits of each reference model on the pool and on the population records, and its synthetic
+sets (the reference synthetic sets that calibrate the release attack).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from attacks.membership import assign_halves
+from audit.models import NormalizedClassifier
+from audit.pipeline import Run
+from audit.seeding import derive_seed, numpy_rng
+from audit.store import row_name
+from audit.training import predict_logits, train_classifier
+from audit.utility import retrain
+from generators.base import GenerationRequest, get_generator
+
+log = logging.getLogger(__name__)
+
+TARGET_ROW = "target"
+
+
+@dataclass(frozen=True)
+class AttackRecords:
+    """Who is attacked: the pool (members + non-members, the records reference models train on),
+    the balanced candidates scored (equal members and non-members, a subset of the pool) and the
+    population records (from the test split; no model trains on them)."""
+
+    pool: np.ndarray  # dataset indices, sorted
+    pool_is_member: np.ndarray
+    candidates: np.ndarray  # positions in pool
+    population: np.ndarray  # dataset indices
+
+
+def attack_records(run: Run) -> AttackRecords:
+    c, split = run.config, run.split()
+    pool = np.concatenate([split.members, split.nonmembers])
+    order = np.argsort(pool, kind="stable")
+    pool, is_member = (
+        pool[order],
+        np.r_[np.ones(len(split.members), bool), np.zeros(len(split.nonmembers), bool)][order],
+    )
+    rng = numpy_rng(c.seed, "mia", "candidates")
+    n = min(len(split.members), len(split.nonmembers), c.mia_candidates)
+    member_pos, nonmember_pos = np.flatnonzero(is_member), np.flatnonzero(~is_member)
+    candidates = np.concatenate(
+        [
+            np.sort(rng.choice(member_pos, n, replace=False)),
+            np.sort(rng.choice(nonmember_pos, n, replace=False)),
+        ]
+    )
+    n_population = min(len(split.test), c.mia_candidates)
+    population = np.sort(
+        numpy_rng(c.seed, "mia", "population").choice(split.test, n_population, replace=False)
+    )
+    return AttackRecords(pool, is_member, candidates, population)
+
+
+def reference_rows(run: Run) -> list[dict]:
+    """The releases a reference pipeline can reproduce (not external sets)."""
+    return [r for r in run.releases() if r["k"] is not None]
+
+
+def estimate_seconds(run: Run, n_references: int) -> float:
+    """Seconds for n reference pipelines, from this run's own stage timings."""
+    c, t = run.config, run.timings
+    n_retrained = c.utility_seeds * (len(run.releases()) + 1)
+    per_retrain = t.get("utility", 0.0) / max(n_retrained, 1)
+    generate = sum(t.get(f"generate.{g}", 0.0) for g in c.generators if g != "external")
+    if c.weights:  # no measured target training: scale the retraining speed per image-epoch
+        records = len(attack_records(run).pool) / 2
+        per_image_epoch = per_retrain / max(c.utility.epochs * c.n_synthetic, 1)
+        target = per_image_epoch * c.target.epochs * records
+    else:
+        target = t.get("target", 0.0)
+    return n_references * (target + generate + per_retrain * len(reference_rows(run)))
+
+
+def stage_mia_refs(run: Run) -> None:
+    c, data = run.config, run.data
+    n = c.mia_refs
+    if n == 0:
+        run.store.write_json("refs.json", {"n_references": 0})
+        return
+    records = attack_records(run)
+    keep = assign_halves(len(records.pool), n, numpy_rng(c.seed, "mia", "reference-halves"))
+    rows = reference_rows(run)
+    log.info(
+        "[mia_refs] %d reference pipelines (a target on half of %d records, BN synthesis to "
+        "K=%s, %d retrainings each): about %.1f min, estimated from this run's stage timings",
+        n,
+        len(records.pool),
+        max(c.ks),
+        len(rows),
+        estimate_seconds(run, n) / 60,
+    )
+    timings = []
+    for i in range(n):
+        start = time.perf_counter()
+        train_idx = records.pool[keep[i]]
+        model = run.new_model(f"reference-{i}-target")
+        train_classifier(
+            model,
+            data.images[train_idx],
+            data.labels[train_idx],
+            c.target,
+            seed=c.seed,
+            stream=f"reference-{i}-target",
+            device=c.device,
+            desc=f"reference {i} target",
+        )
+        arrays: dict[str, np.ndarray] = {"keep": keep[i]}
+        arrays.update(_logits(run, model, TARGET_ROW, records))
+        for name in sorted({r["generator"] for r in rows}):
+            request = GenerationRequest(
+                teacher=model,
+                ks=c.ks,
+                n_images=c.n_synthetic,
+                num_classes=len(data.classes),
+                channels=data.channels,
+                image_size=data.image_size,
+                seed=derive_seed(c.seed, "reference", i),
+                device=c.device,
+                classes=data.classes,
+            )
+            for k, synthetic in get_generator(name, c).generate(request).items():
+                row = row_name(name, k)
+                arrays[f"images_{row}"] = synthetic.images
+                arrays[f"labels_{row}"] = synthetic.labels
+                retrained = retrain(
+                    synthetic.images,
+                    synthetic.labels,
+                    model_name=c.model,
+                    num_classes=len(data.classes),
+                    cfg=c.utility,
+                    seed=c.seed,
+                    stream=f"reference-{i}-{row}",
+                    device=c.device,
+                )
+                arrays.update(_logits(run, retrained, row, records))
+        run.store.write_npz(f"refs/ref{i}.npz", **arrays)
+        timings.append(round(time.perf_counter() - start, 3))
+        log.info("[mia_refs] reference %d/%d done in %.1f s", i + 1, n, timings[-1])
+    run.store.write_json(
+        "refs.json",
+        {
+            "n_references": n,
+            "rows": [TARGET_ROW, *(row_name(r["generator"], r["k"]) for r in rows)],
+            "pool_size": len(records.pool),
+            "seconds_per_reference": timings,
+        },
+    )
+
+
+def _logits(
+    run: Run, model: NormalizedClassifier, row: str, records: AttackRecords
+) -> dict[str, np.ndarray]:
+    device = run.config.device
+    return {
+        f"logits_{row}": predict_logits(
+            model, run.data.images[records.pool], device=device
+        ).numpy(),
+        f"population_logits_{row}": predict_logits(
+            model, run.data.images[records.population], device=device
+        ).numpy(),
+    }
+
+
+def load_references(run: Run, row: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(keep (refs, pool), logits (refs, pool, classes), population logits) for a row, or None
+    when no reference pipeline covers it."""
+    info = run.store.read_json("refs.json")
+    if info["n_references"] == 0 or row not in info["rows"]:
+        return None
+    refs = [run.store.read_npz(f"refs/ref{i}.npz") for i in range(info["n_references"])]
+    return (
+        np.stack([r["keep"] for r in refs]),
+        np.stack([r[f"logits_{row}"] for r in refs]),
+        np.stack([r[f"population_logits_{row}"] for r in refs]),
+    )
