@@ -87,8 +87,13 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
         "eps_lower the max over all families. The max over many attacks is biased upwards at "
         "chance level: compare with the per-attack confidence intervals in mia_*.json.",
     }
-    if store.path("mia_model.json").exists():
-        notes["mia_model_attacks"] = store.read_json("mia_model.json")["note"]
+    attacks = {  # per-attack figures with confidence intervals, for the report
+        family: store.read_json(f"{family}.json")
+        for family in ("mia_release", "mia_model")
+        if store.path(f"{family}.json").exists()
+    }
+    if "mia_model" in attacks:
+        notes["mia_model_attacks"] = attacks["mia_model"]["note"]
     return {
         "config_digest": config.digest(),
         "dataset": {
@@ -104,6 +109,7 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
         "similarity_thresholds": list(config.similarity_thresholds),
         "notes": notes,
         "rows": rows,
+        "attacks": attacks,
     }
 
 
