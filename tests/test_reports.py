@@ -29,9 +29,23 @@ def fixture_results():
             "acc_nonmembers": 0.9,
             "acc_test": 0.9,
         },
-        "notes": {"real_row": EVIL},
+        "notes": {"real_row": EVIL, "attack_columns": EVIL, "mia_model_attacks": EVIL},
         "rows": [row, real],
+        "attacks": {
+            family: {"attacks": {EVIL: {EVIL: metrics}}, "n_candidates_each": 5}
+            for family in ("mia_release", "mia_model")
+        },
     }
+
+
+metrics = {
+    "auc": 0.5,
+    "auc_ci": [0.4, 0.6],
+    "tpr_at_0.1%fpr": 0.0,
+    "tpr_at_1%fpr": 0.01,
+    "balanced_accuracy": 0.5,
+    "eps_lower": 0.0,
+}
 
 
 def test_every_string_is_escaped():
@@ -42,6 +56,7 @@ def test_every_string_is_escaped():
     assert "<script>" not in html
     assert "&lt;script&gt;" in html
     assert "This report shows private images" in html
+    assert "Against the target and the retrained models" in html
     redacted = render_report(fixture_results(), gallery, redacted=True)
     assert "redacted" in redacted and "This report shows private images" not in redacted
 

@@ -1,0 +1,58 @@
+"""A classifier split into its feature map (input -> penultimate features) and its linear head,
+and the orthonormal 2-D DCT the HCR bounds are expressed in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import scipy.fft
+import torch
+from torch import nn
+
+from audit.errors import AuditError
+from audit.models import NormalizedClassifier
+
+FeatureMap = Callable[[torch.Tensor], torch.Tensor]  # normalised NCHW -> (N, D)
+
+
+def split_classifier(model: NormalizedClassifier) -> tuple[FeatureMap, nn.Linear]:
+    """pytorchcv CIFAR nets are `features` (ending in the global pool) then a Linear `output`.
+    The feature map takes *normalised* input, so perturbations live in the model's input space."""
+    features, output = getattr(model.net, "features", None), getattr(model.net, "output", None)
+    if not isinstance(features, nn.Module) or not isinstance(output, nn.Linear):
+        raise AuditError(
+            "feature attacks need a model made of `features` and a Linear `output` head "
+            "(pytorchcv CIFAR ResNets are)"
+        )
+
+    def feature_map(z: torch.Tensor) -> torch.Tensor:
+        return features(z).flatten(1)
+
+    return feature_map, output
+
+
+@torch.no_grad()
+def clean_features(
+    model: NormalizedClassifier, images: np.ndarray, *, device: str, batch_size: int = 500
+) -> torch.Tensor:
+    from audit.training import to_tensor
+
+    feature_map, _ = split_classifier(model)
+    model.eval().to(device)
+    chunks = [
+        feature_map(model.normalize(to_tensor(images[i : i + batch_size], device))).float()
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(chunks)
+
+
+def dct_matrix(n: int) -> torch.Tensor:
+    """Orthonormal DCT-II matrix D (n x n): coefficients = D @ x @ D.T for an n x n image."""
+    return torch.from_numpy(scipy.fft.dct(np.eye(n), norm="ortho", axis=0)).float()
+
+
+def to_dct(x: torch.Tensor) -> torch.Tensor:
+    """Per-channel orthonormal 2-D DCT of (..., H, W) with H == W; norms are preserved."""
+    d = dct_matrix(x.shape[-1]).to(x.device, x.dtype)
+    return d @ x @ d.T
