@@ -83,8 +83,11 @@ def class_calibrated(
     """The score's percentile among population records (never trained on) of the candidate's
     class: a per-class threshold, so every class has the same false-positive rate (Song & Mittal's
     class-dependent thresholds). Ties count half; classes with fewer than 2 population records
-    use all population records."""
+    use all population records. Within one percentile level the raw score breaks ties (a shift
+    smaller than one level), so a small population does not flatten the low-FPR end of the ROC
+    into one block of ties."""
     out = np.empty(len(scores), dtype=np.float64)
+    raw_rank = np.argsort(np.argsort(scores, kind="stable"), kind="stable") / max(len(scores), 1)
     for c in np.unique(labels):
         pop = np.sort(population_scores[population_labels == c])
         if len(pop) < 2:
@@ -92,7 +95,8 @@ def class_calibrated(
         mask = labels == c
         below = np.searchsorted(pop, scores[mask], side="left")
         at_or_below = np.searchsorted(pop, scores[mask], side="right")
-        out[mask] = (below + at_or_below) / (2 * len(pop))
+        level = 1 / (2 * len(pop))  # the smallest step between percentile values
+        out[mask] = (below + at_or_below) * level + 0.5 * level * raw_rank[mask]
     return out
 
 
