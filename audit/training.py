@@ -61,7 +61,7 @@ def train_classifier(
     x_all = to_tensor(images, device)
     y_all = torch.from_numpy(labels).to(device)
     # channels_last: ~20% faster steps on this 2-core CPU (0.13 vs 0.16 s, ResNet20, batch 128)
-    model.to(device, memory_format=torch.channels_last)
+    model.to(device).to(memory_format=torch.channels_last)
     with torch.no_grad():
         model.set_normalization(x_all.mean(dim=(0, 2, 3)), x_all.std(dim=(0, 2, 3)))
     optimizer = torch.optim.SGD(
