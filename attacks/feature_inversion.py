@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks.features import clean_features, split_classifier, to_dct
+from attacks.features import split_classifier, to_dct
+from attacks.release import penultimate_features
 from audit.models import NormalizedClassifier
 from audit.seeding import seeded_global_rng, torch_generator
 from audit.training import to_tensor
@@ -61,9 +62,10 @@ def feature_inversion(
     _, head = split_classifier(model)
     attacker_x = to_tensor(attacker_images, device)
     victim_x = to_tensor(victims, device)
-    attacker_f = clean_features(model, attacker_images, device=device)
-    victim_f = clean_features(model, victims, device=device)
-    eval_f = clean_features(model, eval_images, device=device)
+    attacker_f, victim_f, eval_f = (
+        penultimate_features(model, images, device=device).to(device)
+        for images in (attacker_images, victims, eval_images)
+    )
     rms = float(victim_f.pow(2).mean().sqrt())
     eval_y = torch.from_numpy(eval_labels).to(device)
     per_scale = []

@@ -1,5 +1,6 @@
 """A classifier split into its feature map (input -> penultimate features) and its linear head,
-and the orthonormal 2-D DCT the HCR bounds are expressed in."""
+and the orthonormal 2-D DCT the HCR bounds are expressed in. Batched feature extraction without
+gradients is attacks.release.penultimate_features."""
 
 from __future__ import annotations
 
@@ -30,21 +31,6 @@ def split_classifier(model: NormalizedClassifier) -> tuple[FeatureMap, nn.Linear
         return features(z).flatten(1)
 
     return feature_map, output
-
-
-@torch.no_grad()
-def clean_features(
-    model: NormalizedClassifier, images: np.ndarray, *, device: str, batch_size: int = 500
-) -> torch.Tensor:
-    from audit.training import to_tensor
-
-    feature_map, _ = split_classifier(model)
-    model.eval().to(device)
-    chunks = [
-        feature_map(model.normalize(to_tensor(images[i : i + batch_size], device))).float()
-        for i in range(0, len(images), batch_size)
-    ]
-    return torch.cat(chunks)
 
 
 def dct_matrix(n: int) -> torch.Tensor:

@@ -22,7 +22,6 @@ from audit.pipeline import Run
 from audit.seeding import derive_seed, numpy_rng
 from audit.store import row_name
 from audit.training import predict_logits, train_classifier
-from audit.utility import retrain
 from generators.base import GenerationRequest, get_generator
 
 log = logging.getLogger(__name__)
@@ -137,16 +136,7 @@ def stage_mia_refs(run: Run) -> None:
                 row = row_name(name, k)
                 arrays[f"images_{row}"] = synthetic.images
                 arrays[f"labels_{row}"] = synthetic.labels
-                retrained = retrain(
-                    synthetic.images,
-                    synthetic.labels,
-                    model_name=c.model,
-                    num_classes=len(data.classes),
-                    cfg=c.utility,
-                    seed=c.seed,
-                    stream=f"reference-{i}-{row}",
-                    device=c.device,
-                )
+                retrained = run.retrain(synthetic.images, synthetic.labels, f"reference-{i}-{row}")
                 arrays.update(_logits(run, retrained, row, records))
         run.store.write_npz(f"refs/ref{i}.npz", **arrays)
         timings.append(round(time.perf_counter() - start, 3))

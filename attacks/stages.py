@@ -98,7 +98,9 @@ def stage_mia_release(run: Run) -> None:
         name = row_name(release["generator"], release["k"])
         scores = scores_against(run.store.read_npz(release["path"])["images"])
         if refs_info["n_references"] and name in refs_info["rows"]:
-            scores.update(_calibrated(run, name, records, scores, scores_against))
+            scores.update(
+                _calibrated(run, name, refs_info["n_references"], records, scores, scores_against)
+            )
         report[name], columns[name] = _evaluate_all(run, "mia_release", name, scores, is_member)
         run.store.write_npz(
             f"mia/release-{name}.npz",
@@ -116,11 +118,11 @@ def stage_mia_release(run: Run) -> None:
 def _calibrated(
     run: Run,
     row: str,
+    n_refs: int,
     records: AttackRecords,
     scores: dict[str, np.ndarray],
     scores_against: Any,
 ) -> dict[str, np.ndarray]:
-    n_refs = run.store.read_json("refs.json")["n_references"]
     out_sum = {d: np.zeros(len(records.candidates)) for d in scores}
     out_count = np.zeros(len(records.candidates))
     for i in range(n_refs):

@@ -59,6 +59,20 @@ class Run:
             stream=stream,
         )
 
+    def retrain(self, images: np.ndarray, labels: np.ndarray, stream: str) -> NormalizedClassifier:
+        """A fresh model trained on (images, labels) with the run's utility recipe."""
+        c = self.config
+        return retrain(
+            images,
+            labels,
+            model_name=c.model,
+            num_classes=len(self.data.classes),
+            cfg=c.utility,
+            seed=c.seed,
+            stream=stream,
+            device=c.device,
+        )
+
     def target(self) -> NormalizedClassifier:
         return self.saved_model("target.pt")
 
@@ -250,16 +264,7 @@ def stage_utility(run: Run) -> None:
     def utility_of(images: np.ndarray, labels: np.ndarray, name: str) -> dict[str, Any]:
         accs = []
         for repeat in range(c.utility_seeds):
-            model = retrain(
-                images,
-                labels,
-                model_name=c.model,
-                num_classes=len(data.classes),
-                cfg=c.utility,
-                seed=c.seed,
-                stream=f"utility-{name}-{repeat}",
-                device=c.device,
-            )
+            model = run.retrain(images, labels, f"utility-{name}-{repeat}")
             accs.append(accuracy(model, test_images, test_labels, device=c.device))
             if repeat == 0 and name != "real":
                 run.store.write_state_dict(f"models/{name}.pt", model.state_dict())

@@ -4,7 +4,8 @@ import numpy as np
 import torch
 
 from attacks.feature_inversion import feature_inversion
-from attacks.features import clean_features, split_classifier
+from attacks.features import split_classifier
+from attacks.release import penultimate_features
 from audit.config import TrainConfig
 from audit.models import build_model
 from audit.training import predict_logits, train_classifier
@@ -48,6 +49,6 @@ def test_noise_free_features_reconstruct_far_better_than_noisy_ones(digits):
 def test_the_split_model_is_the_model(teacher, digits):
     """features -> head reproduces the classifier's logits exactly."""
     _, head = split_classifier(teacher)
-    features = clean_features(teacher, digits.images[:8], device="cpu")
+    features = penultimate_features(teacher, digits.images[:8], device="cpu")
     logits = predict_logits(teacher, digits.images[:8], device="cpu")
     torch.testing.assert_close(head(features), logits, rtol=1e-5, atol=1e-5)
