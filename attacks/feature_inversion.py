@@ -29,7 +29,7 @@ class Decoder(nn.Module):
     """features -> image in [0, 1]: a two-layer MLP. Convolutional decoders reconstruct sharper
     CIFAR images but cost seconds per step on a CPU; at 16 px the MLP is as good (digits)."""
 
-    def __init__(self, in_features: int, channels: int, image_size: int, width: int = 512) -> None:
+    def __init__(self, in_features: int, channels: int, image_size: int, width: int = 256) -> None:
         super().__init__()
         self.shape = (channels, image_size, image_size)
         self.mlp = nn.Sequential(

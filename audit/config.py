@@ -44,6 +44,36 @@ class BNMatchConfig:
     check_every: int = 25  # steps between finiteness checks (each one syncs a GPU)
 
 
+@dataclass(frozen=True)
+class InversionConfig:
+    """Model inversion (attacks/inversion.py) and its independent evaluation classifier."""
+
+    steps: int = 200  # Adam steps per reconstruction batch (all classes at once)
+    per_class: int = 2  # reconstructions per class and variant
+    lr: float = 0.1
+    tv_weight: float = 0.05
+    l2_weight: float = 0.001
+    bn_weight: float = 1.0  # the BN prior, where the attacked model has BN layers
+    jitter: int = 2  # px of random shift per step (priors variant)
+    eval_epochs: int = 20  # the evaluation classifier, trained on the test split
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Feature inversion and HCR bounds on a classifier's penultimate features with Gaussian
+    noise of scale x RMS(clean features) (attacks/feature_inversion.py, attacks/hcr.py)."""
+
+    noise_scales: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0)
+    attacker_data: str = "nonmembers"  # what the decoder trains on: nonmembers | synthetic
+    decoder_steps: int = 300
+    victims: int = 100  # members reconstructed from their features
+    hcr_images: int = 4  # members whose per-DCT-coefficient bounds are computed
+    hcr_draws: int = 3  # random starts; the best bound per coefficient is kept
+    hcr_rounds: int = 3  # inverse-iteration rounds per draw
+    hcr_lsqr_iters: int = 30
+    hcr_perturbation: float = 0.1  # ||a(theta + eps) - a(theta)|| / sigma of the chosen eps
+
+
 # Named BN-matching loss variants (REFERENCE.md section 1); "paper" is the default.
 BN_LOSS_VARIANTS: dict[str, dict[str, Any]] = {
     "paper": {"statistics": "batch", "spread": "var", "norm": "l2", "ce_weight": 1.0},
@@ -78,6 +108,8 @@ class RunConfig:
     target: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=40))
     utility: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=40))
     bn: BNMatchConfig = field(default_factory=BNMatchConfig)
+    inversion: InversionConfig = field(default_factory=InversionConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
     similarity_thresholds: tuple[float, ...] = (0.5, 0.7, 0.9)
     nn_k: int = 3  # nearest members kept per released image (the report shows them)
     mia_candidates: int = 500  # members and as many non-members attacked per release
@@ -110,6 +142,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "target": {"epochs": 40},
         "utility": {"epochs": 60},
         "bn": {"group_size": 100},
+        # sized for the 5-minute default run: attacks on 3 models cost about 40 s together
+        "inversion": {"steps": 100, "per_class": 1, "eval_epochs": 10},
+        "features": {
+            "decoder_steps": 100,
+            "hcr_images": 1,
+            "hcr_draws": 2,
+            "hcr_rounds": 2,
+            "hcr_lsqr_iters": 15,
+        },
     },
     # smoke: seconds, to check an install end to end; its numbers mean nothing
     "smoke": {
@@ -123,6 +164,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "target": {"epochs": 2},
         "utility": {"epochs": 2},
         "bn": {"group_size": 10},
+        "inversion": {"steps": 5, "per_class": 1, "eval_epochs": 2},
+        "features": {
+            "decoder_steps": 5,
+            "victims": 20,
+            "hcr_images": 1,
+            "hcr_draws": 1,
+            "hcr_rounds": 1,
+            "hcr_lsqr_iters": 5,
+        },
     },
     "paper": {
         "ks": (500, 1000, 2000),
@@ -134,6 +184,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "target": {"epochs": 200},
         "utility": {"epochs": 200},
         "bn": {"group_size": 250},
+        "inversion": {"steps": 2000, "per_class": 10, "eval_epochs": 200},
+        "features": {"decoder_steps": 3000, "victims": 1000, "hcr_images": 32},
     },
 }
 
@@ -165,6 +217,8 @@ def build_config(
     target = TrainConfig(**{**base["target"], "hflip": hflip, **(target_overrides or {})})
     utility = TrainConfig(**{**base["utility"], "hflip": hflip, **(utility_overrides or {})})
     bn = BNMatchConfig(**{**base["bn"], **(bn_overrides or {})})
+    inversion = InversionConfig(**base.get("inversion", {}))
+    features = FeatureConfig(**base.get("features", {}))
     preset_fields = ("ks", "n_synthetic", "max_members", "max_nonmembers", "max_test")
     optional_fields = ("max_reference", "utility_seeds")
     fields: dict[str, Any] = {
@@ -176,6 +230,8 @@ def build_config(
         "target": target,
         "utility": utility,
         "bn": bn,
+        "inversion": inversion,
+        "features": features,
     }
     fields["ks"] = tuple(sorted(set(fields["ks"])))
     if "similarity_thresholds" in fields:
@@ -223,6 +279,15 @@ def validate(config: RunConfig) -> None:
         raise AuditError(f"BN group size must be at least 2, got {bn.group_size}")
     if bn.lr <= 0 or bn.check_every <= 0 or bn.groups_per_pass < 0:
         raise AuditError("BN matching needs lr > 0, check_every > 0 and groups_per_pass >= 0")
+    f = config.features
+    if any(scale < 0 for scale in f.noise_scales) or not f.noise_scales:
+        raise AuditError(f"feature noise scales must be >= 0, got {f.noise_scales}")
+    if f.attacker_data not in ("nonmembers", "synthetic"):
+        raise AuditError(
+            f"feature attacker data must be nonmembers or synthetic: {f.attacker_data}"
+        )
+    if config.inversion.steps <= 0 or config.inversion.per_class <= 0:
+        raise AuditError("model inversion needs positive steps and reconstructions per class")
     for name, train in (("target", config.target), ("utility", config.utility)):
         if train.epochs <= 0 or train.batch_size <= 0 or train.lr <= 0:
             raise AuditError(f"{name} training needs positive epochs, batch size and lr")

@@ -1,0 +1,73 @@
+"""Model inversion on a planted leak.
+
+The planted model is softmax regression memorising one digit per class. A ResNet20 memorising one
+digit per class does not give it away to these inversions (NN-SSIM 0.03 to its member vs -0.01 to
+a same-class non-member, even with the BN prior or BN matching for 1,000 steps), so the attack is
+validated where a leak is certain to be findable."""
+
+import numpy as np
+import pytest
+import torch
+
+from attacks.inversion import invert, score_reconstructions
+from audit.config import InversionConfig, TrainConfig
+from audit.training import train_classifier
+
+
+@pytest.fixture(scope="module")
+def linear_planted(digits):
+    """Softmax regression memorising one digit per class: Fredrikson et al.'s setting, where the
+    class score's gradient is the memorised image, so inversion must find it."""
+    from torch import nn
+
+    from audit.models import NormalizedClassifier
+
+    members = np.array([np.flatnonzero(digits.labels == c)[0] for c in range(10)])
+    rest = np.setdiff1d(np.arange(len(digits.labels)), members)
+    rng = np.random.default_rng(0)
+    nonmembers = np.concatenate(
+        [rng.choice(rest[digits.labels[rest] == c], 20, replace=False) for c in range(10)]
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = NormalizedClassifier(nn.Sequential(nn.Flatten(), nn.Linear(256, 10)), channels=1)
+    recipe = TrainConfig(epochs=200, batch_size=10, crop_padding=0, lr=0.05)
+    train_classifier(
+        model,
+        digits.images[members],
+        digits.labels[members],
+        recipe,
+        seed=0,
+        stream="lin",
+        device="cpu",
+    )
+    return model, members, nonmembers
+
+
+@pytest.mark.parametrize("variant", ["miface", "priors"])
+def test_inversion_finds_memorised_images(digits, linear_planted, variant):
+    model, members, nonmembers = linear_planted
+    reconstructions = invert(
+        model,
+        num_classes=10,
+        channels=1,
+        image_size=16,
+        cfg=InversionConfig(steps=200, per_class=1),
+        variant=variant,
+        seed=0,
+        stream="t",
+        device="cpu",
+    )
+    scores = score_reconstructions(
+        reconstructions,
+        digits.images[members],
+        digits.labels[members],
+        digits.images[nonmembers],
+        digits.labels[nonmembers],
+        rng=np.random.default_rng(0),
+        device="cpu",
+    )
+    # one member per class against one same-class non-member: the member must be much closer
+    gap = scores["ssim_member"] - scores["ssim_nonmember"]
+    assert gap.mean() > 0.1 and (gap > 0).sum() >= 8, gap
+    assert reconstructions.images.shape == (10, 16, 16, 1)
