@@ -1,14 +1,21 @@
 """Attack stages, registered into audit.pipeline's stage list (imported by the pipeline):
-mia_refs (reference pipelines, only with --mia-refs), mia_release (the release itself) and
-mia_model (the target and each retrained model)."""
+mia_refs (reference pipelines, only with --mia-refs), mia_release (the release itself),
+mia_model (the target and each retrained model), inversion (model inversion of those models) and
+features (feature inversion and HCR bounds on their penultimate features)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from typing import Any
 
 import numpy as np
 
+from attacks.feature_inversion import feature_inversion
+from attacks.features import split_classifier
+from attacks.hcr import hcr_bounds
+from attacks.inversion import VARIANTS, invert, score_reconstructions
 from attacks.membership import REFERENCE_ATTACKS, model_attack_scores
 from attacks.metrics import AttackMetrics, evaluate_attack
 from attacks.references import (
@@ -20,9 +27,10 @@ from attacks.references import (
 )
 from attacks.release import penultimate_features, release_scores
 from audit.pipeline import Run, Stage, register_stage
-from audit.seeding import numpy_rng
+from audit.seeding import numpy_rng, torch_generator
 from audit.store import row_name
-from audit.training import predict_logits
+from audit.training import accuracy, predict_logits, to_tensor, train_classifier
+from generators.bn_match import frozen
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +143,14 @@ def _calibrated(
     return {f"{d}_calibrated": scores[d] - out_sum[d] / out_count for d in scores}
 
 
+def attacked_models(run: Run) -> dict[str, str]:
+    """Every classifier the model attacks target: row -> saved weights in the run directory."""
+    return {TARGET_ROW: "target.pt"} | {
+        row_name(r["generator"], r["k"]): f"models/{row_name(r['generator'], r['k'])}.pt"
+        for r in run.releases()
+    }
+
+
 def stage_mia_model(run: Run) -> None:
     """Classifier attacks on the target (what releasing the model itself would leak) and on each
     release's retrained model. Reference attacks (LiRA, RMIA) run where reference pipelines cover
@@ -143,10 +159,7 @@ def stage_mia_model(run: Run) -> None:
     records = attack_records(run)
     chosen, is_member = _candidates(records)
     labels, population_labels = data.labels[chosen], data.labels[records.population]
-    models = {TARGET_ROW: "target.pt"} | {
-        row_name(r["generator"], r["k"]): f"models/{row_name(r['generator'], r['k'])}.pt"
-        for r in run.releases()
-    }
+    models = attacked_models(run)
     report: dict[str, Any] = {}
     columns: dict[str, dict[str, float]] = {}
     ran: dict[str, list[str]] = {}
@@ -196,6 +209,185 @@ def stage_mia_model(run: Run) -> None:
     run.store.write_json("columns/mia_model.json", columns)
 
 
+def stage_inversion(run: Run) -> None:
+    """Model inversion of the target and each retrained model, scored against members and
+    non-members of each class and by an evaluation classifier trained on the test split (which
+    no attacked model saw)."""
+    c, data, split = run.config, run.data, run.split()
+    evaluator = run.new_model("evaluator")
+    train_classifier(
+        evaluator,
+        data.images[split.test],
+        data.labels[split.test],
+        dataclasses.replace(c.target, epochs=c.inversion.eval_epochs),
+        seed=c.seed,
+        stream="evaluator",
+        device=c.device,
+        desc="evaluator",
+    )
+    evaluator_acc = accuracy(
+        evaluator, data.images[split.nonmembers], data.labels[split.nonmembers], device=c.device
+    )
+    report: dict[str, Any] = {}
+    columns: dict[str, dict[str, float]] = {}
+    for row, path in attacked_models(run).items():
+        model = run.saved_model(path)
+        report[row] = {}
+        for variant in VARIANTS:
+            reconstructions = invert(
+                model,
+                num_classes=len(data.classes),
+                channels=data.channels,
+                image_size=data.image_size,
+                cfg=c.inversion,
+                variant=variant,
+                seed=c.seed,
+                stream=f"inversion-{row}-{variant}",
+                device=c.device,
+            )
+            scores = score_reconstructions(
+                reconstructions,
+                data.images[split.members],
+                data.labels[split.members],
+                data.images[split.nonmembers],
+                data.labels[split.nonmembers],
+                rng=numpy_rng(c.seed, "inversion", "score", row, variant),
+                device=c.device,
+            )
+            predicted = predict_logits(evaluator, reconstructions.images, device=c.device)
+            correct = predicted.argmax(1).numpy() == reconstructions.labels
+            run.store.write_npz(
+                f"inversion/{row}-{variant}.npz",
+                images=reconstructions.images,
+                labels=reconstructions.labels,
+                evaluator_correct=correct,
+                **scores,
+            )
+            report[row][variant] = {
+                **{f"nn_{key}": float(np.nanmean(v)) for key, v in scores.items()},
+                "ssim_gap": float(np.nanmean(scores["ssim_member"] - scores["ssim_nonmember"])),
+                "eval_acc": float(correct.mean()),
+            }
+        priors, miface = report[row]["priors"], report[row]["miface"]
+        columns[row] = {
+            "inversion_nn_ssim_member": priors["nn_ssim_member"],
+            "inversion_nn_ssim_nonmember": priors["nn_ssim_nonmember"],
+            "inversion_eval_acc": priors["eval_acc"],
+            "inversion_miface_eval_acc": miface["eval_acc"],
+        }
+        log.info(
+            "[inversion] %s: NN-SSIM to members %.3f vs non-members %.3f, evaluator accuracy "
+            "%.2f (MIFace %.2f)",
+            row,
+            priors["nn_ssim_member"],
+            priors["nn_ssim_nonmember"],
+            priors["eval_acc"],
+            miface["eval_acc"],
+        )
+    run.store.write_json(
+        "inversion.json",
+        {"models": report, "evaluator_acc_on_nonmembers": evaluator_acc},
+    )
+    run.store.write_json("columns/inversion.json", columns)
+
+
+def stage_features(run: Run) -> None:
+    """Feature inversion with noisy features and the HCR bounds at the same noise scales, for the
+    target and each retrained model."""
+    c, data, split = run.config, run.data, run.split()
+    f = c.features
+    rng = numpy_rng(c.seed, "features", "victims")
+    victims = np.sort(rng.choice(split.members, min(f.victims, len(split.members)), replace=False))
+    hcr_victims = victims[: f.hcr_images]
+    releases = run.releases()
+    report: dict[str, Any] = {}
+    for row, path in attacked_models(run).items():
+        model = run.saved_model(path)
+        if f.attacker_data == "synthetic" and releases:
+            release = next((r for r in releases if row_name(r["generator"], r["k"]) == row), None)
+            source = (release or releases[-1])["path"]
+            attacker_images = run.store.read_npz(source)["images"]
+        else:
+            attacker_images = data.images[split.nonmembers]
+        start = time.perf_counter()
+        inverted = feature_inversion(
+            model,
+            attacker_images=attacker_images,
+            victims=data.images[victims],
+            eval_images=data.images[split.test],
+            eval_labels=data.labels[split.test],
+            scales=f.noise_scales,
+            steps=f.decoder_steps,
+            seed=c.seed,
+            stream=f"features-{row}",
+            device=c.device,
+        )
+        decoder_seconds = time.perf_counter() - start
+        sigmas = [s["sigma"] for s in inverted["scales"] if s["sigma"] > 0]
+        start = time.perf_counter()
+        feature_map, _ = split_classifier(model)
+        theta = model.normalize(to_tensor(data.images[hcr_victims], c.device))
+        with frozen(model):
+            bounds = hcr_bounds(
+                feature_map,
+                theta,
+                sigmas,
+                generator=torch_generator(c.seed, "hcr", row, device=c.device),
+                draws=f.hcr_draws,
+                rounds=f.hcr_rounds,
+                lsqr_iters=f.hcr_lsqr_iters,
+                perturbation=f.hcr_perturbation,
+            )
+        hcr_seconds = time.perf_counter() - start
+        arrays: dict[str, np.ndarray] = {"victims": victims, "hcr_victims": hcr_victims}
+        for entry in inverted["scales"]:
+            scale, sigma = entry["scale"], entry["sigma"]
+            arrays[f"reconstructions_{scale}"] = inverted["reconstructions"][scale].numpy()
+            if sigma > 0:
+                std = bounds.std_bounds[sigma].flatten().cpu().numpy().astype(np.float64)
+                arrays[f"hcr_std_{scale}"] = std
+                entry.update(hcr_summary(std))
+        run.store.write_npz(f"features/{row}.npz", **arrays)
+        report[row] = {
+            "feature_rms": inverted["feature_rms"],
+            "scales": inverted["scales"],
+            "seconds": {"feature_inversion": decoder_seconds, "hcr": hcr_seconds},
+        }
+        log.info(
+            "[features] %s: reconstruction SSIM %s; HCR median std %s (%.1f s + %.1f s)",
+            row,
+            " ".join(f"{s['scale']}:{s['ssim_mean']:.2f}" for s in inverted["scales"]),
+            " ".join(
+                f"{s['scale']}:{s['hcr_median_std']:.3g}"
+                for s in inverted["scales"]
+                if "hcr_median_std" in s
+            ),
+            decoder_seconds,
+            hcr_seconds,
+        )
+    run.store.write_json(
+        "features.json",
+        {
+            "models": report,
+            "attacker_data": f.attacker_data,
+            "n_victims": len(victims),
+            "n_hcr_images": len(hcr_victims),
+        },
+    )
+
+
+def hcr_summary(std: np.ndarray, bins: int = 30) -> dict[str, Any]:
+    """Median, quantiles and a log10 histogram of per-coefficient std bounds (positive part)."""
+    positive = std[std > 0]
+    counts, edges = np.histogram(np.log10(positive) if len(positive) else np.zeros(1), bins=bins)
+    return {
+        "hcr_median_std": float(np.median(std)),
+        "hcr_quantiles": {str(q): float(np.quantile(std, q)) for q in (0.1, 0.25, 0.5, 0.75, 0.9)},
+        "hcr_log10_histogram": {"counts": counts.tolist(), "edges": edges.tolist()},
+        "hcr_zero_share": float((std <= 0).mean()),
+    }
+
+
 _REGISTERED = False
 
 
@@ -205,6 +397,8 @@ def register() -> None:
         register_stage(Stage("mia_refs", stage_mia_refs))
         register_stage(Stage("mia_release", stage_mia_release))
         register_stage(Stage("mia_model", stage_mia_model))
+        register_stage(Stage("inversion", stage_inversion))
+        register_stage(Stage("features", stage_features))
         _REGISTERED = True
 
 

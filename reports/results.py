@@ -92,6 +92,11 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
         for family in ("mia_release", "mia_model")
         if store.path(f"{family}.json").exists()
     }
+    reconstruction = {  # inversion per model; feature inversion and HCR bounds per noise scale
+        name: store.read_json(f"{name}.json")
+        for name in ("inversion", "features")
+        if store.path(f"{name}.json").exists()
+    }
     if "mia_model" in attacks:
         notes["mia_model_attacks"] = attacks["mia_model"]["note"]
     return {
@@ -110,6 +115,7 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
         "notes": notes,
         "rows": rows,
         "attacks": attacks,
+        **reconstruction,
     }
 
 

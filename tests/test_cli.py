@@ -84,6 +84,17 @@ def test_results_table(smoke_run):
         for metrics in model["attacks"][row].values():
             low, high = metrics["auc_ci"]
             assert low <= metrics["auc"] <= high
+    for row in rows[:2] + rows[3:]:  # model inversion on the target and the retrained models
+        assert 0 <= float(row["inversion_eval_acc"]) <= 1
+        assert -1 <= float(row["inversion_nn_ssim_member"]) <= 1
+        assert -1 <= float(row["inversion_nn_ssim_nonmember"]) <= 1
+    results = json.loads((smoke_run / "results.json").read_text())
+    for model_row in ("target", "bn_match-k2", "bn_match-k4"):
+        scales = results["features"]["models"][model_row]["scales"]
+        assert [s["scale"] for s in scales] == [0.0, 0.1, 0.3, 1.0]
+        noisy = [s for s in scales if s["scale"] > 0]
+        assert all(s["hcr_median_std"] > 0 for s in noisy)
+        assert all(0 <= s["accuracy_on_noisy_features"] <= 1 for s in scales)
     with np.load(smoke_run / "mia/model-target.npz") as scores:  # per-record scores for the report
         assert scores["candidates"].shape == scores["score_lira_online"].shape == (200,)
         assert scores["is_member"].sum() == 100
@@ -98,7 +109,7 @@ def test_config_records_provenance(smoke_run):
     assert torch.__version__.startswith(manifest["environment"]["packages"]["torch"])
     assert manifest["environment"]["packages"]["piq"]
     stages = {"split", "target", "generate", "privacy", "utility", "mia_refs", "mia_release"}
-    assert stages | {"mia_model", "report"} <= set(manifest["timings_s"])
+    assert stages | {"mia_model", "inversion", "features", "report"} <= set(manifest["timings_s"])
 
 
 def test_report_warns_about_private_images(smoke_run):
@@ -107,6 +118,10 @@ def test_report_warns_about_private_images(smoke_run):
     assert "3 nearest private members" in html
     assert html.count("data:image/png;base64,") == 4  # samples + closest, per K
     assert "<script" not in html
+    # the reconstruction tables: one inversion row per model and variant, one HCR row per scale
+    assert "<h3>Model inversion</h3>" in html and "the HCR bound</h3>" in html
+    assert html.count("<td class=\"l\">miface</td>") == 3
+    assert html.count("n/a (no noise)") == 3
 
 
 def test_same_seed_same_bytes(smoke_run, tmp_path):
