@@ -120,7 +120,7 @@ def test_report_warns_about_private_images(smoke_run):
     assert "<script" not in html
     # the reconstruction tables: one inversion row per model and variant, one HCR row per scale
     assert "<h3>Model inversion</h3>" in html and "the HCR bound</h3>" in html
-    assert html.count("<td class=\"l\">miface</td>") == 3
+    assert html.count('<td class="l">miface</td>') == 3
     assert html.count("n/a (no noise)") == 3
 
 
