@@ -14,6 +14,7 @@ from audit.data import DATASETS
 from audit.errors import AuditError
 
 EXIT_BAD_INPUT = 2
+EXIT_BREACH = 1  # audit check: a release crossed a threshold
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="retrain each utility model with this many seeds and report mean and std",
     )
     run.add_argument(
-        "--thresholds",
+        "--similarity-levels",
         nargs="+",
         type=float,
         metavar="T",
@@ -110,7 +111,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--synthetic audits) instead of the seeded split",
     )
     run.add_argument(
-        "--redact-private", action="store_true", help="show no private images in report.html"
+        "--redact-originals",
+        "--redact-private",
+        dest="redact_originals",
+        action="store_true",
+        help="show no private images in report.html (and keep none for re-rendering)",
+    )
+    report = sub.add_parser("report", help="re-render DIR/report.html from its saved results")
+    report.add_argument("dir", help="a finished run directory")
+    report.add_argument(
+        "--redact-originals",
+        action="store_true",
+        help="replace every private image with a placeholder",
+    )
+    report.add_argument("--thresholds", metavar="FILE.toml", help="judge the verdict by this file")
+    report.add_argument("--out", help="write here instead of DIR/report.html")
+    check = sub.add_parser(
+        "check",
+        help="gate: exit 1 if a release breaches a leakage threshold, 0 if all hold, 2 on bad "
+        "input",
+    )
+    check.add_argument("dir", help="a finished run directory")
+    check.add_argument(
+        "--thresholds",
+        metavar="FILE.toml",
+        help="thresholds file (default: the shipped reports/default_thresholds.toml)",
     )
     return parser
 
@@ -138,12 +163,12 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         out="",
         device=resolve_device(args.device),
         seed=args.seed,
-        redact_private=args.redact_private,
+        redact_private=args.redact_originals,
         mia_refs=args.mia_refs,
         synthetic=args.synthetic,
         generators=("external",) if args.synthetic else None,
         split_file=args.split,
-        similarity_thresholds=tuple(args.thresholds) if args.thresholds else None,
+        similarity_thresholds=tuple(args.similarity_levels) if args.similarity_levels else None,
     )
     out = args.out or f"runs/{dt.datetime.now():%Y%m%d-%H%M%S}-{config.digest()[:8]}"
     config = dataclasses.replace(config, out=out)  # the digest ignores where results go
@@ -160,6 +185,44 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from audit.store import write_text_atomic
+    from reports.gallery import PrivateImages
+    from reports.render import build_report
+    from reports.thresholds import load_run_results, load_thresholds
+
+    thresholds = load_thresholds(args.thresholds)
+    store, results = load_run_results(args.dir)
+    private = PrivateImages(None) if args.redact_originals else PrivateImages.from_exhibits(store)
+    html = build_report(store, results, private=private, thresholds=thresholds)
+    out = args.out or str(store.path("report.html"))
+    write_text_atomic(out, html)
+    print(f"report: {out}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from reports.thresholds import check, load_run_results, load_thresholds
+
+    thresholds = load_thresholds(args.thresholds)
+    store, results = load_run_results(args.dir)
+    verdicts = check(store, results, thresholds)
+    breaches = [v for v in verdicts if not v.passed]
+    for verdict in breaches:
+        print(f"BREACH {verdict.line()}")
+    releases = len({v.row for v in verdicts})
+    if not verdicts:
+        raise AuditError(f"{args.dir}: no released rows to check")
+    if breaches:
+        print(f"FAIL: {len(breaches)} breach(es) in {releases} release(s) ({thresholds.source})")
+        return EXIT_BREACH
+    print(
+        f"PASS: {releases} release(s) within {len(thresholds.limits)} thresholds "
+        f"({thresholds.source})"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
@@ -170,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
             return int(exc.code or 0)
         if args.command == "run":
             return _run(args, argv)
+        if args.command == "report":
+            return _report(args)
+        if args.command == "check":
+            return _check(args)
     except AuditError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

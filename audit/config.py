@@ -273,7 +273,7 @@ def validate(config: RunConfig) -> None:
         raise AuditError("member + non-member fractions must leave a test split (sum < 1)")
     for t in config.similarity_thresholds:
         if not 0 <= t <= 1:
-            raise AuditError(f"--thresholds must lie in [0, 1], got {t}")
+            raise AuditError(f"--similarity-levels must lie in [0, 1], got {t}")
     bn = config.bn
     if bn.group_size <= 1:
         raise AuditError(f"BN group size must be at least 2, got {bn.group_size}")

@@ -43,6 +43,12 @@ def to_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=True) + "\n"
 
 
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    with _atomic(Path(path), "w") as handle:
+        handle.write(text)
+    return Path(path)
+
+
 class RunDir:
     """Paths and atomic readers/writers for one run's directory."""
 
@@ -53,9 +59,7 @@ class RunDir:
         return self.root / name
 
     def write_text(self, name: str, text: str) -> Path:
-        with _atomic(self.path(name), "w") as handle:
-            handle.write(text)
-        return self.path(name)
+        return write_text_atomic(self.path(name), text)
 
     def write_json(self, name: str, obj: Any) -> Path:
         return self.write_text(name, to_json(obj))

@@ -1,22 +1,64 @@
-"""Image grids for the report: samples of each release beside their nearest private members."""
+"""Images for the report: released samples, released images beside their nearest private members,
+the records attacks expose most, and reconstructions. Everything is read from the run directory;
+private images come through a `PrivateImages` lookup, so a redacted report never touches them and
+the run stage can record which ones the report shows (saved as exhibits.npz for re-rendering)."""
 
 from __future__ import annotations
 
 import base64
 import io
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from audit.data import ImageDataset
 from audit.store import RunDir, row_name
 
 
 @dataclass(frozen=True)
-class GalleryEntry:
-    title: str
+class Tile:
+    """One image with its caption; uri None means a private image not shown (redacted)."""
+
+    uri: str | None
     caption: str
-    png_data_uri: str
+    private: bool = False
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    note: str
+    rows: list[list[Tile]] = field(default_factory=list)
+    grid_uri: str | None = None  # one picture instead of tiles (sample grids)
+
+
+class PrivateImages:
+    """Private images by dataset index: from the loaded dataset (the run) or from exhibits.npz
+    (re-rendering); None everywhere when redacted. Records what was asked for."""
+
+    def __init__(self, lookup: Callable[[int], np.ndarray | None] | None) -> None:
+        self._lookup = lookup
+        self.used: set[int] = set()
+
+    @property
+    def redacted(self) -> bool:
+        return self._lookup is None
+
+    def __call__(self, index: int) -> np.ndarray | None:
+        if self._lookup is None:
+            return None
+        self.used.add(int(index))
+        return self._lookup(int(index))
+
+    @classmethod
+    def from_exhibits(cls, store: RunDir) -> PrivateImages:
+        if not store.path("exhibits.npz").exists():
+            return cls(None)
+        saved = store.read_npz("exhibits.npz")
+        position = {int(i): n for n, i in enumerate(saved["index"])}
+        images = saved["images"]
+        return cls(lambda i: images[position[i]] if i in position else None)
 
 
 def image_grid(rows: list[np.ndarray], *, scale: int = 3, pad: int = 2) -> np.ndarray:
@@ -42,6 +84,16 @@ def png_data_uri(picture: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def image_uri(image: np.ndarray) -> str:
+    """One uint8 HWC image at its own size (the page scales it up without smoothing)."""
+    return png_data_uri(np.ascontiguousarray(image[:, :, 0] if image.shape[2] == 1 else image))
+
+
+def _private_tile(private: PrivateImages, index: int, caption: str) -> Tile:
+    image = private(index)
+    return Tile(image_uri(image) if image is not None else None, caption, private=True)
+
+
 def class_samples(images: np.ndarray, labels: np.ndarray, per_class: int) -> list[np.ndarray]:
     """Up to per_class images of each class, one row per class slot (columns are classes)."""
     classes = np.unique(labels)
@@ -53,41 +105,190 @@ def class_samples(images: np.ndarray, labels: np.ndarray, per_class: int) -> lis
     ]
 
 
-def build_gallery(
-    store: RunDir, data: ImageDataset, *, redact_private: bool, n_show: int = 10
-) -> list[GalleryEntry]:
-    """Per release: samples of each class, then the n_show released images closest to a member
-    (by SSIM) and, unless redacted, their top-k nearest members underneath."""
-    members = data.images[store.read_npz("split.npz")["members"]]
-    entries = []
-    for release in store.read_json("generate.json")["releases"]:
-        name = row_name(release["generator"], release["k"])
-        title = f"{release['generator']} K={release['k']}"
+def sample_panels(store: RunDir, releases: list[dict[str, Any]]) -> list[Panel]:
+    panels = []
+    for release in releases:
         synthetic = store.read_npz(release["path"])
-        images = synthetic["images"]
-        entries.append(
-            GalleryEntry(
-                f"{title}: samples",
-                "released images, one column per class",
-                png_data_uri(image_grid(class_samples(images, synthetic["labels"], 3))),
+        grid = image_grid(class_samples(synthetic["images"], synthetic["labels"], 3))
+        panels.append(
+            Panel(
+                title=f"{release['generator']} K={release['k']}",
+                note="released images, one column per class, three per class",
+                grid_uri=png_data_uri(grid),
             )
         )
+    return panels
+
+
+def nearest_panels(
+    store: RunDir,
+    releases: list[dict[str, Any]],
+    members: np.ndarray,
+    classes: list[str],
+    private: PrivateImages,
+    n_show: int = 8,
+) -> list[Panel]:
+    """Per release: the n_show released images most similar to a member (SSIM), each beside its
+    nearest member by SSIM, its nearest by HaarPSI and the next two by SSIM, with the scores."""
+    panels = []
+    for release in releases:
+        name = row_name(release["generator"], release["k"])
+        synthetic = store.read_npz(release["path"])
         privacy = store.read_npz(f"privacy/{name}.npz")
         worst = np.argsort(-privacy["ssim_values"], kind="stable")[:n_show]
-        rows = [images[worst]]
-        caption = "top row: the released images most similar to a member (SSIM, highest first)"
-        if not redact_private:
-            nearest = privacy["ssim_topk_member"][worst]  # (n_show, k), best first
-            rows.extend(members[nearest[:, j]] for j in range(nearest.shape[1]))
-            caption += (
-                f"; rows below: their {nearest.shape[1]} nearest private members, nearest first"
+        rows = []
+        for i in worst:
+            label = classes[int(synthetic["labels"][i])]
+            tiles = [Tile(image_uri(synthetic["images"][i]), f"released #{i} (class {label})")]
+            top_ssim = privacy["ssim_topk_member"][i]
+            top_values = privacy["ssim_topk_values"][i]
+            tiles.append(
+                _private_tile(
+                    private,
+                    int(members[top_ssim[0]]),
+                    f"nearest by SSIM: {top_values[0]:.3f} (record {int(members[top_ssim[0]])})",
+                )
             )
-        scores = ", ".join(f"{v:.2f}" for v in privacy["ssim_values"][worst])
-        entries.append(
-            GalleryEntry(
-                f"{title}: most member-like",
-                f"{caption}. SSIM: {scores}",
-                png_data_uri(image_grid(rows)),
+            haar = int(privacy["haarpsi_member"][i])
+            tiles.append(
+                _private_tile(
+                    private,
+                    int(members[haar]),
+                    f"nearest by HaarPSI: {privacy['haarpsi_values'][i]:.3f} "
+                    f"(record {int(members[haar])})",
+                )
+            )
+            for rank in range(1, len(top_ssim)):
+                record = int(members[top_ssim[rank]])
+                tiles.append(
+                    _private_tile(
+                        private, record, f"SSIM #{rank + 1}: {top_values[rank]:.3f} ({record})"
+                    )
+                )
+            rows.append(tiles)
+        panels.append(
+            Panel(
+                title=f"{release['generator']} K={release['k']}",
+                note=f"the {len(worst)} released images most similar to a private member, "
+                "highest SSIM first; record = index in the dataset",
+                rows=rows,
             )
         )
-    return entries
+    return panels
+
+
+def exposed_panels(
+    store: RunDir,
+    attacks: dict[str, Any],
+    private: PrivateImages,
+    n_show: int = 8,
+) -> list[Panel]:
+    """Per attack family: under its strongest attack (highest AUC over rows), the members with
+    the highest membership scores, each with the share of non-members it outscores."""
+    panels = []
+    for family, title in (("mia_release", "released images"), ("mia_model", "models")):
+        if family not in attacks:
+            continue
+        best = max(
+            (
+                (metrics["auc"], row, attack)
+                for row, per_attack in attacks[family]["attacks"].items()
+                for attack, metrics in per_attack.items()
+            ),
+            default=None,
+        )
+        if best is None:
+            continue
+        auc, row, attack = best
+        prefix = "release" if family == "mia_release" else "model"
+        saved = store.read_npz(f"mia/{prefix}-{row}.npz")
+        scores, is_member = saved[f"score_{attack}"], saved["is_member"].astype(bool)
+        candidates = saved["candidates"]
+        nonmember_scores = np.sort(scores[~is_member])
+        member_positions = np.flatnonzero(is_member)
+        top = member_positions[np.argsort(-scores[member_positions], kind="stable")[:n_show]]
+        tiles = []
+        for position in top:
+            record = int(candidates[position])
+            beaten = np.searchsorted(nonmember_scores, scores[position], side="left")
+            share = beaten / max(1, len(nonmember_scores))
+            tiles.append(
+                _private_tile(
+                    private,
+                    record,
+                    f"record {record}: outscores {share:.1%} of non-members",
+                )
+            )
+        panels.append(
+            Panel(
+                title=f"Attacks on the {title}: {attack} on {row} (AUC {auc:.3f})",
+                note="the members this attack finds most member-like",
+                rows=[tiles],
+            )
+        )
+    return panels
+
+
+def inversion_panels(store: RunDir, inversion: dict[str, Any], classes: list[str]) -> list[Panel]:
+    """Per attacked model: the reconstructions of each variant, one column per class."""
+    panels = []
+    for row, variants in inversion["models"].items():
+        rows = []
+        for variant in variants:
+            saved = store.read_npz(f"inversion/{row}-{variant}.npz")
+            rows.append(
+                [
+                    Tile(
+                        image_uri(image),
+                        f"{variant}, class {classes[int(label)]}: SSIM {member:.2f} member / "
+                        f"{nonmember:.2f} non-member{'' if correct else ' (not recognised)'}",
+                    )
+                    for image, label, member, nonmember, correct in zip(
+                        saved["images"],
+                        saved["labels"],
+                        saved["ssim_member"],
+                        saved["ssim_nonmember"],
+                        saved["evaluator_correct"],
+                        strict=True,
+                    )
+                ]
+            )
+        panels.append(
+            Panel(
+                title=f"Model inversion of {row}",
+                note="rows: variants; each caption gives the nearest same-class member's and "
+                "non-member's SSIM and whether the evaluation classifier recognised the class",
+                rows=rows,
+            )
+        )
+    return panels
+
+
+def feature_panels(
+    store: RunDir, features: dict[str, Any], private: PrivateImages, n_show: int = 8
+) -> list[Panel]:
+    """Per attacked model: the first n_show victims (private) above their reconstructions from
+    features at each noise scale."""
+    panels = []
+    for row, report in features["models"].items():
+        saved = store.read_npz(f"features/{row}.npz")
+        victims = saved["victims"][:n_show]
+        rows = [[_private_tile(private, int(v), f"member {int(v)}") for v in victims]]
+        for entry in report["scales"]:
+            scale = entry["scale"]
+            reconstructions = saved[f"reconstructions_{scale}"][:n_show]
+            rows.append(
+                [
+                    Tile(image_uri(image), f"from features, noise scale {scale:g}")
+                    for image in reconstructions
+                ]
+            )
+        panels.append(
+            Panel(
+                title=f"Feature inversion of {row}",
+                note="top row: the members whose features the attacker saw; below: the "
+                "decoder's reconstructions, one row per noise scale (0 first)",
+                rows=rows,
+            )
+        )
+    return panels

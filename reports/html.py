@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 import jinja2
 
-from reports.gallery import GalleryEntry
 from reports.results import columns
+
+# The report's sections, in order: (id, heading). The browser test checks each one renders.
+SECTIONS = (
+    ("verdict", "Verdict"),
+    ("tradeoff", "Privacy-utility trade-off"),
+    ("releases", "Per release"),
+    ("results", "All results"),
+    ("membership", "Membership inference"),
+    ("nearest", "Released images beside their nearest private images"),
+    ("samples", "Samples per class"),
+    ("exposed", "Most exposed records"),
+    ("reconstruction", "Reconstruction: inversion and HCR bounds"),
+    ("setup", "Configuration, versions and time"),
+)
 
 
 def _fmt(value: Any) -> str:
@@ -24,21 +38,18 @@ def _environment() -> jinja2.Environment:
         loader=jinja2.PackageLoader("reports", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
     env.filters["fmt"] = _fmt
+    env.filters["pretty_json"] = lambda value: json.dumps(value, indent=2, sort_keys=True)
     return env
 
 
-def render_report(results: dict[str, Any], gallery: list[GalleryEntry], *, redacted: bool) -> str:
-    rows = results["rows"]
+def render_report(context: dict[str, Any]) -> str:
+    rows = context["results"]["rows"]
     return (
         _environment()
         .get_template("report.html")
-        .render(
-            results=results,
-            columns=columns(rows),
-            rows=rows,
-            gallery=gallery,
-            redacted=redacted,
-        )
+        .render(**context, columns=columns(rows), rows=rows, sections=SECTIONS)
     )

@@ -115,9 +115,12 @@ def test_config_records_provenance(smoke_run):
 def test_report_warns_about_private_images(smoke_run):
     html = (smoke_run / "report.html").read_text()
     assert "This report shows private images" in html
-    assert "3 nearest private members" in html
-    assert html.count("data:image/png;base64,") == 4  # samples + closest, per K
     assert "<script" not in html
+    # every private image shown is kept in exhibits.npz, so `audit report` can re-render it
+    with np.load(smoke_run / "exhibits.npz") as exhibits:
+        assert 0 < len(exhibits["index"]) <= html.count('class="private"')
+        assert exhibits["images"].shape == (len(exhibits["index"]), 16, 16, 1)
+    assert "lira_online" in html  # the reference attacks ran (--mia-refs 2)
     # the reconstruction tables: one inversion row per model and variant, one HCR row per scale
     assert "<h3>Model inversion</h3>" in html and "the HCR bound</h3>" in html
     assert html.count('<td class="l">miface</td>') == 3
@@ -139,10 +142,11 @@ def test_same_seed_same_bytes(smoke_run, tmp_path):
 
 def test_redacted_report_shows_no_members(tmp_path):
     out = tmp_path / "r"
-    assert main([*SMOKE, "--k", "1", "--redact-private", "--out", str(out)]) == 0
+    assert main([*SMOKE, "--k", "1", "--redact-originals", "--out", str(out)]) == 0
     html = (out / "report.html").read_text()
     assert "private images are redacted" in html.lower()
-    assert "nearest private members" not in html
+    assert 'class="private"' not in html and 'class="redacted"' in html
+    assert not (out / "exhibits.npz").exists()  # no private image kept for re-rendering
 
 
 @pytest.mark.parametrize(
@@ -159,7 +163,7 @@ def test_redacted_report_shows_no_members(tmp_path):
         (["--model", "resnet18"], "not a pytorchcv CIFAR model"),
         (["--weights", "/nonexistent.pt"], "does not exist"),
         (["--device", "tpu"], "--device"),
-        (["--thresholds", "1.5"], "thresholds"),
+        (["--similarity-levels", "1.5"], "similarity-levels"),
         (["--mia-refs", "1"], "--mia-refs"),
         (["--synthetic", "/nonexistent.npz"], "does not exist"),
         (["--synthetic", "/nonexistent.npz", "--k", "3"], "--k"),

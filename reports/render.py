@@ -1,0 +1,101 @@
+"""Assemble the report from a run directory's saved results (no recomputation) and render it.
+
+Used by the run's report stage and by `audit report DIR`; both give the same page for the same
+files. The verdict is judged against a thresholds file (the shipped default unless given)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from audit.store import RunDir, row_name
+from reports.figures import hcr_figure, roc_figure, tradeoff_figure
+from reports.gallery import (
+    PrivateImages,
+    exposed_panels,
+    feature_panels,
+    inversion_panels,
+    nearest_panels,
+    sample_panels,
+)
+from reports.html import render_report
+from reports.thresholds import Thresholds, Verdict, check
+
+
+def _roc_panels(store: RunDir, family: str, attacks: dict[str, Any]) -> dict[str, Any]:
+    prefix = "release" if family == "mia_release" else "model"
+    panels: dict[str, Any] = {}
+    for row, per_attack in attacks[family]["attacks"].items():
+        path = f"mia/{prefix}-{row}.npz"
+        if not store.path(path).exists():
+            continue
+        saved = store.read_npz(path)
+        is_member = saved["is_member"].astype(bool)
+        panels[row] = {attack: (saved[f"score_{attack}"], is_member) for attack in per_attack}
+    return panels
+
+
+def per_release_tables(rows: list[dict[str, Any]], verdicts: list[Verdict]) -> list[dict[str, Any]]:
+    """One small table per release: each gated metric with its value, limit and outcome."""
+    tables = []
+    for row in rows:
+        if row["generator"] in ("real", "target"):
+            continue
+        name = row_name(row["generator"], row["k"])
+        tables.append(
+            {
+                "name": name,
+                "row": row,
+                "verdicts": [v for v in verdicts if v.row == name],
+            }
+        )
+    return tables
+
+
+def build_report(
+    store: RunDir, results: dict[str, Any], *, private: PrivateImages, thresholds: Thresholds
+) -> str:
+    manifest = store.read_json("config.json")
+    releases = store.read_json("generate.json")["releases"]
+    classes = [str(c) for c in results["dataset"]["classes"]]
+    members = store.read_npz("split.npz")["members"]
+    verdicts = check(store, results, thresholds)
+    attacks = results.get("attacks", {})
+    figures = {
+        "tradeoff": tradeoff_figure(results["rows"]),
+        "hcr": hcr_figure(results["features"]["models"]) if "features" in results else None,
+    }
+    for family, title in (
+        ("mia_release", "Attacks on the released images"),
+        ("mia_model", "Attacks on the target and the retrained models"),
+    ):
+        panels = _roc_panels(store, family, attacks) if family in attacks else {}
+        figures[f"roc_{family}"] = roc_figure(panels, title) if panels else None
+    context = {
+        "results": results,
+        "manifest": manifest,
+        "thresholds": thresholds,
+        "verdicts": verdicts,
+        "breaches": [v for v in verdicts if not v.passed],
+        "release_tables": per_release_tables(results["rows"], verdicts),
+        "figures": figures,
+        "samples": sample_panels(store, releases),
+        "nearest": nearest_panels(store, releases, members, classes, private),
+        "exposed": exposed_panels(store, attacks, private),
+        "inversion_panels": (
+            inversion_panels(store, results["inversion"], classes) if "inversion" in results else []
+        ),
+        "feature_panels": (
+            feature_panels(store, results["features"], private) if "features" in results else []
+        ),
+        "redacted": private.redacted,
+    }
+    return render_report(context)
+
+
+def save_exhibits(store: RunDir, private: PrivateImages, images: np.ndarray) -> None:
+    """The private images the report showed, by dataset index, so `audit report` can re-render
+    without the dataset. They are private data, like the rest of the run directory."""
+    index = np.array(sorted(private.used), dtype=np.int64)
+    store.write_npz("exhibits.npz", index=index, images=images[index])

@@ -1,0 +1,42 @@
+"""Regression gate: the default pipeline (BN matching on the embedded digits, tiny settings)
+must keep its leakage below the shipped thresholds. Uses the `synthaudit_gate` fixture that
+the installed package registers for users' own CI (reports/pytest_plugin.py)."""
+
+import pytest
+
+from audit.config import build_config
+from audit.pipeline import execute
+
+
+@pytest.fixture(scope="module")
+def tiny_default_run(tmp_path_factory):
+    # smoke-sized training and synthesis, but the default split, so each attack scores 500
+    # members against 500 non-members as in the default run (TPR at 1% FPR needs that many)
+    out = tmp_path_factory.mktemp("regression") / "run"
+    config = build_config(
+        preset="smoke",
+        max_members=2000,  # the quick preset's caps: digits' full 719 / 539 / 539 split
+        max_nonmembers=2000,
+        max_test=2000,
+        device="cpu",
+        out=str(out),
+    )
+    return execute(config)
+
+
+@pytest.mark.slow
+def test_default_pipeline_leaks_less_than_the_thresholds(tiny_default_run, synthaudit_gate):
+    verdicts = synthaudit_gate(tiny_default_run, leakage_only=True)
+    assert {v.metric for v in verdicts} >= {"max_nn_ssim", "max_mia_auc", "max_eps_lower"}
+    assert {v.row for v in verdicts} == {"bn_match-k2", "bn_match-k4"}
+
+
+@pytest.mark.slow
+def test_gate_raises_with_every_breach(tiny_default_run, synthaudit_gate, tmp_path):
+    strict = tmp_path / "strict.toml"
+    strict.write_text("[thresholds]\nmax_nn_ssim = 0.0\nmax_mia_auc = 0.0\n")
+    with pytest.raises(AssertionError) as failure:
+        synthaudit_gate(tiny_default_run, strict)
+    message = str(failure.value)
+    assert message.startswith("4 leakage threshold breach(es)")
+    assert message.count("\n") == 4  # the headline, then one line per breach
