@@ -106,17 +106,25 @@ def tradeoff_figure(rows: list[dict[str, Any]]) -> str | None:
     return figure_uri(fig)
 
 
+def _panel_grid(n: int, *, height: float) -> tuple[Figure, list[Any]]:
+    """A figure of n panels, three to a row; the unused cells of the last row are hidden."""
+    columns = min(n, 3)
+    grid_rows = math.ceil(n / columns)
+    fig, axes = plt.subplots(
+        grid_rows, columns, figsize=(4.2 * columns, height * grid_rows), squeeze=False
+    )
+    cells = list(axes.flat)
+    for axis in cells[n:]:
+        axis.set_visible(False)
+    return fig, cells[:n]
+
+
 def roc_figure(panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], title: str) -> str:
     """Log-log ROC curves: one panel per row, one curve per attack.
 
     panels: row -> attack -> (scores, is_member)."""
-    n = len(panels)
-    columns = min(n, 3)
-    grid_rows = math.ceil(n / columns)
-    fig, axes = plt.subplots(
-        grid_rows, columns, figsize=(4.2 * columns, 3.8 * grid_rows), squeeze=False
-    )
-    for axis, (row, attacks) in zip(axes.flat, panels.items(), strict=False):
+    fig, axes = _panel_grid(len(panels), height=3.8)
+    for axis, (row, attacks) in zip(axes, panels.items(), strict=False):
         floor = 1.0
         for attack, (scores, is_member) in attacks.items():
             fpr, tpr, _ = roc_curve(is_member, scores)
@@ -133,8 +141,6 @@ def roc_figure(panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], titl
         axis.set_ylabel("true positive rate")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=6, loc="lower right")
-    for axis in list(axes.flat)[n:]:
-        axis.set_visible(False)
     fig.suptitle(title, fontsize=11)
     return figure_uri(fig)
 
@@ -149,13 +155,8 @@ def hcr_figure(models: dict[str, Any]) -> str | None:
     entries = {row: scales for row, scales in entries.items() if scales}
     if not entries:
         return None
-    n = len(entries)
-    columns = min(n, 3)
-    grid_rows = math.ceil(n / columns)
-    fig, axes = plt.subplots(
-        grid_rows, columns, figsize=(4.2 * columns, 3.4 * grid_rows), squeeze=False
-    )
-    for axis, (row, scales) in zip(axes.flat, entries.items(), strict=False):
+    fig, axes = _panel_grid(len(entries), height=3.4)
+    for axis, (row, scales) in zip(axes, entries.items(), strict=False):
         for index, scale in enumerate(scales):
             color = f"C{index}"
             histogram = scale["hcr_log10_histogram"]
@@ -172,6 +173,4 @@ def hcr_figure(models: dict[str, Any]) -> str | None:
         axis.set_ylabel("coefficients")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=6)
-    for axis in list(axes.flat)[n:]:
-        axis.set_visible(False)
     return figure_uri(fig)

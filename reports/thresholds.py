@@ -89,6 +89,11 @@ def load_thresholds(path: str | Path | None = None) -> Thresholds:
             raise AuditError(f"thresholds file {source}: {name} must be a number, got {value!r}")
         values[name] = float(value)
     level = values.pop("share_ssim_level", SETTINGS["share_ssim_level"])
+    if not values:
+        known = ", ".join(METRICS)
+        raise AuditError(f"thresholds file {source} sets no thresholds; known: {known}")
+    if not 0 <= level <= 1:
+        raise AuditError(f"thresholds file {source}: share_ssim_level must lie in [0, 1]")
     return Thresholds(limits=values, share_ssim_level=level, source=source)
 
 

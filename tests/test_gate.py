@@ -34,6 +34,7 @@ def test_default_thresholds_cover_every_metric():
         ("[thresholds\nmax_nn_ssim = 0.9\n", "not valid TOML"),
         ('[thresholds]\nmax_nn_ssim = "high"\n', "must be a number"),
         ("[thresholds]\nmax_mia_auc = true\n", "must be a number"),
+        ("[thresholds]\nshare_ssim_level = 0.8\n", "sets no thresholds"),
     ],
 )
 def test_bad_thresholds_file_exits_2(tmp_path, capsys, text, problem):
