@@ -74,14 +74,15 @@ def estimate_seconds(run: Run, n_references: int) -> float:
     """Seconds for n reference pipelines, from this run's own stage timings."""
     c, t = run.config, run.timings
     n_retrained = c.utility_seeds * (len(run.releases()) + 1)
-    per_retrain = t.get("utility", 0.0) / max(n_retrained, 1)
+    per_retrain = run.seconds("utility") / max(n_retrained, 1)
     generate = sum(t.get(f"generate.{g}", 0.0) for g in c.generators if g != "external")
+    generate = generate or run.seconds("generate")  # a reused stage has no per-generator times
     if c.weights:  # no measured target training: scale the retraining speed per image-epoch
         records = len(attack_records(run).pool) / 2
         per_image_epoch = per_retrain / max(c.utility.epochs * c.n_synthetic, 1)
         target = per_image_epoch * c.target.epochs * records
     else:
-        target = t.get("target", 0.0)
+        target = run.seconds("target")
     return n_references * (target + generate + per_retrain * len(reference_rows(run)))
 
 
@@ -103,7 +104,6 @@ def stage_mia_refs(run: Run) -> None:
         len(rows),
         estimate_seconds(run, n) / 60,
     )
-    timings = []
     for i in range(n):
         start = time.perf_counter()
         train_idx = records.pool[keep[i]]
@@ -139,15 +139,15 @@ def stage_mia_refs(run: Run) -> None:
                 retrained = run.retrain(synthetic.images, synthetic.labels, f"reference-{i}-{row}")
                 arrays.update(_logits(run, retrained, row, records))
         run.store.write_npz(f"refs/ref{i}.npz", **arrays)
-        timings.append(round(time.perf_counter() - start, 3))
-        log.info("[mia_refs] reference %d/%d done in %.1f s", i + 1, n, timings[-1])
+        seconds = round(time.perf_counter() - start, 3)
+        run.timings[f"mia_refs.ref{i}"] = seconds  # config.json: results stay deterministic
+        log.info("[mia_refs] reference %d/%d done in %.1f s", i + 1, n, seconds)
     run.store.write_json(
         "refs.json",
         {
             "n_references": n,
             "rows": [TARGET_ROW, *(row_name(r["generator"], r["k"]) for r in rows)],
             "pool_size": len(records.pool),
-            "seconds_per_reference": timings,
         },
     )
 

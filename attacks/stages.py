@@ -348,10 +348,12 @@ def stage_features(run: Run) -> None:
                 arrays[f"hcr_std_{scale}"] = std
                 entry.update(hcr_summary(std))
         run.store.write_npz(f"features/{row}.npz", **arrays)
+        # timings go to config.json, not into results: the same inputs give the same bytes
+        run.timings[f"features.{row}.feature_inversion"] = round(decoder_seconds, 3)
+        run.timings[f"features.{row}.hcr"] = round(hcr_seconds, 3)
         report[row] = {
             "feature_rms": inverted["feature_rms"],
             "scales": inverted["scales"],
-            "seconds": {"feature_inversion": decoder_seconds, "hcr": hcr_seconds},
         }
         log.info(
             "[features] %s: reconstruction SSIM %s; HCR median std %s (%.1f s + %.1f s)",
@@ -394,11 +396,51 @@ _REGISTERED = False
 def register() -> None:
     global _REGISTERED
     if not _REGISTERED:
-        register_stage(Stage("mia_refs", stage_mia_refs))
-        register_stage(Stage("mia_release", stage_mia_release))
-        register_stage(Stage("mia_model", stage_mia_model))
-        register_stage(Stage("inversion", stage_inversion))
-        register_stage(Stage("features", stage_features))
+        data = ("dataset", "data_root", "image_size", "model", "seed", "device")
+        candidates = ("mia_candidates", "max_reference", "mia_refs")
+        register_stage(
+            Stage(
+                "mia_refs",
+                stage_mia_refs,
+                config=(
+                    *(*data, *candidates, "target", "utility", "utility_seeds", "weights"),
+                    *("generators", "ks", "n_synthetic", "bn", "synthetic"),
+                ),
+                reads=("split", "target", "generate"),
+            )
+        )
+        register_stage(
+            Stage(
+                "mia_release",
+                stage_mia_release,
+                config=(*data, *candidates),
+                reads=("split", "target", "generate", "mia_refs"),
+            )
+        )
+        register_stage(
+            Stage(
+                "mia_model",
+                stage_mia_model,
+                config=(*data, *candidates),
+                reads=("split", "target", "generate", "utility", "mia_refs"),
+            )
+        )
+        register_stage(
+            Stage(
+                "inversion",
+                stage_inversion,
+                config=(*data, "inversion", "target"),
+                reads=("split", "target", "generate", "utility"),
+            )
+        )
+        register_stage(
+            Stage(
+                "features",
+                stage_features,
+                config=(*data, "features"),
+                reads=("split", "target", "generate", "utility"),
+            )
+        )
         _REGISTERED = True
 
 

@@ -55,7 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--weights", help="target weights file (suite or pytorchcv state dict)")
     run.add_argument("--n-synthetic", type=positive_int, help="synthetic images per K")
     run.add_argument("--out", help="run directory (default runs/<time>-<config digest>)")
-    run.add_argument("--overwrite", action="store_true", help="replace an earlier run in --out")
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete an earlier run in --out and start afresh (without it, the run resumes)",
+    )
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--preset", default="quick", choices=tuple(PRESETS))

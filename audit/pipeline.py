@@ -1,8 +1,8 @@
 """`audit run` as named stages over a run directory.
 
-Each stage reads what it needs from the run directory and writes its outputs there, so stages can
-later be made resumable (skip a stage whose outputs exist for the same config digest) and new
-stages (attacks) can be registered without editing the others.
+Each stage reads what it needs from the run directory and writes its outputs there. Stages declare
+the settings they depend on and the stages they read, so a rerun on the same directory reuses what
+is still valid (audit/stagecache.py); new stages (attacks) register without editing the others.
 """
 
 from __future__ import annotations
@@ -27,6 +27,14 @@ from audit.models import NormalizedClassifier, build_model, load_weights, requir
 from audit.provenance import environment
 from audit.seeding import numpy_rng
 from audit.similarity import Metric, nearest_neighbours, summarise
+from audit.stagecache import (
+    StageRecord,
+    check_record,
+    load_record,
+    path_fingerprint,
+    save_record,
+    stage_key,
+)
 from audit.store import RunDir, row_name, synthetic_name
 from audit.training import accuracy, train_classifier
 from audit.utility import retrain
@@ -45,6 +53,11 @@ class Run:
     data: ImageDataset
     store: RunDir
     timings: dict[str, float] = field(default_factory=dict)
+    recorded: dict[str, float] = field(default_factory=dict)  # reused stages' earlier seconds
+
+    def seconds(self, stage: str) -> float:
+        """What a stage cost: this run's time, or the recorded time of a reused stage."""
+        return self.timings.get(stage) or self.recorded.get(stage, 0.0)
 
     def split(self) -> Split:
         arrays = self.store.read_npz("split.npz")
@@ -88,8 +101,15 @@ class Run:
 
 @dataclass(frozen=True)
 class Stage:
+    """A named step. config: the RunConfig fields its outputs depend on; reads: the stages whose
+    outputs it reads. Both key its outputs for reuse (audit/stagecache.py); a stage with
+    cached=False runs every time (the report: cheap, and it must reflect the whole run)."""
+
     name: str
     run: Callable[[Run], None]
+    config: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()
+    cached: bool = True
 
 
 # --------------------------------------------------------------------------- stages
@@ -305,13 +325,41 @@ def stage_report(run: Run) -> None:
     run.store.write_text("report.html", html)
 
 
+_DATA = ("dataset", "data_root", "image_size")  # + the loaded images' fingerprint
 STAGES: list[Stage] = [
-    Stage("split", stage_split),
-    Stage("target", stage_target),
-    Stage("generate", stage_generate),
-    Stage("privacy", stage_privacy),
-    Stage("utility", stage_utility),
-    Stage("report", stage_report),
+    Stage(
+        "split",
+        stage_split,
+        config=(
+            *(*_DATA, "seed", "member_fraction", "nonmember_fraction", "max_members"),
+            *("max_nonmembers", "max_test", "split_file"),
+        ),
+    ),
+    Stage(
+        "target",
+        stage_target,
+        config=(*_DATA, "model", "weights", "target", "seed", "device"),
+        reads=("split",),
+    ),
+    Stage(
+        "generate",
+        stage_generate,
+        config=("generators", "ks", "n_synthetic", "bn", "synthetic", "seed", "device"),
+        reads=("split", "target"),
+    ),
+    Stage(
+        "privacy",
+        stage_privacy,
+        config=(*_DATA, "similarity_thresholds", "nn_k", "max_reference", "seed", "device"),
+        reads=("split", "generate"),
+    ),
+    Stage(
+        "utility",
+        stage_utility,
+        config=(*_DATA, "model", "utility", "utility_seeds", "seed", "device"),
+        reads=("split", "generate"),
+    ),
+    Stage("report", stage_report, cached=False),
 ]
 
 
@@ -355,18 +403,17 @@ def prepare(config: RunConfig) -> ImageDataset:
 
 
 def _open_run_dir(out: Path, overwrite: bool) -> RunDir:
+    """A new directory, or an earlier run's to resume (--overwrite starts it afresh)."""
     if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise AuditError(
-                f"--out {out} is not empty; choose a new directory or pass --overwrite"
-            )
         if not (out / "config.json").exists():
-            raise AuditError(
-                f"--out {out} is not a previous run directory; refusing to overwrite it"
-            )
-        shutil.rmtree(out)
+            raise AuditError(f"--out {out} is not empty and is not a run directory; choose another")
+        if overwrite:
+            shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return RunDir(out)
+
+
+FINAL_OUTPUTS = ("results.json", "results.csv", "report.html")
 
 
 PLUGINS = ("attacks.stages",)  # modules whose import registers further stages
@@ -396,23 +443,69 @@ def execute(config: RunConfig, *, overwrite: bool = False, argv: list[str] | Non
         "environment": environment(),
         "timings_s": run.timings,
     }
+    for name in FINAL_OUTPUTS:  # a resumed run's old results must not look final meanwhile
+        store.path(name).unlink(missing_ok=True)
     store.write_json("config.json", manifest)
     total = time.perf_counter()
+    fingerprint = data_fingerprint(data)
+    config_values = config.to_dict()
+    records: dict[str, StageRecord] = {}
+    reused: list[str] = []
     try:
         for stage in STAGES:
+            extra = {
+                "data": fingerprint,
+                "weights": path_fingerprint(config.weights) if "weights" in stage.config else None,
+                "split_file": path_fingerprint(config.split_file)
+                if "split_file" in stage.config
+                else None,
+                "synthetic": path_fingerprint(config.synthetic)
+                if "synthetic" in stage.config
+                else None,
+            }
+            inputs = {name: records[name] for name in stage.reads if name in records}
+            key = stage_key(stage.name, config_values, stage.config, inputs, extra)
+            previous = load_record(store, stage.name) if stage.cached else None
+            why = check_record(store, previous, key) if stage.cached else "always runs"
+            if why is None and previous is not None:
+                records[stage.name] = previous
+                run.timings[stage.name] = 0.0
+                run.recorded[stage.name] = previous.seconds
+                reused.append(stage.name)
+                log.info("[%s] reused from an earlier run (same settings and inputs)", stage.name)
+                continue
+            if previous is not None:
+                log.info("[%s] running again: %s", stage.name, why)
+            store.written.clear()
             start = time.perf_counter()
             stage.run(run)
-            run.timings[stage.name] = round(time.perf_counter() - start, 3)
+            seconds = time.perf_counter() - start
+            run.timings[stage.name] = round(seconds, 3)
+            if stage.cached:
+                records[stage.name] = save_record(store, stage.name, key, seconds)
     except BaseException as exc:
         manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         store.write_json("config.json", manifest)
         raise
     run.timings["total"] = round(time.perf_counter() - total, 3)
     manifest.update(
-        status="complete", finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        status="complete",
+        finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        reused_stages=reused,
     )
     store.write_json("config.json", manifest)
+    if reused:
+        log.info("reused %d of %d stages: %s", len(reused), len(STAGES), ", ".join(reused))
     return store.root
+
+
+def data_fingerprint(data: ImageDataset) -> str:
+    """sha256 of the loaded images and labels: a changed data root invalidates every stage."""
+    import hashlib
+
+    digest = hashlib.sha256(np.ascontiguousarray(data.images).tobytes())
+    digest.update(np.ascontiguousarray(data.labels).tobytes())
+    return digest.hexdigest()
 
 
 def resolve_device(device: str) -> str:

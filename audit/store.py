@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,12 +56,19 @@ class RunDir:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self.written: list[str] = []  # names written since the last reset (one stage's outputs)
 
     def path(self, name: str) -> Path:
         return self.root / name
 
+    def _wrote(self, name: str) -> Path:
+        if name not in self.written:
+            self.written.append(name)
+        return self.path(name)
+
     def write_text(self, name: str, text: str) -> Path:
-        return write_text_atomic(self.path(name), text)
+        write_text_atomic(self.path(name), text)
+        return self._wrote(name)
 
     def write_json(self, name: str, obj: Any) -> Path:
         return self.write_text(name, to_json(obj))
@@ -68,11 +77,18 @@ class RunDir:
         return json.loads(self.path(name).read_text())
 
     def write_npz(self, name: str, **arrays: np.ndarray) -> Path:
+        """np.savez_compressed's format, but with fixed zip timestamps: the same arrays give the
+        same bytes, so stage outputs can be compared and content-addressed by their hash."""
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for key, value in arrays.items():
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                with archive.open(info, "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
         with _atomic(self.path(name)) as handle:
             handle.write(buffer.getvalue())
-        return self.path(name)
+        return self._wrote(name)
 
     def read_npz(self, name: str) -> dict[str, np.ndarray]:
         with np.load(self.path(name), allow_pickle=False) as data:
@@ -83,7 +99,15 @@ class RunDir:
         torch.save({k: v.detach().cpu() for k, v in state.items()}, buffer)
         with _atomic(self.path(name)) as handle:
             handle.write(buffer.getvalue())
-        return self.path(name)
+        return self._wrote(name)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def row_name(generator: str, k: int | None) -> str:

@@ -213,9 +213,11 @@ def test_corrupt_data_root(tmp_path, capsys):
     assert "cannot read image" in capsys.readouterr().err
 
 
-def test_existing_out_is_not_reused(smoke_run, capsys):
-    assert main([*SMOKE, "--out", str(smoke_run)]) == 2
-    assert "not empty" in capsys.readouterr().err
+def test_out_that_is_not_a_run_directory_is_refused(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")  # an earlier run resumes (test_resume.py)
+    assert main([*SMOKE, "--out", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
 def test_nan_mid_run_leaves_nothing_final(tmp_path):
