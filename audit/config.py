@@ -26,6 +26,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     crop_padding: int = 2  # px of random translation (pad + random crop), 0 = off
     hflip: bool = False  # resolved per dataset: digits are not mirror-symmetric, CIFAR is
+    bf16: bool = True  # bf16 autocast when training on CUDA (no effect on CPU)
 
 
 @dataclass(frozen=True)

@@ -476,6 +476,9 @@ def execute(config: RunConfig, *, overwrite: bool = False, argv: list[str] | Non
                 continue
             if previous is not None:
                 log.info("[%s] running again: %s", stage.name, why)
+            # progress so far on disk: what a killed run shows, and what the report reads
+            manifest["reused_stages"] = reused
+            store.write_json("config.json", manifest)
             store.written.clear()
             start = time.perf_counter()
             stage.run(run)
@@ -492,6 +495,8 @@ def execute(config: RunConfig, *, overwrite: bool = False, argv: list[str] | Non
         status="complete",
         finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         reused_stages=reused,
+        # what each stage cost when it was computed, in this run or the one it was reused from
+        stage_seconds={stage.name: run.seconds(stage.name) for stage in STAGES},
     )
     store.write_json("config.json", manifest)
     if reused:

@@ -77,6 +77,9 @@ def train_classifier(
     )
     order_rng = torch_generator(seed, stream, "order")
     aug_rng = torch_generator(seed, stream, "augment", device=str(x_all.device))
+    # bf16 autocast on CUDA (tensor cores; BN and the loss stay float32 under autocast); the CPU
+    # path stays float32 so CPU runs remain bit-reproducible
+    use_bf16 = cfg.bf16 and x_all.device.type == "cuda"
     model.train()
     progress = tqdm(range(cfg.epochs), desc=desc, unit="epoch", disable=None, leave=False)
     for _epoch in progress:
@@ -86,7 +89,8 @@ def train_classifier(
             if len(idx) < 2:  # BN cannot normalise a batch of one
                 continue
             xb = augment(x_all[idx], cfg, aug_rng).contiguous(memory_format=torch.channels_last)
-            loss = F.cross_entropy(model(xb), y_all[idx])
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+                loss = F.cross_entropy(model(xb), y_all[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
