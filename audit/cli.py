@@ -54,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default="resnet20_cifar10", help="pytorchcv CIFAR model name")
     run.add_argument("--weights", help="target weights file (suite or pytorchcv state dict)")
     run.add_argument("--n-synthetic", type=positive_int, help="synthetic images per K")
+    for part in ("members", "nonmembers", "test"):
+        run.add_argument(
+            f"--max-{part}",
+            type=positive_int,
+            metavar="N",
+            help=f"at most N {part.replace('nonmembers', 'non-members')} images "
+            "(a CPU subset of a large dataset; default: the preset's cap)",
+        )
     run.add_argument("--out", help="run directory (default runs/<time>-<config digest>)")
     run.add_argument(
         "--overwrite",
@@ -164,6 +172,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         weights=args.weights,
         ks=tuple(args.k) if args.k else None,
         n_synthetic=args.n_synthetic,
+        max_members=args.max_members,
+        max_nonmembers=args.max_nonmembers,
+        max_test=args.max_test,
         out="",
         device=resolve_device(args.device),
         seed=args.seed,

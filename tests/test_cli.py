@@ -168,6 +168,7 @@ def test_redacted_report_shows_no_members(tmp_path):
         (["--synthetic", "/nonexistent.npz"], "does not exist"),
         (["--synthetic", "/nonexistent.npz", "--k", "3"], "--k"),
         (["--split", "/nonexistent.npz"], "--split"),
+        (["--max-members", "0"], "--max-members"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, args, match):
