@@ -217,11 +217,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from reports.thresholds import check, load_run_results, load_thresholds
+    from reports.thresholds import gate_run
 
-    thresholds = load_thresholds(args.thresholds)
-    store, results = load_run_results(args.dir)
-    verdicts = check(store, results, thresholds)
+    thresholds, verdicts = gate_run(args.dir, args.thresholds)
     breaches = [v for v in verdicts if not v.passed]
     for verdict in breaches:
         print(f"BREACH {verdict.line()}")

@@ -448,20 +448,17 @@ def execute(config: RunConfig, *, overwrite: bool = False, argv: list[str] | Non
     store.write_json("config.json", manifest)
     total = time.perf_counter()
     fingerprint = data_fingerprint(data)
+    input_files = {  # hashed once; each stage's key takes those it declares
+        field: path_fingerprint(getattr(config, field))
+        for field in ("weights", "split_file", "synthetic")
+    }
     config_values = config.to_dict()
     records: dict[str, StageRecord] = {}
     reused: list[str] = []
     try:
         for stage in STAGES:
-            extra = {
-                "data": fingerprint,
-                "weights": path_fingerprint(config.weights) if "weights" in stage.config else None,
-                "split_file": path_fingerprint(config.split_file)
-                if "split_file" in stage.config
-                else None,
-                "synthetic": path_fingerprint(config.synthetic)
-                if "synthetic" in stage.config
-                else None,
+            extra = {"data": fingerprint} | {
+                field: digest for field, digest in input_files.items() if field in stage.config
             }
             inputs = {name: records[name] for name in stage.reads if name in records}
             key = stage_key(stage.name, config_values, stage.config, inputs, extra)

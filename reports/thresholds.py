@@ -170,6 +170,16 @@ def load_run_results(run_dir: str | Path) -> tuple[RunDir, dict[str, Any]]:
     return store, results
 
 
+def gate_run(
+    run_dir: str | Path, thresholds: str | Path | None = None, metrics: tuple[str, ...] = ()
+) -> tuple[Thresholds, list[Verdict]]:
+    """The thresholds (the shipped default when None) and a finished run's verdicts under them:
+    what `audit check` and `assert_within_thresholds` both judge by."""
+    limits = load_thresholds(thresholds)
+    store, results = load_run_results(run_dir)
+    return limits, check(store, results, limits, metrics=metrics)
+
+
 def assert_within_thresholds(
     run_dir: str | Path,
     thresholds: str | Path | None = None,
@@ -178,9 +188,7 @@ def assert_within_thresholds(
 ) -> list[Verdict]:
     """For your own CI: raise AssertionError listing every breach of a finished run, or return
     the verdicts. leakage_only skips min_utility (tiny test runs learn nothing useful)."""
-    limits = load_thresholds(thresholds)
-    store, results = load_run_results(run_dir)
-    verdicts = check(store, results, limits, metrics=LEAKAGE_METRICS if leakage_only else ())
+    limits, verdicts = gate_run(run_dir, thresholds, LEAKAGE_METRICS if leakage_only else ())
     if not verdicts:
         raise AssertionError(f"{run_dir}: no released rows to check")
     breaches = [v.line() for v in verdicts if not v.passed]
