@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import logging
 import sys
+import zipfile
 from typing import NoReturn
 
 from audit.config import BN_LOSS_VARIANTS, PRESETS, build_config
@@ -246,10 +247,14 @@ def main(argv: list[str] | None = None) -> int:
             return int(exc.code or 0)
         if args.command == "run":
             return _run(args, argv)
-        if args.command == "report":
-            return _report(args)
-        if args.command == "check":
-            return _check(args)
+        if args.command in ("report", "check"):
+            try:
+                return _report(args) if args.command == "report" else _check(args)
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+                raise AuditError(
+                    f"{args.dir}: a saved result is missing or corrupt ({type(exc).__name__}: "
+                    f"{exc})"
+                ) from None
     except AuditError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

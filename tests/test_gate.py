@@ -61,6 +61,16 @@ def test_missing_or_unfinished_run_exits_2(tmp_path, capsys):
     assert main(["check", str(tmp_path / "nowhere"), "--thresholds", "missing.toml"]) == 2
 
 
+@pytest.mark.parametrize("command", ["check", "report"])
+def test_corrupt_saved_result_exits_2(tmp_path, capsys, command):
+    run = tmp_path / "run"
+    shutil.copytree(FIXTURE, run)
+    (run / "privacy" / "bn_match-k2.npz").write_bytes(b"not a zip")
+    assert main([command, str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "missing or corrupt" in err and "\n" not in err
+
+
 def test_within_and_beyond_thresholds(tmp_path, capsys):
     # the fixture is a smoke run: leakage at chance, utility at chance
     leakage = write(
