@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -102,20 +103,24 @@ def stage_mia_release(run: Run) -> None:
     refs_info = run.store.read_json("refs.json")
     report: dict[str, Any] = {}
     columns: dict[str, dict[str, float]] = {}
-    for release in run.releases():
-        name = row_name(release["generator"], release["k"])
-        scores = scores_against(run.store.read_npz(release["path"])["images"])
+
+    def attack(path: str, name: str) -> tuple[dict[str, Any], dict[str, float]]:
+        scores = scores_against(run.store.read_npz(path)["images"])
         if refs_info["n_references"] and name in refs_info["rows"]:
             scores.update(
                 _calibrated(run, name, refs_info["n_references"], records, scores, scores_against)
             )
-        report[name], columns[name] = _evaluate_all(run, "mia_release", name, scores, is_member)
         run.store.write_npz(
             f"mia/release-{name}.npz",
             candidates=chosen,
             is_member=is_member,
             **{f"score_{d}": s for d, s in scores.items()},
         )
+        return _evaluate_all(run, "mia_release", name, scores, is_member)
+
+    for release in run.releases():
+        path, name = release["path"], row_name(release["generator"], release["k"])
+        report[name], columns[name] = run.row(name, partial(attack, path, name), reads=(path,))
     run.store.write_json(
         "mia_release.json",
         {"attacks": report, "n_candidates_each": int(is_member.sum())},
@@ -163,7 +168,8 @@ def stage_mia_model(run: Run) -> None:
     report: dict[str, Any] = {}
     columns: dict[str, dict[str, float]] = {}
     ran: dict[str, list[str]] = {}
-    for row, path in models.items():
+
+    def attack(row: str, path: str) -> tuple[list[str], dict[str, Any], dict[str, float]]:
         model = run.saved_model(path)
         logits = predict_logits(model, data.images[chosen], device=c.device).numpy()
         population = predict_logits(model, data.images[records.population], device=c.device)
@@ -179,13 +185,17 @@ def stage_mia_model(run: Run) -> None:
         scores = model_attack_scores(
             logits, labels, population.numpy(), population_labels, **reference_inputs
         )
-        ran[row] = list(scores)
-        report[row], columns[row] = _evaluate_all(run, "mia_model", row, scores, is_member)
         run.store.write_npz(
             f"mia/model-{row}.npz",
             candidates=chosen,
             is_member=is_member,
             **{f"score_{a}": s for a, s in scores.items()},
+        )
+        return (list(scores), *_evaluate_all(run, "mia_model", row, scores, is_member))
+
+    for row, path in models.items():
+        ran[row], report[row], columns[row] = run.row(
+            row, partial(attack, row, path), reads=(path,)
         )
     n_refs = run.store.read_json("refs.json")["n_references"]
     run.store.write_json(
@@ -214,67 +224,35 @@ def stage_inversion(run: Run) -> None:
     non-members of each class and by an evaluation classifier trained on the test split (which
     no attacked model saw)."""
     c, data, split = run.config, run.data, run.split()
-    evaluator = run.new_model("evaluator")
-    train_classifier(
-        evaluator,
-        data.images[split.test],
-        data.labels[split.test],
-        dataclasses.replace(c.target, epochs=c.inversion.eval_epochs),
-        seed=c.seed,
-        stream="evaluator",
-        device=c.device,
-        desc="evaluator",
-    )
-    evaluator_acc = accuracy(
-        evaluator, data.images[split.nonmembers], data.labels[split.nonmembers], device=c.device
-    )
+
+    def train_evaluator() -> float:
+        evaluator = run.new_model("evaluator")
+        train_classifier(
+            evaluator,
+            data.images[split.test],
+            data.labels[split.test],
+            dataclasses.replace(c.target, epochs=c.inversion.eval_epochs),
+            seed=c.seed,
+            stream="evaluator",
+            device=c.device,
+            desc="evaluator",
+        )
+        run.store.write_state_dict(EVALUATOR, evaluator.state_dict())
+        return accuracy(
+            run.saved_model(EVALUATOR),
+            data.images[split.nonmembers],
+            data.labels[split.nonmembers],
+            device=c.device,
+        )
+
+    evaluator_acc = run.row("evaluator", train_evaluator)
     report: dict[str, Any] = {}
     columns: dict[str, dict[str, float]] = {}
     for row, path in attacked_models(run).items():
-        model = run.saved_model(path)
-        report[row] = {}
-        for variant in VARIANTS:
-            reconstructions = invert(
-                model,
-                num_classes=len(data.classes),
-                channels=data.channels,
-                image_size=data.image_size,
-                cfg=c.inversion,
-                variant=variant,
-                seed=c.seed,
-                stream=f"inversion-{row}-{variant}",
-                device=c.device,
-            )
-            scores = score_reconstructions(
-                reconstructions,
-                data.images[split.members],
-                data.labels[split.members],
-                data.images[split.nonmembers],
-                data.labels[split.nonmembers],
-                rng=numpy_rng(c.seed, "inversion", "score", row, variant),
-                device=c.device,
-            )
-            predicted = predict_logits(evaluator, reconstructions.images, device=c.device)
-            correct = predicted.argmax(1).numpy() == reconstructions.labels
-            run.store.write_npz(
-                f"inversion/{row}-{variant}.npz",
-                images=reconstructions.images,
-                labels=reconstructions.labels,
-                evaluator_correct=correct,
-                **scores,
-            )
-            report[row][variant] = {
-                **{f"nn_{key}": float(np.nanmean(v)) for key, v in scores.items()},
-                "ssim_gap": float(np.nanmean(scores["ssim_member"] - scores["ssim_nonmember"])),
-                "eval_acc": float(correct.mean()),
-            }
+        report[row], columns[row] = run.row(
+            row, partial(_invert_model, run, row, path), reads=(path, EVALUATOR)
+        )
         priors, miface = report[row]["priors"], report[row]["miface"]
-        columns[row] = {
-            "inversion_nn_ssim_member": priors["nn_ssim_member"],
-            "inversion_nn_ssim_nonmember": priors["nn_ssim_nonmember"],
-            "inversion_eval_acc": priors["eval_acc"],
-            "inversion_miface_eval_acc": miface["eval_acc"],
-        }
         log.info(
             "[inversion] %s: NN-SSIM to members %.3f vs non-members %.3f, evaluator accuracy "
             "%.2f (MIFace %.2f)",
@@ -291,10 +269,65 @@ def stage_inversion(run: Run) -> None:
     run.store.write_json("columns/inversion.json", columns)
 
 
+EVALUATOR = "inversion/evaluator.pt"  # trained on the test split, which no attacked model saw
+
+
+def _invert_model(
+    run: Run, row: str, path: str
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Both inversion variants on one saved model: (per-variant report, results columns)."""
+    c, data, split = run.config, run.data, run.split()
+    model, evaluator = run.saved_model(path), run.saved_model(EVALUATOR)
+    report: dict[str, dict[str, float]] = {}
+    for variant in VARIANTS:
+        reconstructions = invert(
+            model,
+            num_classes=len(data.classes),
+            channels=data.channels,
+            image_size=data.image_size,
+            cfg=c.inversion,
+            variant=variant,
+            seed=c.seed,
+            stream=f"inversion-{row}-{variant}",
+            device=c.device,
+        )
+        scores = score_reconstructions(
+            reconstructions,
+            data.images[split.members],
+            data.labels[split.members],
+            data.images[split.nonmembers],
+            data.labels[split.nonmembers],
+            rng=numpy_rng(c.seed, "inversion", "score", row, variant),
+            device=c.device,
+        )
+        predicted = predict_logits(evaluator, reconstructions.images, device=c.device)
+        correct = predicted.argmax(1).numpy() == reconstructions.labels
+        run.store.write_npz(
+            f"inversion/{row}-{variant}.npz",
+            images=reconstructions.images,
+            labels=reconstructions.labels,
+            evaluator_correct=correct,
+            **scores,
+        )
+        report[variant] = {
+            **{f"nn_{key}": float(np.nanmean(v)) for key, v in scores.items()},
+            "ssim_gap": float(np.nanmean(scores["ssim_member"] - scores["ssim_nonmember"])),
+            "eval_acc": float(correct.mean()),
+        }
+    priors, miface = report["priors"], report["miface"]
+    columns = {
+        "inversion_nn_ssim_member": priors["nn_ssim_member"],
+        "inversion_nn_ssim_nonmember": priors["nn_ssim_nonmember"],
+        "inversion_eval_acc": priors["eval_acc"],
+        "inversion_miface_eval_acc": miface["eval_acc"],
+    }
+    return report, columns
+
+
 def stage_features(run: Run) -> None:
     """Feature inversion with noisy features and the HCR bounds at the same noise scales, for the
     target and each retrained model."""
-    c, data, split = run.config, run.data, run.split()
+    c, split = run.config, run.split()
     f = c.features
     rng = numpy_rng(c.seed, "features", "victims")
     victims = np.sort(rng.choice(split.members, min(f.victims, len(split.members)), replace=False))
@@ -302,70 +335,24 @@ def stage_features(run: Run) -> None:
     releases = run.releases()
     report: dict[str, Any] = {}
     for row, path in attacked_models(run).items():
-        model = run.saved_model(path)
+        source = None  # the attacker's training images: non-members, or a release
         if f.attacker_data == "synthetic" and releases:
             release = next((r for r in releases if row_name(r["generator"], r["k"]) == row), None)
             source = (release or releases[-1])["path"]
-            attacker_images = run.store.read_npz(source)["images"]
-        else:
-            attacker_images = data.images[split.nonmembers]
-        start = time.perf_counter()
-        inverted = feature_inversion(
-            model,
-            attacker_images=attacker_images,
-            victims=data.images[victims],
-            eval_images=data.images[split.test],
-            eval_labels=data.labels[split.test],
-            scales=f.noise_scales,
-            steps=f.decoder_steps,
-            seed=c.seed,
-            stream=f"features-{row}",
-            device=c.device,
-        )
-        decoder_seconds = time.perf_counter() - start
-        sigmas = [s["sigma"] for s in inverted["scales"] if s["sigma"] > 0]
-        start = time.perf_counter()
-        feature_map, _ = split_classifier(model)
-        theta = model.normalize(to_tensor(data.images[hcr_victims], c.device))
-        with frozen(model):
-            bounds = hcr_bounds(
-                feature_map,
-                theta,
-                sigmas,
-                generator=torch_generator(c.seed, "hcr", row, device=c.device),
-                draws=f.hcr_draws,
-                rounds=f.hcr_rounds,
-                lsqr_iters=f.hcr_lsqr_iters,
-                perturbation=f.hcr_perturbation,
-            )
-        hcr_seconds = time.perf_counter() - start
-        arrays: dict[str, np.ndarray] = {"victims": victims, "hcr_victims": hcr_victims}
-        for entry in inverted["scales"]:
-            scale, sigma = entry["scale"], entry["sigma"]
-            arrays[f"reconstructions_{scale}"] = inverted["reconstructions"][scale].numpy()
-            if sigma > 0:
-                std = bounds.std_bounds[sigma].flatten().cpu().numpy().astype(np.float64)
-                arrays[f"hcr_std_{scale}"] = std
-                entry.update(hcr_summary(std))
-        run.store.write_npz(f"features/{row}.npz", **arrays)
-        # timings go to config.json, not into results: the same inputs give the same bytes
-        run.timings[f"features.{row}.feature_inversion"] = round(decoder_seconds, 3)
-        run.timings[f"features.{row}.hcr"] = round(hcr_seconds, 3)
-        report[row] = {
-            "feature_rms": inverted["feature_rms"],
-            "scales": inverted["scales"],
-        }
-        log.info(
-            "[features] %s: reconstruction SSIM %s; HCR median std %s (%.1f s + %.1f s)",
+        report[row] = run.row(
             row,
-            " ".join(f"{s['scale']}:{s['ssim_mean']:.2f}" for s in inverted["scales"]),
+            partial(_invert_features, run, row, path, source, victims, hcr_victims),
+            reads=(path,) if source is None else (path, source),
+        )
+        log.info(
+            "[features] %s: reconstruction SSIM %s; HCR median std %s",
+            row,
+            " ".join(f"{s['scale']}:{s['ssim_mean']:.2f}" for s in report[row]["scales"]),
             " ".join(
                 f"{s['scale']}:{s['hcr_median_std']:.3g}"
-                for s in inverted["scales"]
+                for s in report[row]["scales"]
                 if "hcr_median_std" in s
             ),
-            decoder_seconds,
-            hcr_seconds,
         )
     run.store.write_json(
         "features.json",
@@ -376,6 +363,67 @@ def stage_features(run: Run) -> None:
             "n_hcr_images": len(hcr_victims),
         },
     )
+
+
+def _invert_features(
+    run: Run,
+    row: str,
+    path: str,
+    attacker_source: str | None,
+    victims: np.ndarray,
+    hcr_victims: np.ndarray,
+) -> dict[str, Any]:
+    """Feature inversion and HCR bounds for one saved model; arrays to features/<row>.npz."""
+    c, data, split, f = run.config, run.data, run.split(), run.config.features
+    model = run.saved_model(path)
+    attacker_images = (
+        data.images[split.nonmembers]
+        if attacker_source is None
+        else run.store.read_npz(attacker_source)["images"]
+    )
+    start = time.perf_counter()
+    inverted = feature_inversion(
+        model,
+        attacker_images=attacker_images,
+        victims=data.images[victims],
+        eval_images=data.images[split.test],
+        eval_labels=data.labels[split.test],
+        scales=f.noise_scales,
+        steps=f.decoder_steps,
+        seed=c.seed,
+        stream=f"features-{row}",
+        device=c.device,
+    )
+    decoder_seconds = time.perf_counter() - start
+    sigmas = [s["sigma"] for s in inverted["scales"] if s["sigma"] > 0]
+    start = time.perf_counter()
+    feature_map, _ = split_classifier(model)
+    theta = model.normalize(to_tensor(data.images[hcr_victims], c.device))
+    with frozen(model):
+        bounds = hcr_bounds(
+            feature_map,
+            theta,
+            sigmas,
+            generator=torch_generator(c.seed, "hcr", row, device=c.device),
+            draws=f.hcr_draws,
+            rounds=f.hcr_rounds,
+            lsqr_iters=f.hcr_lsqr_iters,
+            perturbation=f.hcr_perturbation,
+        )
+    hcr_seconds = time.perf_counter() - start
+    arrays: dict[str, np.ndarray] = {"victims": victims, "hcr_victims": hcr_victims}
+    for entry in inverted["scales"]:
+        scale, sigma = entry["scale"], entry["sigma"]
+        arrays[f"reconstructions_{scale}"] = inverted["reconstructions"][scale].numpy()
+        if sigma > 0:
+            std = bounds.std_bounds[sigma].flatten().cpu().numpy().astype(np.float64)
+            arrays[f"hcr_std_{scale}"] = std
+            entry.update(hcr_summary(std))
+    run.store.write_npz(f"features/{row}.npz", **arrays)
+    # timings go to config.json, not into results: the same inputs give the same bytes
+    run.timings[f"features.{row}.feature_inversion"] = round(decoder_seconds, 3)
+    run.timings[f"features.{row}.hcr"] = round(hcr_seconds, 3)
+    return {"feature_rms": inverted["feature_rms"], "scales": inverted["scales"]}
 
 
 def hcr_summary(std: np.ndarray, bins: int = 30) -> dict[str, Any]:
@@ -415,6 +463,7 @@ def register() -> None:
                 stage_mia_release,
                 config=(*data, *candidates),
                 reads=("split", "target", "generate", "mia_refs"),
+                row_reads=("generate",),
             )
         )
         register_stage(
@@ -423,6 +472,7 @@ def register() -> None:
                 stage_mia_model,
                 config=(*data, *candidates),
                 reads=("split", "target", "generate", "utility", "mia_refs"),
+                row_reads=("generate", "utility"),
             )
         )
         register_stage(
@@ -431,6 +481,7 @@ def register() -> None:
                 stage_inversion,
                 config=(*data, "inversion", "target"),
                 reads=("split", "target", "generate", "utility"),
+                row_reads=("generate", "utility"),
             )
         )
         register_stage(
@@ -439,6 +490,7 @@ def register() -> None:
                 stage_features,
                 config=(*data, "features"),
                 reads=("split", "target", "generate", "utility"),
+                row_reads=("generate", "utility"),
             )
         )
         _REGISTERED = True

@@ -8,12 +8,14 @@ is still valid (audit/stagecache.py); new stages (attacks) register without edit
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import shutil
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,8 @@ from audit.provenance import environment
 from audit.seeding import numpy_rng
 from audit.similarity import Metric, nearest_neighbours, summarise
 from audit.stagecache import (
+    ROW_EXEMPT_FIELDS,
+    RowCache,
     StageRecord,
     check_record,
     load_record,
@@ -35,10 +39,10 @@ from audit.stagecache import (
     save_record,
     stage_key,
 )
-from audit.store import RunDir, row_name, synthetic_name
+from audit.store import RunDir, row_name, synthetic_name, to_json
 from audit.training import accuracy, train_classifier
 from audit.utility import retrain
-from generators.base import GenerationRequest, get_generator
+from generators.base import GenerationRequest, SyntheticSet, get_generator
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +58,15 @@ class Run:
     store: RunDir
     timings: dict[str, float] = field(default_factory=dict)
     recorded: dict[str, float] = field(default_factory=dict)  # reused stages' earlier seconds
+    rows: RowCache | None = None  # the running stage's per-row cache (set by execute)
+
+    def row(self, name: str, compute: Callable[[], Any], *, reads: tuple[str, ...] = ()) -> Any:
+        """One row of the running stage (a release, the target, the real baseline): its recorded
+        result if an earlier run computed it under the same key, else compute() now. reads: the
+        files of row_reads stages this row's work reads."""
+        if self.rows is None:
+            return json.loads(to_json(compute()))
+        return self.rows.get(name, reads, compute)
 
     def seconds(self, stage: str) -> float:
         """What a stage cost: this run's time, or the recorded time of a reused stage."""
@@ -110,6 +123,9 @@ class Stage:
     config: tuple[str, ...] = ()
     reads: tuple[str, ...] = ()
     cached: bool = True
+    # stages among `reads` whose outputs this stage reads one row at a time (run.row(reads=...)):
+    # they key each row through the files it names, not the whole stage
+    row_reads: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------- stages
@@ -184,14 +200,34 @@ def stage_target(run: Run) -> None:
 
 
 def stage_generate(run: Run) -> None:
-    c = run.config
-    teacher = run.target()
+    """Each generator's set at each K. A K an earlier run on this directory already released is
+    reused; a new K goes on from the checkpoint of the largest smaller K that run saved (one
+    trajectory serves every K), so adding --k 4000 to a 500/2000 run costs 2,000 steps."""
     releases = []
-    for name in c.generators:
-        generator = get_generator(name, c)
+    for name in run.config.generators:
+        releases += _generate_with(run, name)
+    run.store.write_json("generate.json", {"releases": releases})
+
+
+def checkpoint_name(generator: str, k: int) -> str:
+    return f"checkpoints/{row_name(generator, k)}.npz"
+
+
+def _generate_with(run: Run, name: str) -> list[dict[str, Any]]:
+    c, rows = run.config, run.rows
+    generator = get_generator(name, c)
+    ks: tuple[int | None, ...] = c.ks if generator.uses_k else (None,)
+    done = {k: rows.reuse(row_name(name, k), ()) if rows else None for k in ks}
+    missing = [k for k in ks if done[k] is None]
+    resume_k = None
+    if missing and generator.uses_k and rows is not None:
+        first = min(k for k in missing if k is not None)
+        resume_k = max((k for k in _recorded_ks(run, name) if k < first), default=None)
+    if missing:
+        resume = None if resume_k is None else run.store.read_npz(checkpoint_name(name, resume_k))
         request = GenerationRequest(
-            teacher=teacher,
-            ks=c.ks,
+            teacher=run.target(),
+            ks=tuple(k for k in missing if k is not None) if generator.uses_k else c.ks,
             n_images=c.n_synthetic,
             num_classes=len(run.data.classes),
             channels=run.data.channels,
@@ -199,27 +235,54 @@ def stage_generate(run: Run) -> None:
             seed=c.seed,
             device=c.device,
             classes=run.data.classes,
+            resume=resume,
+            on_set=lambda k, synthetic: save(k, synthetic),
         )
+
+        def save(k: int | None, synthetic: SyntheticSet) -> None:
+            done[k] = run.row(row_name(name, k), partial(_release, run, name, k, synthetic))
+
+        if resume_k is not None:
+            log.info("[generate] %s: going on from the checkpoint at K=%d", name, resume_k)
         start = time.perf_counter()
         sets = generator.generate(request)
-        seconds = time.perf_counter() - start
-        for k, synthetic in sorted(sets.items(), key=lambda item: item[0] or 0):
-            path = synthetic_name(name, k)
-            run.store.write_npz(path, images=synthetic.images, labels=synthetic.labels)
-            releases.append(
-                {
-                    "generator": name,
-                    "k": k,
-                    "path": path,
-                    "n_synthetic": len(synthetic.images),
-                    **synthetic.info,
-                }
-            )
-            log.info(
-                "[generate] %s: %d images -> %s", row_name(name, k), len(synthetic.images), path
-            )
-        run.timings[f"generate.{name}"] = round(seconds, 3)
-    run.store.write_json("generate.json", {"releases": releases})
+        run.timings[f"generate.{name}"] = round(time.perf_counter() - start, 3)
+        for k in missing:
+            if done[k] is None:  # a generator that only returns its sets
+                save(k, sets[k])
+    return [entry for entry in done.values() if entry is not None]  # in the order of ks
+
+
+def _release(run: Run, name: str, k: int | None, synthetic: SyntheticSet) -> dict[str, Any]:
+    """Write one set (and its checkpoint) and return its generate.json entry."""
+    path = synthetic_name(name, k)
+    run.store.write_npz(path, images=synthetic.images, labels=synthetic.labels)
+    if k is not None and synthetic.checkpoint is not None:
+        run.store.write_npz_uncompressed(checkpoint_name(name, k), synthetic.checkpoint)
+    log.info("[generate] %s: %d images -> %s", row_name(name, k), len(synthetic.images), path)
+    return {
+        "generator": name,
+        "k": k,
+        "path": path,
+        "n_synthetic": len(synthetic.images),
+        **synthetic.info,
+    }
+
+
+def _recorded_ks(run: Run, name: str) -> list[int]:
+    """Ks of this generator whose rows (set and checkpoint) an earlier run on this directory left
+    valid under the current settings, requested now or not."""
+    assert run.rows is not None
+    found = []
+    for record in run.store.path("stages/generate").glob(f"{name}-k*.json"):
+        suffix = record.stem.removeprefix(f"{name}-k")
+        if not suffix.isdigit():
+            continue
+        k = int(suffix)
+        hit = run.rows.valid(row_name(name, k), ())
+        if hit is not None and checkpoint_name(name, k) in hit[0].files:
+            found.append(k)
+    return found
 
 
 def _privacy_row(query: np.ndarray, split: Split, run: Run, name: str) -> dict[str, float]:
@@ -245,15 +308,20 @@ def _privacy_row(query: np.ndarray, split: Split, run: Run, name: str) -> dict[s
     return summary
 
 
+def _privacy_of_release(run: Run, split: Split, path: str, name: str) -> dict[str, float]:
+    return _privacy_row(run.store.read_npz(path)["images"], split, run, name)
+
+
 def stage_privacy(run: Run) -> None:
     """Nearest member of each released image; the real row scores held-out non-members the same
     way, which is what an independent draw from the private distribution looks like."""
     data, split = run.data, run.split()
     rows = {}
     for release in run.releases():
-        images = run.store.read_npz(release["path"])["images"]
-        name = row_name(release["generator"], release["k"])
-        rows[name] = _privacy_row(images, split, run, name)
+        path, name = release["path"], row_name(release["generator"], release["k"])
+        rows[name] = run.row(
+            name, partial(_privacy_of_release, run, split, path, name), reads=(path,)
+        )
         log.info(
             "[privacy] %s: nearest-member SSIM mean %.3f max %.3f, HaarPSI mean %.3f max %.3f",
             name,
@@ -270,7 +338,7 @@ def stage_privacy(run: Run) -> None:
                 reference, run.config.max_reference, replace=False
             )
         )
-    rows["real"] = _privacy_row(data.images[reference], split, run, "real")
+    rows["real"] = run.row("real", lambda: _privacy_row(data.images[reference], split, run, "real"))
     run.store.write_json("privacy.json", {"rows": rows, "reference_nonmembers": reference})
 
 
@@ -299,11 +367,15 @@ def stage_utility(run: Run) -> None:
         )
         return row
 
-    rows = {"real": utility_of(data.images[split.members], data.labels[split.members], "real")}
+    def release_utility(path: str, name: str) -> dict[str, Any]:
+        synthetic = run.store.read_npz(path)
+        return utility_of(synthetic["images"], synthetic["labels"], name)
+
+    members = data.images[split.members], data.labels[split.members]
+    rows = {"real": run.row("real", lambda: utility_of(*members, "real"))}
     for release in run.releases():
-        synthetic = run.store.read_npz(release["path"])
-        name = row_name(release["generator"], release["k"])
-        rows[name] = utility_of(synthetic["images"], synthetic["labels"], name)
+        path, name = release["path"], row_name(release["generator"], release["k"])
+        rows[name] = run.row(name, partial(release_utility, path, name), reads=(path,))
     run.store.write_json("utility.json", {"rows": rows})
 
 
@@ -352,12 +424,22 @@ STAGES: list[Stage] = [
         stage_privacy,
         config=(*_DATA, "similarity_thresholds", "nn_k", "max_reference", "seed", "device"),
         reads=("split", "generate"),
+        row_reads=("generate",),
     ),
     Stage(
         "utility",
         stage_utility,
-        config=(*_DATA, "model", "utility", "utility_seeds", "seed", "device"),
+        config=(
+            *_DATA,
+            "model",
+            "utility",
+            "utility_seeds",
+            "real_utility_seeds",
+            "seed",
+            "device",
+        ),
         reads=("split", "generate"),
+        row_reads=("generate",),
     ),
     Stage("report", stage_report, cached=False),
 ]
@@ -455,6 +537,7 @@ def execute(config: RunConfig, *, overwrite: bool = False, argv: list[str] | Non
     config_values = config.to_dict()
     records: dict[str, StageRecord] = {}
     reused: list[str] = []
+    reused_rows: dict[str, list[str]] = {}  # stage -> rows an earlier run computed
     try:
         for stage in STAGES:
             extra = {"data": fingerprint} | {
@@ -475,12 +558,35 @@ def execute(config: RunConfig, *, overwrite: bool = False, argv: list[str] | Non
                 log.info("[%s] running again: %s", stage.name, why)
             # progress so far on disk: what a killed run shows, and what the report reads
             manifest["reused_stages"] = reused
+            manifest["reused_rows"] = reused_rows
             store.write_json("config.json", manifest)
             store.written.clear()
+            whole_stage_inputs = {n: r for n, r in inputs.items() if n not in stage.row_reads}
+            run.rows = RowCache(
+                store,
+                stage.name,
+                base_key=stage_key(
+                    stage.name,
+                    config_values,
+                    tuple(f for f in stage.config if f not in ROW_EXEMPT_FIELDS),
+                    whole_stage_inputs,
+                    extra,
+                ),
+                upstream={
+                    file: digest
+                    for name in stage.row_reads
+                    if name in records
+                    for file, digest in records[name].files.items()
+                },
+            )
             start = time.perf_counter()
             stage.run(run)
             seconds = time.perf_counter() - start
             run.timings[stage.name] = round(seconds, 3)
+            if run.rows.reused:
+                reused_rows[stage.name] = run.rows.reused
+                log.info("[%s] reused rows: %s", stage.name, ", ".join(run.rows.reused))
+            run.rows = None
             if stage.cached:
                 records[stage.name] = save_record(store, stage.name, key, seconds)
     except BaseException as exc:
@@ -492,6 +598,7 @@ def execute(config: RunConfig, *, overwrite: bool = False, argv: list[str] | Non
         status="complete",
         finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         reused_stages=reused,
+        reused_rows=reused_rows,
         # what each stage cost when it was computed, in this run or the one it was reused from
         stage_seconds={stage.name: run.seconds(stage.name) for stage in STAGES},
     )

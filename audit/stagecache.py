@@ -9,17 +9,25 @@ setting changes the key of the stages that declare it, and, through their output
 that read those; a missing or corrupted file fails the hash check and the stage runs again.
 Outputs are written deterministically (fixed zip timestamps), so a stage that runs again with the
 same inputs and seed gives the same bytes and leaves the stages after it reusable.
+
+Rows: a stage that works release by release (one K at a time) caches each row on its own
+(`RowCache`, records in `stages/<stage>/<row>.json`). A row's key leaves out the lists of Ks and
+generators and the outputs of the stages the stage reads row by row (`Stage.row_reads`), and
+takes instead the hash of the files that row read. So adding a K to a finished run computes that
+K's rows and reuses the rest, while a changed setting still changes every row's key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from audit.store import RunDir, file_sha256
+from audit.store import RunDir, file_sha256, to_json, write_text_atomic
 
 RECORD_DIR = "stages"
 
@@ -93,3 +101,77 @@ def save_record(store: RunDir, name: str, key: str, seconds: float) -> StageReco
         f"{RECORD_DIR}/{name}.json", {"key": key, "files": files, "seconds": record.seconds}
     )
     return record
+
+
+# which generators and Ks run is what rows enumerate: a row's own key leaves the lists out
+ROW_EXEMPT_FIELDS = ("ks", "generators")
+
+
+@dataclass
+class RowCache:
+    """Per-row reuse inside one stage. base_key: the stage's key without ROW_EXEMPT_FIELDS and
+    without the stages it reads row by row; upstream: sha256 of those stages' files."""
+
+    store: RunDir
+    stage: str
+    base_key: str
+    upstream: dict[str, str]
+    reused: list[str] = field(default_factory=list)
+
+    def key(self, row: str, reads: Iterable[str]) -> str:
+        files = {
+            name: self.upstream.get(name) or file_sha256(self.store.path(name))
+            for name in sorted(set(reads))
+        }
+        text = json.dumps({"base": self.base_key, "row": row, "reads": files}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _record_path(self, row: str) -> Path:
+        return self.store.path(f"{RECORD_DIR}/{self.stage}/{row}.json")
+
+    def valid(self, row: str, reads: Iterable[str]) -> tuple[StageRecord, Any] | None:
+        """The row's record and result, if an earlier run left a valid one under this key."""
+        try:
+            raw = json.loads(self._record_path(row).read_text())
+            record = StageRecord(str(raw["key"]), dict(raw["files"]), float(raw["seconds"]))
+            result = raw["result"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if check_record(self.store, record, self.key(row, reads)) is not None:
+            return None
+        return record, result
+
+    def get(self, row: str, reads: Iterable[str], compute: Callable[[], Any]) -> Any:
+        """compute()'s JSON-able result for this row: recorded, or computed now and recorded.
+        reads: the run-directory files the row's work reads (beyond the stage's base inputs)."""
+        reads = tuple(reads)
+        result = self.reuse(row, reads)
+        return self.put(row, reads, compute) if result is None else result
+
+    def reuse(self, row: str, reads: Iterable[str]) -> Any | None:
+        """The row's recorded result, counted as reused, or None if it must be computed."""
+        cached = self.valid(row, reads)
+        if cached is None:
+            return None
+        record, result = cached
+        for name in record.files:  # still this stage's outputs, for the stages after it
+            self.store.mark_written(name)
+        self.reused.append(row)
+        return result
+
+    def put(self, row: str, reads: Iterable[str], compute: Callable[[], Any]) -> Any:
+        """Compute the row now and record it (the files it wrote and its result)."""
+        key = self.key(row, reads)
+        already = set(self.store.written)
+        start = time.perf_counter()
+        result = json.loads(to_json(compute()))  # what a reused row will return, exactly
+        seconds = time.perf_counter() - start
+        files = {
+            name: file_sha256(self.store.path(name))
+            for name in self.store.written
+            if name not in already
+        }
+        record = {"key": key, "files": files, "seconds": round(seconds, 3), "result": result}
+        # not a stage output: its timing must not change the keys of the stages after it
+        write_text_atomic(self._record_path(row), to_json(record))
+        return result

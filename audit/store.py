@@ -62,9 +62,13 @@ class RunDir:
         return self.root / name
 
     def _wrote(self, name: str) -> Path:
+        self.mark_written(name)
+        return self.path(name)
+
+    def mark_written(self, name: str) -> None:
+        """Count a file among the current stage's outputs (also one reused from a cached row)."""
         if name not in self.written:
             self.written.append(name)
-        return self.path(name)
 
     def write_text(self, name: str, text: str) -> Path:
         write_text_atomic(self.path(name), text)
@@ -79,11 +83,18 @@ class RunDir:
     def write_npz(self, name: str, **arrays: np.ndarray) -> Path:
         """np.savez_compressed's format, but with fixed zip timestamps: the same arrays give the
         same bytes, so stage outputs can be compared and content-addressed by their hash."""
+        return self._write_npz(name, arrays, zipfile.ZIP_DEFLATED)
+
+    def write_npz_uncompressed(self, name: str, arrays: dict[str, np.ndarray]) -> Path:
+        """As write_npz, stored: for float state that deflate would barely shrink, at disk speed."""
+        return self._write_npz(name, arrays, zipfile.ZIP_STORED)
+
+    def _write_npz(self, name: str, arrays: dict[str, np.ndarray], method: int) -> Path:
         buffer = io.BytesIO()
-        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with zipfile.ZipFile(buffer, "w", compression=method) as archive:
             for key, value in arrays.items():
                 info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.compress_type = zipfile.ZIP_DEFLATED
+                info.compress_type = method
                 with archive.open(info, "w", force_zip64=True) as member:
                     np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
         with _atomic(self.path(name)) as handle:

@@ -20,6 +20,8 @@ class SyntheticSet:
     images: np.ndarray
     labels: np.ndarray
     info: dict[str, float]  # generator diagnostics for this K (e.g. final BN loss)
+    # the optimiser's state at this K, from which a later run can go on to a larger K
+    checkpoint: dict[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -33,10 +35,17 @@ class GenerationRequest:
     seed: int
     device: str
     classes: tuple[str, ...] = ()  # the private dataset's class names, label order
+    # a checkpoint an earlier run saved at a K below every requested K: resume from there
+    # instead of from step 0 (generators that cannot resume start afresh, which is also correct)
+    resume: dict[str, np.ndarray] | None = None
+    # called with each K's set as soon as it is final, so the caller can save it before the
+    # larger Ks finish (a killed run keeps it); generators may instead only return their sets
+    on_set: Callable[[int | None, SyntheticSet], None] | None = None
 
 
 class Generator(Protocol):
     name: str
+    uses_k: bool  # one set per requested K (else a single set, key None)
 
     def generate(self, request: GenerationRequest) -> dict[int | None, SyntheticSet]:
         """One synthetic set per requested K (key None: a set with no K, e.g. an external one)."""

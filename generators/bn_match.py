@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,12 +48,37 @@ from generators.base import GenerationRequest, SyntheticSet, register
 DIVERGENCE_LIMIT = 1e4  # |normalised pixel| beyond this is divergence, not an image
 
 
+@dataclass(frozen=True)
+class TrajectoryState:
+    """Everything the optimisation carries from one step to the next, for all images: the
+    normalised images and Adam's moments after `step` steps. Resuming from it gives the same
+    steps as never having stopped (on the CPU bit for bit; see tests/test_bn_match.py)."""
+
+    step: int
+    z: np.ndarray  # float32 (N, C, H, W)
+    exp_avg: np.ndarray
+    exp_avg_sq: np.ndarray
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "step": np.asarray(self.step, dtype=np.int64),
+            "z": self.z,
+            "exp_avg": self.exp_avg,
+            "exp_avg_sq": self.exp_avg_sq,
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> TrajectoryState:
+        return cls(int(arrays["step"]), arrays["z"], arrays["exp_avg"], arrays["exp_avg_sq"])
+
+
 @dataclass
 class BNMatchResult:
     snapshots: dict[int, np.ndarray]  # K -> uint8 NHWC, as released
     labels: np.ndarray  # assigned (balanced) labels
     loss_at: dict[int, float]  # K -> mean per-group loss evaluated at step K
     history: list[tuple[int, float]] = field(default_factory=list)  # (step, mean group loss)
+    states: dict[int, TrajectoryState] = field(default_factory=dict)  # K -> state after K steps
 
 
 @contextlib.contextmanager
@@ -170,22 +195,36 @@ def bn_match(
     seed: int,
     device: str,
     progress: bool = True,
+    start: TrajectoryState | None = None,
+    on_snapshot: Callable[[int, np.ndarray, float, TrajectoryState], None] | None = None,
 ) -> BNMatchResult:
-    """Run the optimisation once to max(ks) and snapshot the released (uint8) images at each K."""
+    """Run the optimisation once to max(ks) and snapshot the released (uint8) images at each K,
+    with the state there (`states`). start: go on from an earlier run's state at a step below
+    every K instead of from the seed's noise. on_snapshot(K, images, loss, state) is called as
+    soon as every group has reached K, so a caller can save K before the larger ones finish."""
     ks = tuple(sorted(set(ks)))
     if not ks or ks[0] <= 0:
         raise AuditError(f"K must be positive integers, got {ks}")
+    first_step = start.step if start is not None else 0
+    if ks[0] <= first_step:
+        raise ValueError(f"cannot resume at step {first_step} for K={ks[0]}")
     n_images = len(labels)
     n_groups = math.ceil(n_images / cfg.group_size)
     group_index = torch.arange(n_images) // cfg.group_size
     per_pass = cfg.groups_per_pass or n_groups
-    # all noise drawn up front on the CPU: the same seed gives the same start on any device and
-    # for any grouping into passes
-    noise = torch.randn(
-        (n_images, *image_shape), generator=torch_generator(seed, "bn_match", "noise")
-    )
+    if start is not None:
+        if start.z.shape != (n_images, *image_shape):
+            raise ValueError(f"a checkpoint of shape {start.z.shape} cannot resume this run")
+        initial = torch.from_numpy(start.z)
+    else:
+        # all noise drawn up front on the CPU: the same seed gives the same start on any device
+        # and for any grouping into passes
+        initial = torch.randn(
+            (n_images, *image_shape), generator=torch_generator(seed, "bn_match", "noise")
+        )
     y_all = torch.from_numpy(labels).to(device)
     snapshots: dict[int, list[np.ndarray]] = {k: [] for k in ks}
+    state_parts: dict[int, list[tuple[np.ndarray, ...]]] = {k: [] for k in ks}
     loss_at: dict[int, list[float]] = {k: [] for k in ks}
     history: dict[int, list[float]] = {}
     teacher = teacher.to(device)
@@ -193,7 +232,7 @@ def bn_match(
     low = teacher.normalize(torch.zeros(1, device=device)).detach()
     high = teacher.normalize(torch.ones(1, device=device)).detach()
     bar = tqdm(
-        total=ks[-1] * math.ceil(n_groups / per_pass),
+        total=(ks[-1] - first_step) * math.ceil(n_groups / per_pass),
         desc="bn_match",
         unit="step",
         disable=None if progress else True,
@@ -203,11 +242,13 @@ def bn_match(
         for first_group in range(0, n_groups, per_pass):
             groups = range(first_group, min(first_group + per_pass, n_groups))
             mask = (group_index >= groups.start) & (group_index < groups.stop)
-            z = noise[mask].to(device).requires_grad_(True)
+            z = initial[mask].to(device).requires_grad_(True)
             y = y_all[mask.to(device)]
             averaging = group_matrix((group_index[mask] - groups.start).to(device), len(groups))
             optimizer = torch.optim.Adam([z], lr=cfg.lr)
-            for step in range(1, ks[-1] + 1):
+            if start is not None:
+                _restore_adam(optimizer, start, mask.numpy())
+            for step in range(first_step + 1, ks[-1] + 1):
                 records.clear()
                 logits = teacher.net(z)
                 losses = group_losses(records, logits, y, z, averaging, cfg)
@@ -224,13 +265,49 @@ def bn_match(
                     if step in loss_at:
                         loss_at[step].append(mean_loss * len(groups))
                         snapshots[step].append(quantise(teacher, z))
+                        moments = optimizer.state[z]
+                        state_parts[step].append(  # copies: on the CPU .numpy() would alias
+                            tuple(  # tensors the next steps update in place
+                                t.detach().cpu().numpy().copy()
+                                for t in (z, moments["exp_avg"], moments["exp_avg_sq"])
+                            )
+                        )
+                        if on_snapshot is not None and groups.stop == n_groups:  # K complete
+                            on_snapshot(
+                                step,
+                                np.concatenate(snapshots[step]),
+                                sum(loss_at[step]) / n_groups,
+                                _joined(step, state_parts[step]),
+                            )
     records.clear()
     return BNMatchResult(
         snapshots={k: np.concatenate(v) for k, v in snapshots.items()},
         labels=labels,
         loss_at={k: sum(v) / n_groups for k, v in loss_at.items()},
         history=[(s, sum(v) / n_groups) for s, v in sorted(history.items())],
+        states={k: _joined(k, parts) for k, parts in state_parts.items()},
     )
+
+
+def _joined(step: int, parts: list[tuple[np.ndarray, ...]]) -> TrajectoryState:
+    """The state of all images from the passes' parts."""
+    z, exp_avg, exp_avg_sq = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+    return TrajectoryState(step, z, exp_avg, exp_avg_sq)
+
+
+def _restore_adam(optimizer: torch.optim.Adam, start: TrajectoryState, mask: np.ndarray) -> None:
+    """Adam's state for this pass's images as it was after start.step steps."""
+    saved = {
+        "state": {
+            0: {
+                "step": torch.tensor(float(start.step), dtype=torch.float32),
+                "exp_avg": torch.from_numpy(start.exp_avg[mask]),
+                "exp_avg_sq": torch.from_numpy(start.exp_avg_sq[mask]),
+            }
+        },
+        "param_groups": optimizer.state_dict()["param_groups"],
+    }
+    optimizer.load_state_dict(saved)
 
 
 def _checked_mean(losses: torch.Tensor, z: torch.Tensor, step: int) -> float:
@@ -272,13 +349,29 @@ def bn_statistics_distance(
 
 class BNMatchGenerator:
     name = "bn_match"
+    uses_k = True
 
     def __init__(self, config: BNMatchConfig) -> None:
         self.config = config
 
     def generate(self, request: GenerationRequest) -> dict[int | None, SyntheticSet]:
         labels = balanced_labels(request.n_images, request.num_classes)
-        result = bn_match(
+        sets: dict[int | None, SyntheticSet] = {}
+
+        def emit(k: int, images: np.ndarray, loss: float, state: TrajectoryState) -> None:
+            distance = bn_statistics_distance(
+                request.teacher, images, group_size=self.config.group_size, device=request.device
+            )
+            sets[k] = SyntheticSet(
+                images=images,
+                labels=labels,
+                info={"bn_loss": loss, "bn_stat_distance": distance},
+                checkpoint=state.to_arrays(),
+            )
+            if request.on_set is not None:
+                request.on_set(k, sets[k])
+
+        bn_match(
             request.teacher,
             labels=labels,
             ks=request.ks,
@@ -286,14 +379,9 @@ class BNMatchGenerator:
             image_shape=(request.channels, request.image_size, request.image_size),
             seed=request.seed,
             device=request.device,
+            start=None if request.resume is None else TrajectoryState.from_arrays(request.resume),
+            on_snapshot=emit,
         )
-        sets: dict[int | None, SyntheticSet] = {}
-        for k, images in result.snapshots.items():
-            distance = bn_statistics_distance(
-                request.teacher, images, group_size=self.config.group_size, device=request.device
-            )
-            info = {"bn_loss": result.loss_at[k], "bn_stat_distance": distance}
-            sets[k] = SyntheticSet(images=images, labels=labels, info=info)
         return sets
 
 

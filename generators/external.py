@@ -100,6 +100,7 @@ def load_synthetic(
 
 class ExternalSet:
     name = "external"
+    uses_k = False
 
     def __init__(self, path: str | None) -> None:
         if not path:

@@ -10,7 +10,7 @@ from generators.bn_match import balanced_labels, bn_match, bn_statistics_distanc
 SHAPE = (1, 16, 16)
 
 
-def run(teacher, ks, *, n=20, group_size=10, seed=0, **cfg):
+def run(teacher, ks, *, n=20, group_size=10, seed=0, start=None, **cfg):
     config = BNMatchConfig(group_size=group_size, check_every=5, **cfg)
     return bn_match(
         teacher,
@@ -21,6 +21,7 @@ def run(teacher, ks, *, n=20, group_size=10, seed=0, **cfg):
         seed=seed,
         device="cpu",
         progress=False,
+        start=start,
     )
 
 
@@ -45,6 +46,28 @@ def test_snapshot_at_k_equals_fresh_run(teacher):
     fresh = run(teacher, (3,))
     assert np.array_equal(long.snapshots[3], fresh.snapshots[3])
     assert long.loss_at[3] == fresh.loss_at[3]
+
+
+@pytest.mark.parametrize("groups_per_pass", [0, 1])
+def test_resuming_from_a_state_equals_never_stopping(teacher, groups_per_pass):
+    """What adding a K to a finished run relies on: the state saved at K=4 carries the whole
+    optimisation (images and Adam's moments), so going on to K=9 gives the same bytes."""
+    straight = run(teacher, (2, 4, 9), n=30, groups_per_pass=groups_per_pass)
+    first = run(teacher, (4,), n=30, groups_per_pass=groups_per_pass)
+    # a state taken midway is that step's, not the final one's
+    assert not np.array_equal(straight.states[4].z, straight.states[9].z)
+    for start in (first.states[4], straight.states[4]):
+        resumed = run(teacher, (9,), n=30, groups_per_pass=groups_per_pass, start=start)
+        assert np.array_equal(resumed.snapshots[9], straight.snapshots[9])
+        assert resumed.loss_at[9] == straight.loss_at[9]
+        for a, b in zip(
+            resumed.states[9].to_arrays().values(),
+            straight.states[9].to_arrays().values(),
+            strict=True,
+        ):
+            assert np.array_equal(a, b)
+    with pytest.raises(ValueError, match="cannot resume"):
+        run(teacher, (4,), n=30, start=first.states[4])
 
 
 def test_groups_in_one_pass_equal_separate_runs(teacher):

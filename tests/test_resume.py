@@ -18,6 +18,7 @@ from audit.cli import main
 from audit.config import RunConfig
 from audit.pipeline import STAGES, load_plugins
 from audit.stagecache import StageRecord, stage_key
+from audit.store import row_name
 
 ARGS = ["run", "--preset", "smoke", "--device", "cpu", "--k", "2", "300"]
 OUTPUTS = ("results.json", "results.csv", "synthetic/k2.npz", "synthetic/k300.npz", "target.pt")
@@ -56,15 +57,16 @@ def test_rerun_reuses_every_stage(base, tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_mid_generation_finishes_byte_identical(base, tmp_path):
+def test_killed_mid_generation_finishes_byte_identical(base, tmp_path, capsys):
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "audit.cli", *ARGS, "--out", str(out)]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 120
-    while not (out / "stages" / "target.json").exists():  # target done: generation under way
+    # K=2 saved (with its checkpoint) while K=300 is still being optimised
+    while not (out / "stages" / "generate" / "bn_match-k2.json").exists():
         assert process.poll() is None and time.monotonic() < deadline, process.stderr
-        time.sleep(0.05)
-    time.sleep(1.0)
+        time.sleep(0.02)
+    time.sleep(0.5)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert not (out / "stages" / "generate.json").exists(), "generation finished before the kill"
@@ -72,6 +74,8 @@ def test_killed_mid_generation_finishes_byte_identical(base, tmp_path):
     assert not (out / "results.json").exists()
     assert main([*ARGS, "--out", str(out)]) == 0
     assert manifest(out)["reused_stages"] == ["split", "target"]
+    assert manifest(out)["reused_rows"]["generate"] == ["bn_match-k2"]
+    assert "bn_match: going on from the checkpoint at K=2" in capsys.readouterr().err
     same_outputs(base, out)
 
 
@@ -96,6 +100,46 @@ def test_corrupted_output_is_recomputed_not_trusted(base, tmp_path, capsys):
     # generation ran again and gave the same bytes, so everything after it was reused
     assert manifest(out)["reused_stages"] == [s for s in cached_stages() if s != "generate"]
     same_outputs(base, out)
+
+
+ROW_STAGES = ("generate", "privacy", "utility", "mia_release", "mia_model", "inversion", "features")
+
+
+def results_rows(run: Path) -> dict:
+    rows = json.loads((run / "results.json").read_text())["rows"]
+    return {row_name(row["generator"], row["k"]): row for row in rows}
+
+
+@pytest.mark.slow
+def test_adding_a_k_computes_only_the_new_k(base, tmp_path, capsys):
+    out = tmp_path / "more"
+    shutil.copytree(base, out)
+    before = {p: p.read_bytes() for p in (out / "synthetic").iterdir()}
+    assert main([*ARGS[:-2], "2", "150", "300", "--out", str(out)]) == 0
+    # K=150 goes on from K=2's checkpoint: 148 steps, not 150 (nor 300)
+    assert "bn_match: going on from the checkpoint at K=2" in capsys.readouterr().err
+    reused_rows = manifest(out)["reused_rows"]
+    assert sorted(reused_rows) == sorted(ROW_STAGES)
+    for stage, rows in reused_rows.items():
+        assert "bn_match-k150" not in rows, stage
+        assert {"bn_match-k2", "bn_match-k300"} <= set(rows), stage
+    assert {"real", "target", "evaluator"} & set(reused_rows["inversion"]) == {
+        "target",
+        "evaluator",
+    }
+    for path, data in before.items():
+        assert path.read_bytes() == data, path
+    rows, old = results_rows(out), results_rows(base)
+    assert rows["bn_match-k2"] == old["bn_match-k2"]
+    assert rows["bn_match-k300"] == old["bn_match-k300"]
+    assert rows["bn_match-k150"]["utility_acc"] >= 0
+
+    # and dropping a K again computes nothing: every row is reused, only K=300 is reported
+    assert main([*ARGS[:-2], "300", "--out", str(out)]) == 0
+    for stage, rows_reused in manifest(out)["reused_rows"].items():
+        assert "bn_match-k300" in rows_reused, stage
+    assert set(results_rows(out)) == {"real", "target", "bn_match-k300"}
+    assert results_rows(out)["bn_match-k300"] == old["bn_match-k300"]
 
 
 def test_every_setting_that_changes_results_keys_some_stage():
