@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="retrain each utility model with this many seeds and report mean and std",
     )
     run.add_argument(
+        "--real-utility-seeds",
+        type=positive_int,
+        help="seeds for the real-members baseline (default: the preset's, else --utility-seeds)",
+    )
+    run.add_argument(
         "--similarity-levels",
         nargs="+",
         type=float,
@@ -165,6 +170,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         preset=args.preset,
         bn_overrides=bn,
         utility_seeds=args.utility_seeds,
+        real_utility_seeds=args.real_utility_seeds,
         dataset=args.dataset,
         data_root=args.data_root,
         download=args.download,

@@ -351,7 +351,10 @@ def stage_utility(run: Run) -> None:
 
     def utility_of(images: np.ndarray, labels: np.ndarray, name: str) -> dict[str, Any]:
         accs = []
-        for repeat in range(c.utility_seeds):
+        seeds = c.utility_seeds
+        if name == "real" and c.real_utility_seeds is not None:
+            seeds = c.real_utility_seeds
+        for repeat in range(seeds):
             model = run.retrain(images, labels, f"utility-{name}-{repeat}")
             accs.append(accuracy(model, test_images, test_labels, device=c.device))
             if repeat == 0 and name != "real":

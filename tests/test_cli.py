@@ -169,6 +169,7 @@ def test_redacted_report_shows_no_members(tmp_path):
         (["--synthetic", "/nonexistent.npz", "--k", "3"], "--k"),
         (["--split", "/nonexistent.npz"], "--split"),
         (["--max-members", "0"], "--max-members"),
+        (["--real-utility-seeds", "0"], "--real-utility-seeds"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, args, match):
@@ -280,7 +281,8 @@ def test_privacy_stage_finds_a_planted_member(smoke_run, tmp_path):
 def test_variant_flags_reach_the_config_and_results(tmp_path):
     out = tmp_path / "variant"
     flags = ["--k", "3", "--bn-loss", "zeroq", "--bn-clamp-pixels", "--bn-groups-per-pass", "1"]
-    assert main([*SMOKE, *flags, "--utility-seeds", "2", "--out", str(out)]) == 0
+    seeds = ["--utility-seeds", "2", "--real-utility-seeds", "1"]
+    assert main([*SMOKE, *flags, *seeds, "--out", str(out)]) == 0
     bn = json.loads((out / "config.json").read_text())["config"]["bn"]
     assert (bn["statistics"], bn["spread"], bn["norm"], bn["ce_weight"]) == (
         "image",
@@ -290,9 +292,11 @@ def test_variant_flags_reach_the_config_and_results(tmp_path):
     )
     assert bn["clamp_pixels"] is True and bn["groups_per_pass"] == 1
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert all(row["utility_acc_std"] != "" for row in rows if row["generator"] != "target")
+    releases = [row for row in rows if row["generator"] not in ("target", "real")]
+    assert releases and all(row["utility_acc_std"] != "" for row in releases)
     utility = json.loads((out / "utility.json").read_text())["rows"]
-    assert all(len(row["utility_accs"]) == 2 for row in utility.values())
+    assert len(utility.pop("real")["utility_accs"]) == 1
+    assert utility and all(len(row["utility_accs"]) == 2 for row in utility.values())
 
 
 def _write_set(path, images, labels):
