@@ -30,6 +30,7 @@ from audit.provenance import environment
 from audit.seeding import numpy_rng
 from audit.similarity import Metric, nearest_neighbours, summarise
 from audit.stagecache import (
+    RECORD_DIR,
     ROW_EXEMPT_FIELDS,
     RowCache,
     StageRecord,
@@ -224,6 +225,10 @@ def _generate_with(run: Run, name: str) -> list[dict[str, Any]]:
         first = min(k for k in missing if k is not None)
         resume_k = max((k for k in _recorded_ks(run, name) if k < first), default=None)
     if missing:
+
+        def save(k: int | None, synthetic: SyntheticSet) -> None:
+            done[k] = run.row(row_name(name, k), partial(_release, run, name, k, synthetic))
+
         resume = None if resume_k is None else run.store.read_npz(checkpoint_name(name, resume_k))
         request = GenerationRequest(
             teacher=run.target(),
@@ -236,12 +241,8 @@ def _generate_with(run: Run, name: str) -> list[dict[str, Any]]:
             device=c.device,
             classes=run.data.classes,
             resume=resume,
-            on_set=lambda k, synthetic: save(k, synthetic),
+            on_set=save,  # each K is saved as soon as it is final: a kill keeps it
         )
-
-        def save(k: int | None, synthetic: SyntheticSet) -> None:
-            done[k] = run.row(row_name(name, k), partial(_release, run, name, k, synthetic))
-
         if resume_k is not None:
             log.info("[generate] %s: going on from the checkpoint at K=%d", name, resume_k)
         start = time.perf_counter()
@@ -274,7 +275,7 @@ def _recorded_ks(run: Run, name: str) -> list[int]:
     valid under the current settings, requested now or not."""
     assert run.rows is not None
     found = []
-    for record in run.store.path("stages/generate").glob(f"{name}-k*.json"):
+    for record in run.store.path(f"{RECORD_DIR}/generate").glob(f"{name}-k*.json"):
         suffix = record.stem.removeprefix(f"{name}-k")
         if not suffix.isdigit():
             continue

@@ -127,6 +127,8 @@ def test_adding_a_k_computes_only_the_new_k(base, tmp_path, capsys):
         "target",
         "evaluator",
     }
+    report = (out / "report.html").read_text()
+    assert "<td>generate</td><td>" in report and "<td>bn_match-k2, bn_match-k300</td>" in report
     for path, data in before.items():
         assert path.read_bytes() == data, path
     rows, old = results_rows(out), results_rows(base)
