@@ -118,6 +118,37 @@ def test_unknown_dataset_and_missing_cifar_root(tmp_path):
         load_dataset("cifar10", str(tmp_path), image_size=None)
 
 
+def test_cifar10_in_torchvision_format(tmp_path, monkeypatch):
+    """`--dataset cifar10` on torchvision's cifar-10-batches-py pickles: train part first, then
+    test; HWC uint8; torchvision's class names. torchvision checks the md5 of the official files,
+    which no machine here has, so that one check is switched off: the files are read for real."""
+    import pickle
+
+    import torchvision.datasets.cifar
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    parts = {f"data_batch_{i}": 2 for i in range(1, 6)} | {"test_batch": 3}
+    written = {}
+    for name, n in parts.items():
+        written[name] = rng.integers(0, 256, (n, 3072), dtype=np.uint8), list(range(n))
+        entry = {"data": written[name][0], "labels": written[name][1]}
+        (folder / name).write_bytes(pickle.dumps(entry))
+    names = [f"class{i}" for i in range(10)]
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": names}))
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
+
+    data = load_dataset("cifar10", str(tmp_path), image_size=None)
+    assert data.images.shape == (13, 32, 32, 3) and data.images.dtype == np.uint8
+    assert data.n_train == 10 and data.classes == tuple(names)
+    first = written["data_batch_1"][0][1].reshape(3, 32, 32).transpose(1, 2, 0)
+    assert np.array_equal(data.images[1], first)
+    last = written["test_batch"][0][2].reshape(3, 32, 32).transpose(1, 2, 0)
+    assert np.array_equal(data.images[12], last)
+    assert data.labels.tolist() == [0, 1] * 5 + [0, 1, 2]
+
+
 def test_resnet20_adapted_to_data():
     model = build_model("resnet20_cifar10", channels=1, num_classes=7, seed=0)
     same = build_model("resnet20_cifar10", channels=1, num_classes=7, seed=0)
