@@ -26,7 +26,7 @@ from audit.config import RunConfig
 from audit.data import ImageDataset, Split, load_dataset, load_split_file, split_dataset
 from audit.errors import AuditError
 from audit.models import NormalizedClassifier, build_model, load_weights, require_bn
-from audit.provenance import environment
+from audit.provenance import environment, package_versions
 from audit.seeding import numpy_rng
 from audit.similarity import Metric, nearest_neighbours, summarise
 from audit.stagecache import (
@@ -534,6 +534,9 @@ def execute(config: RunConfig, *, overwrite: bool = False, argv: list[str] | Non
     store.write_json("config.json", manifest)
     total = time.perf_counter()
     fingerprint = data_fingerprint(data)
+    # another version of the suite or of the numerics under it may compute other bytes: an
+    # upgrade recomputes rather than mixing old outputs with new
+    software = {n: v for n, v in package_versions().items() if n in KEYED_PACKAGES}
     input_files = {  # hashed once; each stage's key takes those it declares
         field: path_fingerprint(getattr(config, field))
         for field in ("weights", "split_file", "synthetic")
@@ -544,7 +547,7 @@ def execute(config: RunConfig, *, overwrite: bool = False, argv: list[str] | Non
     reused_rows: dict[str, list[str]] = {}  # stage -> rows an earlier run computed
     try:
         for stage in STAGES:
-            extra = {"data": fingerprint} | {
+            extra = {"data": fingerprint, "software": software} | {
                 field: digest for field, digest in input_files.items() if field in stage.config
             }
             inputs = {name: records[name] for name in stage.reads if name in records}
@@ -610,6 +613,9 @@ def execute(config: RunConfig, *, overwrite: bool = False, argv: list[str] | Non
     if reused:
         log.info("reused %d of %d stages: %s", len(reused), len(STAGES), ", ".join(reused))
     return store.root
+
+
+KEYED_PACKAGES = ("synthaudit", "torch", "pytorchcv", "piq", "numpy")
 
 
 def data_fingerprint(data: ImageDataset) -> str:

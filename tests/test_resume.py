@@ -144,6 +144,19 @@ def test_adding_a_k_computes_only_the_new_k(base, tmp_path, capsys):
     assert results_rows(out)["bn_match-k300"] == old["bn_match-k300"]
 
 
+@pytest.mark.slow
+def test_another_torch_version_recomputes(base, tmp_path, monkeypatch):
+    import audit.pipeline
+
+    out = tmp_path / "upgraded"
+    shutil.copytree(base, out)
+    versions = audit.pipeline.package_versions()
+    upgraded = {**versions, "torch": f"{versions['torch']}.post1"}
+    monkeypatch.setattr(audit.pipeline, "package_versions", lambda: upgraded)
+    assert main([*ARGS[:-2], "2", "--out", str(out)]) == 0
+    assert manifest(out)["reused_stages"] == [] and manifest(out)["reused_rows"] == {}
+
+
 def test_every_setting_that_changes_results_keys_some_stage():
     load_plugins()
     declared = {field for stage in STAGES for field in stage.config}
