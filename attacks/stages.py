@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 import numpy as np
@@ -89,13 +89,16 @@ def stage_mia_release(run: Run) -> None:
     chosen, is_member = _candidates(records)
     candidates = data.images[chosen]
     teacher = run.target()
-    candidate_features = penultimate_features(teacher, candidates, device=c.device)
+
+    @cache  # only when some row is computed: a run that adds a K reuses the others
+    def candidate_features() -> Any:
+        return penultimate_features(teacher, candidates, device=c.device)
 
     def scores_against(synthetic: np.ndarray) -> dict[str, np.ndarray]:
         return release_scores(
             candidates,
             synthetic,
-            candidate_features=candidate_features,
+            candidate_features=candidate_features(),
             synthetic_features=penultimate_features(teacher, synthetic, device=c.device),
             device=c.device,
         )

@@ -8,7 +8,6 @@ is still valid (audit/stagecache.py); new stages (attacks) register without edit
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import shutil
 import sys
@@ -34,13 +33,14 @@ from audit.stagecache import (
     ROW_EXEMPT_FIELDS,
     RowCache,
     StageRecord,
+    as_json,
     check_record,
     load_record,
     path_fingerprint,
     save_record,
     stage_key,
 )
-from audit.store import RunDir, row_name, synthetic_name, to_json
+from audit.store import RunDir, row_name, synthetic_name
 from audit.training import accuracy, train_classifier
 from audit.utility import retrain
 from generators.base import GenerationRequest, SyntheticSet, get_generator
@@ -66,7 +66,7 @@ class Run:
         result if an earlier run computed it under the same key, else compute() now. reads: the
         files of row_reads stages this row's work reads."""
         if self.rows is None:
-            return json.loads(to_json(compute()))
+            return as_json(compute())
         return self.rows.get(name, reads, compute)
 
     def seconds(self, stage: str) -> float:
@@ -223,7 +223,9 @@ def _generate_with(run: Run, name: str) -> list[dict[str, Any]]:
     resume_k = None
     if missing and generator.uses_k and rows is not None:
         first = min(k for k in missing if k is not None)
-        resume_k = max((k for k in _recorded_ks(run, name) if k < first), default=None)
+        reused_now = [k for k, entry in done.items() if k is not None and entry is not None]
+        earlier = _recorded_ks(run, name, skip=set(ks))  # e.g. from a run with other Ks
+        resume_k = max((k for k in reused_now + earlier if k < first), default=None)
     if missing:
 
         def save(k: int | None, synthetic: SyntheticSet) -> None:
@@ -270,14 +272,14 @@ def _release(run: Run, name: str, k: int | None, synthetic: SyntheticSet) -> dic
     }
 
 
-def _recorded_ks(run: Run, name: str) -> list[int]:
-    """Ks of this generator whose rows (set and checkpoint) an earlier run on this directory left
-    valid under the current settings, requested now or not."""
+def _recorded_ks(run: Run, name: str, *, skip: set[int | None]) -> list[int]:
+    """Ks (outside skip) of this generator whose rows (set and checkpoint) an earlier run on this
+    directory left valid under the current settings."""
     assert run.rows is not None
     found = []
     for record in run.store.path(f"{RECORD_DIR}/generate").glob(f"{name}-k*.json"):
         suffix = record.stem.removeprefix(f"{name}-k")
-        if not suffix.isdigit():
+        if not suffix.isdigit() or int(suffix) in skip:
             continue
         k = int(suffix)
         hit = run.rows.valid(row_name(name, k), ())
@@ -568,24 +570,7 @@ def execute(config: RunConfig, *, overwrite: bool = False, argv: list[str] | Non
             manifest["reused_rows"] = reused_rows
             store.write_json("config.json", manifest)
             store.written.clear()
-            whole_stage_inputs = {n: r for n, r in inputs.items() if n not in stage.row_reads}
-            run.rows = RowCache(
-                store,
-                stage.name,
-                base_key=stage_key(
-                    stage.name,
-                    config_values,
-                    tuple(f for f in stage.config if f not in ROW_EXEMPT_FIELDS),
-                    whole_stage_inputs,
-                    extra,
-                ),
-                upstream={
-                    file: digest
-                    for name in stage.row_reads
-                    if name in records
-                    for file, digest in records[name].files.items()
-                },
-            )
+            run.rows = _row_cache(store, stage, config_values, inputs, extra)
             start = time.perf_counter()
             stage.run(run)
             seconds = time.perf_counter() - start
@@ -613,6 +598,31 @@ def execute(config: RunConfig, *, overwrite: bool = False, argv: list[str] | Non
     if reused:
         log.info("reused %d of %d stages: %s", len(reused), len(STAGES), ", ".join(reused))
     return store.root
+
+
+def _row_cache(
+    store: RunDir,
+    stage: Stage,
+    config_values: dict[str, Any],
+    inputs: dict[str, StageRecord],
+    extra: dict[str, Any],
+) -> RowCache:
+    """The stage's per-row cache: its key without the K/generator lists and the row_reads
+    stages, whose files each row names instead."""
+    base_key = stage_key(
+        stage.name,
+        config_values,
+        tuple(f for f in stage.config if f not in ROW_EXEMPT_FIELDS),
+        {name: record for name, record in inputs.items() if name not in stage.row_reads},
+        extra,
+    )
+    upstream = {
+        file: digest
+        for name in stage.row_reads
+        if name in inputs
+        for file, digest in inputs[name].files.items()
+    }
+    return RowCache(store, stage.name, base_key, upstream)
 
 
 KEYED_PACKAGES = ("synthaudit", "torch", "pytorchcv", "piq", "numpy")

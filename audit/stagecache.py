@@ -95,7 +95,7 @@ def check_record(store: RunDir, record: StageRecord | None, key: str) -> str | N
 
 
 def save_record(store: RunDir, name: str, key: str, seconds: float) -> StageRecord:
-    files = {written: file_sha256(store.path(written)) for written in store.written}
+    files = store.written_digests()
     record = StageRecord(key, files, round(seconds, 3))
     store.write_json(
         f"{RECORD_DIR}/{name}.json", {"key": key, "files": files, "seconds": record.seconds}
@@ -131,47 +131,58 @@ class RowCache:
 
     def valid(self, row: str, reads: Iterable[str]) -> tuple[StageRecord, Any] | None:
         """The row's record and result, if an earlier run left a valid one under this key."""
+        return self._valid(row, self.key(row, reads))
+
+    def _valid(self, row: str, key: str) -> tuple[StageRecord, Any] | None:
         try:
             raw = json.loads(self._record_path(row).read_text())
             record = StageRecord(str(raw["key"]), dict(raw["files"]), float(raw["seconds"]))
             result = raw["result"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        if check_record(self.store, record, self.key(row, reads)) is not None:
+        if check_record(self.store, record, key) is not None:
             return None
         return record, result
 
     def get(self, row: str, reads: Iterable[str], compute: Callable[[], Any]) -> Any:
         """compute()'s JSON-able result for this row: recorded, or computed now and recorded.
         reads: the run-directory files the row's work reads (beyond the stage's base inputs)."""
-        reads = tuple(reads)
-        result = self.reuse(row, reads)
-        return self.put(row, reads, compute) if result is None else result
+        key = self.key(row, reads)
+        result = self._reuse(row, key)
+        return self._put(row, key, compute) if result is None else result
 
     def reuse(self, row: str, reads: Iterable[str]) -> Any | None:
         """The row's recorded result, counted as reused, or None if it must be computed."""
-        cached = self.valid(row, reads)
+        return self._reuse(row, self.key(row, reads))
+
+    def _reuse(self, row: str, key: str) -> Any | None:
+        cached = self._valid(row, key)
         if cached is None:
             return None
         record, result = cached
-        for name in record.files:  # still this stage's outputs, for the stages after it
-            self.store.mark_written(name)
+        for name, digest in record.files.items():  # still this stage's outputs, hashed just now
+            self.store.mark_written(name, digest)
         self.reused.append(row)
         return result
 
-    def put(self, row: str, reads: Iterable[str], compute: Callable[[], Any]) -> Any:
+    def _put(self, row: str, key: str, compute: Callable[[], Any]) -> Any:
         """Compute the row now and record it (the files it wrote and its result)."""
-        key = self.key(row, reads)
         already = set(self.store.written)
         start = time.perf_counter()
-        result = json.loads(to_json(compute()))  # what a reused row will return, exactly
+        result = as_json(compute())
         seconds = time.perf_counter() - start
-        files = {
-            name: file_sha256(self.store.path(name))
-            for name in self.store.written
-            if name not in already
-        }
+        files = {}
+        for name in self.store.written:
+            if name not in already:
+                files[name] = file_sha256(self.store.path(name))
+                self.store.mark_written(name, files[name])
         record = {"key": key, "files": files, "seconds": round(seconds, 3), "result": result}
         # not a stage output: its timing must not change the keys of the stages after it
         write_text_atomic(self._record_path(row), to_json(record))
         return result
+
+
+def as_json(value: Any) -> Any:
+    """value as it reads back from JSON: what a reused row returns, so fresh and reused rows give
+    the same bytes downstream."""
+    return json.loads(to_json(value))

@@ -56,19 +56,27 @@ class RunDir:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self.written: list[str] = []  # names written since the last reset (one stage's outputs)
+        # names written since the last reset (one stage's outputs) -> their sha256 once known
+        self.written: dict[str, str | None] = {}
 
     def path(self, name: str) -> Path:
         return self.root / name
 
     def _wrote(self, name: str) -> Path:
-        self.mark_written(name)
+        self.written[name] = None  # (re)written: any earlier digest is stale
         return self.path(name)
 
-    def mark_written(self, name: str) -> None:
-        """Count a file among the current stage's outputs (also one reused from a cached row)."""
-        if name not in self.written:
-            self.written.append(name)
+    def mark_written(self, name: str, digest: str) -> None:
+        """Count a file whose sha256 is known among the current stage's outputs (one reused from
+        a cached row, or just hashed), so the stage's record need not hash it again."""
+        self.written[name] = digest
+
+    def written_digests(self) -> dict[str, str]:
+        """sha256 of every file written since the last reset, hashing only those not yet known."""
+        for name, digest in self.written.items():
+            if digest is None:
+                self.written[name] = file_sha256(self.path(name))
+        return {name: digest for name, digest in self.written.items() if digest is not None}
 
     def write_text(self, name: str, text: str) -> Path:
         write_text_atomic(self.path(name), text)
