@@ -29,7 +29,7 @@ from attacks.references import (
 from attacks.release import penultimate_features, release_scores
 from audit.pipeline import Run, Stage, register_stage
 from audit.seeding import numpy_rng, torch_generator
-from audit.store import row_name
+from audit.store import mia_scores_name, row_name
 from audit.training import accuracy, predict_logits, to_tensor, train_classifier
 from generators.bn_match import frozen
 
@@ -114,7 +114,7 @@ def stage_mia_release(run: Run) -> None:
                 _calibrated(run, name, refs_info["n_references"], records, scores, scores_against)
             )
         run.store.write_npz(
-            f"mia/release-{name}.npz",
+            mia_scores_name("mia_release", name),
             candidates=chosen,
             is_member=is_member,
             **{f"score_{d}": s for d, s in scores.items()},
@@ -189,7 +189,7 @@ def stage_mia_model(run: Run) -> None:
             logits, labels, population.numpy(), population_labels, **reference_inputs
         )
         run.store.write_npz(
-            f"mia/model-{row}.npz",
+            mia_scores_name("mia_model", row),
             candidates=chosen,
             is_member=is_member,
             **{f"score_{a}": s for a, s in scores.items()},

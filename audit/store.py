@@ -142,3 +142,10 @@ def synthetic_name(generator: str, k: int | None) -> str:
         if generator == "bn_match"
         else f"synthetic/{generator}-{suffix}.npz"
     )
+
+
+def mia_scores_name(family: str, row: str) -> str:
+    """Per-candidate scores of one attack family on one row: mia/release-<row>.npz (attacks on
+    the released images) or mia/model-<row>.npz (attacks on a classifier)."""
+    prefix = "release" if family == "mia_release" else "model"
+    return f"mia/{prefix}-{row}.npz"

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from audit.store import RunDir, row_name
+from audit.store import RunDir, mia_scores_name, row_name
 
 
 @dataclass(frozen=True)
@@ -200,8 +200,7 @@ def exposed_panels(
         if best is None:
             continue
         auc, row, attack = best
-        prefix = "release" if family == "mia_release" else "model"
-        saved = store.read_npz(f"mia/{prefix}-{row}.npz")
+        saved = store.read_npz(mia_scores_name(family, row))
         scores, is_member = saved[f"score_{attack}"], saved["is_member"].astype(bool)
         candidates = saved["candidates"]
         nonmember_scores = np.sort(scores[~is_member])

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from audit.store import RunDir, row_name
+from audit.store import RunDir, mia_scores_name, row_name
 from reports.figures import hcr_figure, roc_figure, tradeoff_figure
 from reports.gallery import (
     PrivateImages,
@@ -24,10 +24,9 @@ from reports.thresholds import Thresholds, Verdict, check
 
 
 def _roc_panels(store: RunDir, family: str, attacks: dict[str, Any]) -> dict[str, Any]:
-    prefix = "release" if family == "mia_release" else "model"
     panels: dict[str, Any] = {}
     for row, per_attack in attacks[family]["attacks"].items():
-        path = f"mia/{prefix}-{row}.npz"
+        path = mia_scores_name(family, row)
         if not store.path(path).exists():
             continue
         saved = store.read_npz(path)
