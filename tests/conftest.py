@@ -28,6 +28,25 @@ def teacher(digits: ImageDataset) -> NormalizedClassifier:
     return model.eval()
 
 
+def fit_on(
+    model: NormalizedClassifier,
+    digits: ImageDataset,
+    indices: np.ndarray,
+    recipe: TrainConfig,
+    *,
+    stream: str,
+) -> NormalizedClassifier:
+    """Train model on the digits at indices (seed 0, CPU): the memorising models tests plant."""
+    images, labels = digits.images[indices], digits.labels[indices]
+    train_classifier(model, images, labels, recipe, seed=0, stream=stream, device="cpu")
+    return model
+
+
+def one_per_class(labels: np.ndarray, classes: int = 10) -> np.ndarray:
+    """The index of the first image of each class."""
+    return np.array([np.flatnonzero(labels == c)[0] for c in range(classes)])
+
+
 def random_images(n: int, size: int = 16, channels: int = 1, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, size, size, channels), dtype=np.uint8)
 

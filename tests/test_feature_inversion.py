@@ -8,24 +8,17 @@ from attacks.features import split_classifier
 from attacks.release import penultimate_features
 from audit.config import TrainConfig
 from audit.models import build_model
-from audit.training import predict_logits, train_classifier
+from audit.training import predict_logits
+from tests.conftest import fit_on, one_per_class
 
 
 def test_noise_free_features_reconstruct_far_better_than_noisy_ones(digits):
-    members = np.array([np.flatnonzero(digits.labels == c)[0] for c in range(10)])
+    members = one_per_class(digits.labels)
     rest = np.setdiff1d(np.arange(len(digits.labels)), members)
     attacker, evaluation = rest[:300], rest[300:600]
     model = build_model("resnet20_cifar10", channels=1, num_classes=10, seed=0)
     recipe = TrainConfig(epochs=100, batch_size=10, crop_padding=0)
-    train_classifier(
-        model,
-        digits.images[members],
-        digits.labels[members],
-        recipe,
-        seed=0,
-        stream="planted",
-        device="cpu",
-    )
+    fit_on(model, digits, members, recipe, stream="planted")
     result = feature_inversion(
         model,
         attacker_images=digits.images[attacker],

@@ -11,7 +11,7 @@ import torch
 
 from attacks.inversion import invert, score_reconstructions
 from audit.config import InversionConfig, TrainConfig
-from audit.training import train_classifier
+from tests.conftest import fit_on, one_per_class
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def linear_planted(digits):
 
     from audit.models import NormalizedClassifier
 
-    members = np.array([np.flatnonzero(digits.labels == c)[0] for c in range(10)])
+    members = one_per_class(digits.labels)
     rest = np.setdiff1d(np.arange(len(digits.labels)), members)
     rng = np.random.default_rng(0)
     nonmembers = np.concatenate(
@@ -32,15 +32,7 @@ def linear_planted(digits):
         torch.manual_seed(0)
         model = NormalizedClassifier(nn.Sequential(nn.Flatten(), nn.Linear(256, 10)), channels=1)
     recipe = TrainConfig(epochs=200, batch_size=10, crop_padding=0, lr=0.05)
-    train_classifier(
-        model,
-        digits.images[members],
-        digits.labels[members],
-        recipe,
-        seed=0,
-        stream="lin",
-        device="cpu",
-    )
+    fit_on(model, digits, members, recipe, stream="lin")
     return model, members, nonmembers
 
 

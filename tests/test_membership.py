@@ -20,9 +20,10 @@ from attacks.membership import (
 from attacks.metrics import evaluate_attack
 from audit.config import BNMatchConfig, TrainConfig
 from audit.models import build_model
-from audit.training import accuracy, predict_logits, train_classifier
+from audit.training import accuracy, predict_logits
 from audit.utility import retrain
 from generators.bn_match import balanced_labels, bn_match
+from tests.conftest import fit_on
 
 
 def auc(scores, is_member):
@@ -152,15 +153,7 @@ def test_overfit_target_leaks_more_than_its_retrained_model(digits):
     members, nonmembers, population = order[:60], order[60:120], order[260:660]
     model = build_model("resnet20_cifar10", channels=1, num_classes=10, seed=0)
     recipe = TrainConfig(epochs=40, batch_size=32)
-    train_classifier(
-        model,
-        digits.images[members],
-        digits.labels[members],
-        recipe,
-        seed=0,
-        stream="t",
-        device="cpu",
-    )
+    fit_on(model, digits, members, recipe, stream="t")
     assert accuracy(model, digits.images[members], digits.labels[members], device="cpu") == 1.0
     labels = balanced_labels(40, 10)
     synthetic = bn_match(
