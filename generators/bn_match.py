@@ -223,8 +223,11 @@ def bn_match(
             (n_images, *image_shape), generator=torch_generator(seed, "bn_match", "noise")
         )
     y_all = torch.from_numpy(labels).to(device)
+    # per K, the passes' parts until the last pass completes it, then the whole set (joined once)
     snapshots: dict[int, list[np.ndarray]] = {k: [] for k in ks}
     state_parts: dict[int, list[tuple[np.ndarray, ...]]] = {k: [] for k in ks}
+    released: dict[int, np.ndarray] = {}
+    states: dict[int, TrajectoryState] = {}
     loss_at: dict[int, list[float]] = {k: [] for k in ks}
     history: dict[int, list[float]] = {}
     teacher = teacher.to(device)
@@ -272,20 +275,19 @@ def bn_match(
                                 for t in (z, moments["exp_avg"], moments["exp_avg_sq"])
                             )
                         )
-                        if on_snapshot is not None and groups.stop == n_groups:  # K complete
-                            on_snapshot(
-                                step,
-                                np.concatenate(snapshots[step]),
-                                sum(loss_at[step]) / n_groups,
-                                _joined(step, state_parts[step]),
-                            )
+                        if groups.stop == n_groups:  # the last pass: every group is at K
+                            released[step] = np.concatenate(snapshots.pop(step))
+                            states[step] = _joined(step, state_parts.pop(step))
+                            if on_snapshot is not None:
+                                loss = sum(loss_at[step]) / n_groups
+                                on_snapshot(step, released[step], loss, states[step])
     records.clear()
     return BNMatchResult(
-        snapshots={k: np.concatenate(v) for k, v in snapshots.items()},
+        snapshots=released,
         labels=labels,
         loss_at={k: sum(v) / n_groups for k, v in loss_at.items()},
         history=[(s, sum(v) / n_groups) for s, v in sorted(history.items())],
-        states={k: _joined(k, parts) for k, parts in state_parts.items()},
+        states=states,
     )
 
 
