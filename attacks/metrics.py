@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.stats import beta
+from scipy.stats import beta, hypergeom, mannwhitneyu
 from sklearn.metrics import roc_auc_score, roc_curve
 
 
@@ -19,9 +19,13 @@ from sklearn.metrics import roc_auc_score, roc_curve
 class AttackMetrics:
     auc: float
     auc_ci: tuple[float, float]  # percentile bootstrap
-    tpr_at_fpr: dict[float, float]  # target FPR -> best TPR with FPR <= target
+    # target FPR -> best TPR with FPR <= target; None where the non-members cannot resolve that
+    # FPR (fewer than 1/target of them: the figure would be TPR at zero false positives)
+    tpr_at_fpr: dict[float, float | None]
     balanced_accuracy: float  # best over thresholds
-    eps_lower: float  # one-sided Clopper-Pearson bound, best over thresholds (0 if none)
+    eps_lower: float  # (epsilon, delta) estimate at eps_delta, best over thresholds (0 if none)
+    eps_delta: float
+    p_value: float  # one-sided Mann-Whitney test of "members score higher" (AUC > 0.5)
     n_members: int
     n_nonmembers: int
     fpr: np.ndarray = field(repr=False)
@@ -39,18 +43,31 @@ def clopper_pearson(successes: np.ndarray, trials: int, *, alpha: float, upper: 
 
 
 def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
-    """The highest TPR over thresholds whose FPR does not exceed target."""
+    """The highest TPR over thresholds whose FPR does not exceed target (fpr/tpr from every
+    threshold: sklearn's drop_intermediate would drop real ones on tied scores)."""
     ok = fpr <= target
     return float(tpr[ok].max()) if ok.any() else 0.0
 
 
+def resolvable(target_fpr: float, n_nonmembers: int) -> bool:
+    """Whether n non-members can show an FPR of target at all: one false positive is 1/n."""
+    return n_nonmembers * target_fpr >= 1 - 1e-9
+
+
 def epsilon_lower_bound(
-    member_scores: np.ndarray, nonmember_scores: np.ndarray, *, alpha: float = 0.05
+    member_scores: np.ndarray,
+    nonmember_scores: np.ndarray,
+    *,
+    alpha: float = 0.05,
+    delta: float = 0.0,
 ) -> float:
-    """eps >= max over thresholds of log(TPR_lo / FPR_hi) and log(TNR_lo / FNR_hi), with
-    one-sided Clopper-Pearson bounds (each at 1 - alpha/2, so a threshold's pair holds jointly
-    at 1 - alpha). The max over thresholds is taken on the same data, as peers do; treat it as an
-    audit estimate, not a certificate."""
+    """The epsilon of (epsilon, delta)-DP that the attack's error rates imply: (eps, delta)-DP
+    forces TPR <= e^eps FPR + delta and TNR <= e^eps FNR + delta at every threshold, so
+    eps >= max over thresholds of log((TPR_lo - delta) / FPR_hi) and log((TNR_lo - delta) /
+    FNR_hi), with one-sided Clopper-Pearson bounds (each at 1 - alpha/2). delta = 0 gives pure
+    epsilon. The max over thresholds is taken on the same data and the scores come from one
+    trained pipeline, so this is an audit estimate, not a bound that holds with confidence
+    1 - alpha."""
     members = np.asarray(member_scores, dtype=np.float64)
     nonmembers = np.asarray(nonmember_scores, dtype=np.float64)
     n_in, n_out = len(members), len(nonmembers)
@@ -63,8 +80,13 @@ def epsilon_lower_bound(
     fpr_hi = clopper_pearson(fp, n_out, alpha=a, upper=True)
     tnr_lo = clopper_pearson(n_out - fp, n_out, alpha=a, upper=False)
     fnr_hi = clopper_pearson(n_in - tp, n_in, alpha=a, upper=True)
-    with np.errstate(divide="ignore"):
-        ratios = np.concatenate([np.log(tpr_lo / fpr_hi), np.log(tnr_lo / fnr_hi)])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.concatenate(
+            [
+                np.log(np.maximum(tpr_lo - delta, 0) / fpr_hi),
+                np.log(np.maximum(tnr_lo - delta, 0) / fnr_hi),
+            ]
+        )
     best = float(np.nanmax(ratios)) if len(ratios) else 0.0
     return max(0.0, best) if math.isfinite(best) else 0.0
 
@@ -77,6 +99,7 @@ def evaluate_attack(
     fpr_targets: tuple[float, ...] = (0.001, 0.01),
     n_bootstrap: int = 1000,
     alpha: float = 0.05,
+    delta: float = 0.0,
 ) -> AttackMetrics:
     members = np.asarray(member_scores, dtype=np.float64)
     nonmembers = np.asarray(nonmember_scores, dtype=np.float64)
@@ -86,7 +109,7 @@ def evaluate_attack(
         raise ValueError("attack scores must be finite")
     labels = np.concatenate([np.ones(len(members)), np.zeros(len(nonmembers))])
     scores = np.concatenate([members, nonmembers])
-    fpr, tpr, _ = roc_curve(labels, scores)
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
     auc = float(roc_auc_score(labels, scores))
     boot = []
     for _ in range(n_bootstrap):  # resample members and non-members separately
@@ -97,9 +120,14 @@ def evaluate_attack(
     return AttackMetrics(
         auc=auc,
         auc_ci=(float(low), float(high)),
-        tpr_at_fpr={t: tpr_at_fpr(fpr, tpr, t) for t in fpr_targets},
+        tpr_at_fpr={
+            t: tpr_at_fpr(fpr, tpr, t) if resolvable(t, len(nonmembers)) else None
+            for t in fpr_targets
+        },
         balanced_accuracy=float(((tpr + 1 - fpr) / 2).max()),
-        eps_lower=epsilon_lower_bound(members, nonmembers, alpha=alpha),
+        eps_lower=epsilon_lower_bound(members, nonmembers, alpha=alpha, delta=delta),
+        eps_delta=delta,
+        p_value=float(mannwhitneyu(members, nonmembers, alternative="greater").pvalue),
         n_members=len(members),
         n_nonmembers=len(nonmembers),
         fpr=fpr,
@@ -114,3 +142,88 @@ def _auc(members: np.ndarray, nonmembers: np.ndarray) -> float:
     ranks = rankdata(np.concatenate([members, nonmembers]))
     n_in, n_out = len(members), len(nonmembers)
     return float((ranks[:n_in].sum() - n_in * (n_in + 1) / 2) / (n_in * n_out))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The strongest of several attacks, chosen on one half of the candidates (by AUC) and
+    measured on the other: the worst case over attacks without the upward bias of taking the max
+    of many noisy estimates on the same data."""
+
+    attack: str
+    metrics: AttackMetrics  # on the evaluation half
+    selection_auc: dict[str, float]  # every attack's AUC on the selection half
+    threshold: float  # the chosen attack's threshold with the most significant split (selection)
+    p_threshold: float  # one-sided Fisher test at that threshold, on the evaluation half
+    p_value: float  # the gate's: 2 x min(AUC test, threshold test), both on the evaluation half
+
+
+def _fisher_greater(members: np.ndarray, nonmembers: np.ndarray, thresholds: np.ndarray):
+    """One-sided Fisher exact p-values of "members reach each threshold more often than
+    non-members" (predict member when score >= threshold)."""
+    n_in, n_out = len(members), len(nonmembers)
+    hits_in = n_in - np.searchsorted(np.sort(members), thresholds, side="left")
+    hits_out = n_out - np.searchsorted(np.sort(nonmembers), thresholds, side="left")
+    return hypergeom.sf(hits_in - 1, n_in + n_out, n_in, hits_in + hits_out)
+
+
+def threshold_test(
+    select_members: np.ndarray,
+    select_nonmembers: np.ndarray,
+    eval_members: np.ndarray,
+    eval_nonmembers: np.ndarray,
+) -> tuple[float, float]:
+    """(threshold, p): the threshold whose split is most significant on the selection half, and
+    its one-sided Fisher p-value on the evaluation half. It sees what an AUC test averages away:
+    a few members exposed at (near) zero false positives."""
+    thresholds = np.unique(np.concatenate([select_members, select_nonmembers]))
+    chosen = float(
+        thresholds[np.argmin(_fisher_greater(select_members, select_nonmembers, thresholds))]
+    )
+    p = float(_fisher_greater(eval_members, eval_nonmembers, np.array([chosen]))[0])
+    return chosen, p
+
+
+def selection_halves(is_member: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """True for the selection half: half the members and half the non-members, at random."""
+    is_member = np.asarray(is_member, bool)
+    select = np.zeros(len(is_member), bool)
+    for group in (np.flatnonzero(is_member), np.flatnonzero(~is_member)):
+        select[rng.choice(group, len(group) // 2, replace=False)] = True
+    return select
+
+
+def select_strongest(
+    scores: dict[str, np.ndarray],
+    is_member: np.ndarray,
+    select: np.ndarray,
+    *,
+    rng: np.random.Generator,
+    delta: float = 0.0,
+    n_bootstrap: int = 1000,
+) -> Selection:
+    """Choose the attack with the highest AUC on candidates[select], evaluate it on the rest:
+    its metrics, and the gate's p-value, twice the smaller of its AUC test (Mann-Whitney) and its
+    threshold test (the threshold chosen on the selection half), both on the rest."""
+    is_member = np.asarray(is_member, bool)
+    if not scores:
+        raise ValueError("no attacks to choose from")
+    aucs = {name: _auc(s[select & is_member], s[select & ~is_member]) for name, s in scores.items()}
+    best = max(aucs, key=lambda name: (aucs[name], name))
+    held = ~select
+    chosen = scores[best]
+    metrics = evaluate_attack(
+        chosen[held & is_member],
+        chosen[held & ~is_member],
+        rng=rng,
+        delta=delta,
+        n_bootstrap=n_bootstrap,
+    )
+    threshold, p_threshold = threshold_test(
+        chosen[select & is_member],
+        chosen[select & ~is_member],
+        chosen[held & is_member],
+        chosen[held & ~is_member],
+    )
+    p_value = min(1.0, 2 * min(metrics.p_value, p_threshold))
+    return Selection(best, metrics, aucs, threshold, p_threshold, p_value)
