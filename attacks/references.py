@@ -32,8 +32,9 @@ TARGET_ROW = "target"
 @dataclass(frozen=True)
 class AttackRecords:
     """Who is attacked: the pool (members + non-members, the records reference models train on),
-    the balanced candidates scored (equal members and non-members, a subset of the pool) and the
-    population records (from the test split; no model trains on them)."""
+    the candidates scored (every member and every non-member, each side capped at
+    mia_candidates) and the population records (from the test split; no model trains on
+    them)."""
 
     pool: np.ndarray  # dataset indices, sorted
     pool_is_member: np.ndarray
@@ -50,12 +51,11 @@ def attack_records(run: Run) -> AttackRecords:
         np.r_[np.ones(len(split.members), bool), np.zeros(len(split.nonmembers), bool)][order],
     )
     rng = numpy_rng(c.seed, "mia", "candidates")
-    n = min(len(split.members), len(split.nonmembers), c.mia_candidates)
-    member_pos, nonmember_pos = np.flatnonzero(is_member), np.flatnonzero(~is_member)
+    # every member and non-member up to the cap, the same records for every attack
     candidates = np.concatenate(
         [
-            np.sort(rng.choice(member_pos, n, replace=False)),
-            np.sort(rng.choice(nonmember_pos, n, replace=False)),
+            np.sort(rng.choice(group, min(len(group), c.mia_candidates), replace=False))
+            for group in (np.flatnonzero(is_member), np.flatnonzero(~is_member))
         ]
     )
     n_population = min(len(split.test), c.mia_candidates)

@@ -1,10 +1,11 @@
 """Membership inference against the release itself (GAN-Leaks full black-box, Chen et al. 2020).
 
 A candidate record scores high when some released image is close to it: nearest-neighbour
-similarity (SSIM, HaarPSI), negative nearest distance in pixels (L2) and in the target model's
-penultimate feature space. Members the generator memorised score higher than non-members.
-Calibration against a reference generator's set (the paper's variant) needs reference models and
-is not done here yet: these are the uncalibrated scores.
+similarity (SSIM, HaarPSI), negative nearest distance in pixels (L2) and in the penultimate
+feature space of a classifier the attacker could hold (one trained on population records, never
+the private target: an overfit target separates members from non-members in its own features
+whatever was released). Members the generator memorised score higher than non-members. The
+calibrated variants (attacks/stages.py) subtract the same score against reference pipelines' sets.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def penultimate_features(
     return torch.cat(captured)
 
 
-def _nearest_l2(query: torch.Tensor, reference: torch.Tensor, block: int = 1024) -> np.ndarray:
+def nearest_l2(query: torch.Tensor, reference: torch.Tensor, block: int = 1024) -> np.ndarray:
     """min_j ||q_i - r_j||_2 for flattened vectors, in blocks."""
     out = []
     for start in range(0, len(query), block):
@@ -61,8 +62,8 @@ def release_scores(
     flat_c = torch.from_numpy(candidates.reshape(len(candidates), -1)).float() / 255
     flat_s = torch.from_numpy(synthetic.reshape(len(synthetic), -1)).float() / 255
     scores = {
-        "pixel_l2": -_nearest_l2(flat_c, flat_s),
-        "feature_l2": -_nearest_l2(candidate_features, synthetic_features),
+        "pixel_l2": -nearest_l2(flat_c, flat_s),
+        "feature_l2": -nearest_l2(candidate_features, synthetic_features),
     }
     for metric in ("ssim", "haarpsi"):
         values, _ = nearest_neighbours(candidates, synthetic, metric, device=device, progress=False)

@@ -18,7 +18,7 @@ from attacks.features import split_classifier
 from attacks.hcr import hcr_bounds
 from attacks.inversion import VARIANTS, invert, score_reconstructions
 from attacks.membership import REFERENCE_ATTACKS, model_attack_scores
-from attacks.metrics import AttackMetrics, evaluate_attack
+from attacks.metrics import AttackMetrics, evaluate_attack, select_strongest, selection_halves
 from attacks.references import (
     TARGET_ROW,
     AttackRecords,
@@ -26,7 +26,8 @@ from attacks.references import (
     load_references,
     stage_mia_refs,
 )
-from attacks.release import penultimate_features, release_scores
+from attacks.release import nearest_l2, penultimate_features, release_scores
+from audit.models import load_weights
 from audit.pipeline import Run, Stage, register_stage
 from audit.seeding import numpy_rng, torch_generator
 from audit.store import mia_scores_name, row_name
@@ -40,39 +41,82 @@ def metrics_summary(m: AttackMetrics) -> dict[str, Any]:
     return {
         "auc": m.auc,
         "auc_ci": list(m.auc_ci),
+        "p_value": m.p_value,
         "tpr_at_0.1%fpr": m.tpr_at_fpr[0.001],
         "tpr_at_1%fpr": m.tpr_at_fpr[0.01],
+        "min_resolvable_fpr": 1 / m.n_nonmembers,
         "balanced_accuracy": m.balanced_accuracy,
         "eps_lower": m.eps_lower,
+        "eps_delta": m.eps_delta,
         "n_members": m.n_members,
         "n_nonmembers": m.n_nonmembers,
     }
 
 
 def _evaluate_all(
-    run: Run, family: str, row: str, scores: dict[str, np.ndarray], is_member: np.ndarray
-) -> tuple[dict[str, dict[str, Any]], dict[str, float]]:
-    """Metrics of every attack on one row, and the row's worst-case columns for the family."""
+    run: Run,
+    family: str,
+    row: str,
+    scores: dict[str, np.ndarray],
+    is_member: np.ndarray,
+    *,
+    diagnostics: tuple[str, ...] = (),
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """Metrics of every attack on one row (all candidates), and the row's worst-case columns for
+    the family: the attack chosen on one half of the candidates, measured on the other half.
+    diagnostics: attacks reported beside the others but outside the worst case (and the gate)."""
+    c = run.config
     metrics = {
         attack: evaluate_attack(
             s[is_member],
             s[~is_member],
-            rng=numpy_rng(run.config.seed, family, "bootstrap", row, attack),
+            rng=numpy_rng(c.seed, family, "bootstrap", row, attack),
+            delta=c.eps_delta,
         )
         for attack, s in scores.items()
     }
-    columns = {  # the worst case over the family's attacks
-        f"{family}_auc": max(m.auc for m in metrics.values()),
-        f"{family}_tpr_at_1fpr": max(m.tpr_at_fpr[0.01] for m in metrics.values()),
-        f"{family}_eps_lower": max(m.eps_lower for m in metrics.values()),
+    eligible = {a: s for a, s in scores.items() if a not in diagnostics}
+    select = selection_halves(is_member, numpy_rng(c.seed, "mia", "selection"))
+    chosen = select_strongest(
+        eligible,
+        is_member,
+        select,
+        rng=numpy_rng(c.seed, family, "bootstrap-selected", row),
+        delta=c.eps_delta,
+    )
+    m = chosen.metrics
+    columns = {
+        f"{family}_attack": chosen.attack,
+        f"{family}_auc": m.auc,
+        f"{family}_auc_ci_low": m.auc_ci[0],
+        f"{family}_auc_ci_high": m.auc_ci[1],
+        f"{family}_p": chosen.p_value,
+        f"{family}_tpr_at_1fpr": m.tpr_at_fpr[0.01],
+        f"{family}_eps_lower": m.eps_lower,
     }
     log.info(
-        "[%s] %s: AUC %s",
+        "[%s] %s: AUC %s; strongest on the selection half: %s, AUC %.3f (95%% CI %.3f-%.3f, "
+        "p %.2g) on the other half",
         family,
         row,
         ", ".join(f"{a} {m.auc:.3f}" for a, m in metrics.items()),
+        chosen.attack,
+        m.auc,
+        m.auc_ci[0],
+        m.auc_ci[1],
+        chosen.p_value,
     )
-    return {a: metrics_summary(m) for a, m in metrics.items()}, columns
+    report = {a: metrics_summary(m) for a, m in metrics.items()}
+    selection = {
+        "attack": chosen.attack,
+        "selection_auc": chosen.selection_auc,
+        **metrics_summary(m),
+        "p_value_auc": m.p_value,
+        "threshold": chosen.threshold,
+        "p_value_threshold": chosen.p_threshold,
+        "p_value": chosen.p_value,  # the gate's: 2 x min of the two tests
+    }
+    return report, selection, columns
 
 
 def _candidates(records: AttackRecords) -> tuple[np.ndarray, np.ndarray]:
@@ -80,55 +124,79 @@ def _candidates(records: AttackRecords) -> tuple[np.ndarray, np.ndarray]:
     return records.pool[records.candidates], records.pool_is_member[records.candidates]
 
 
+INSIDER = "target_feature_l2"  # a diagnostic: needs the private target, which no attacker holds
+
+
 def stage_mia_release(run: Run) -> None:
-    """GAN-Leaks full black-box on each release; with reference pipelines also the calibrated
-    variant: the score minus the mean score against the reference synthetic sets of the
-    reference models that did not train on the candidate."""
+    """GAN-Leaks full black-box on each release, with what a release attacker could hold: pixels,
+    SSIM, HaarPSI and distances in the population model's features (trained on records no audited
+    pipeline saw, or the user's --attacker-weights). With reference pipelines also the calibrated
+    variants: the score minus the mean score against the reference synthetic sets of the
+    reference models that did not train on the candidate. The same distance in the private
+    target's features is kept as a labelled insider diagnostic, outside the worst case."""
     c, data = run.config, run.data
     records = attack_records(run)
     chosen, is_member = _candidates(records)
     candidates = data.images[chosen]
-    teacher = run.target()
+    extractor, target = run.saved_model(POPULATION_MODEL), run.target()
 
     @cache  # only when some row is computed: a run that adds a K reuses the others
-    def candidate_features() -> Any:
-        return penultimate_features(teacher, candidates, device=c.device)
+    def candidate_features(insider: bool = False) -> Any:
+        return penultimate_features(target if insider else extractor, candidates, device=c.device)
 
     def scores_against(synthetic: np.ndarray) -> dict[str, np.ndarray]:
         return release_scores(
             candidates,
             synthetic,
             candidate_features=candidate_features(),
-            synthetic_features=penultimate_features(teacher, synthetic, device=c.device),
+            synthetic_features=penultimate_features(extractor, synthetic, device=c.device),
             device=c.device,
         )
 
     refs_info = run.store.read_json("refs.json")
     report: dict[str, Any] = {}
-    columns: dict[str, dict[str, float]] = {}
+    selected: dict[str, Any] = {}
+    columns: dict[str, dict[str, Any]] = {}
 
-    def attack(path: str, name: str) -> tuple[dict[str, Any], dict[str, float]]:
-        scores = scores_against(run.store.read_npz(path)["images"])
+    def attack(path: str, name: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        synthetic = run.store.read_npz(path)["images"]
+        scores = scores_against(synthetic)
         if refs_info["n_references"] and name in refs_info["rows"]:
             scores.update(
                 _calibrated(run, name, refs_info["n_references"], records, scores, scores_against)
             )
+        scores[INSIDER] = -nearest_l2(
+            candidate_features(True), penultimate_features(target, synthetic, device=c.device)
+        )
         run.store.write_npz(
             mia_scores_name("mia_release", name),
             candidates=chosen,
             is_member=is_member,
             **{f"score_{d}": s for d, s in scores.items()},
         )
-        return _evaluate_all(run, "mia_release", name, scores, is_member)
+        return _evaluate_all(run, "mia_release", name, scores, is_member, diagnostics=(INSIDER,))
 
     for release in run.releases():
         path, name = release["path"], row_name(release["generator"], release["k"])
-        report[name], columns[name] = run.row(name, partial(attack, path, name), reads=(path,))
+        report[name], selected[name], columns[name] = run.row(
+            name, partial(attack, path, name), reads=(path, POPULATION_MODEL)
+        )
+        columns[name][f"mia_release_{INSIDER}_auc"] = report[name][INSIDER]["auc"]
     run.store.write_json(
         "mia_release.json",
-        {"attacks": report, "n_candidates_each": int(is_member.sum())},
+        {
+            "attacks": report,
+            "selected": selected,
+            "diagnostics": [INSIDER],
+            "feature_extractor": run.store.read_json("population_model.json")["source"],
+            **_candidate_counts(is_member),
+        },
     )
     run.store.write_json("columns/mia_release.json", columns)
+
+
+def _candidate_counts(is_member: np.ndarray) -> dict[str, int]:
+    return {"n_members": int(is_member.sum()), "n_nonmembers": int((~is_member).sum())}
 
 
 def _calibrated(
@@ -169,10 +237,11 @@ def stage_mia_model(run: Run) -> None:
     labels, population_labels = data.labels[chosen], data.labels[records.population]
     models = attacked_models(run)
     report: dict[str, Any] = {}
-    columns: dict[str, dict[str, float]] = {}
+    selected: dict[str, Any] = {}
+    columns: dict[str, dict[str, Any]] = {}
     ran: dict[str, list[str]] = {}
 
-    def attack(row: str, path: str) -> tuple[list[str], dict[str, Any], dict[str, float]]:
+    def attack(row: str, path: str) -> tuple[list[str], dict[str, Any], Any, dict[str, Any]]:
         model = run.saved_model(path)
         logits = predict_logits(model, data.images[chosen], device=c.device).numpy()
         population = predict_logits(model, data.images[records.population], device=c.device)
@@ -197,7 +266,7 @@ def stage_mia_model(run: Run) -> None:
         return (list(scores), *_evaluate_all(run, "mia_model", row, scores, is_member))
 
     for row, path in models.items():
-        ran[row], report[row], columns[row] = run.row(
+        ran[row], report[row], selected[row], columns[row] = run.row(
             row, partial(attack, row, path), reads=(path,)
         )
     n_refs = run.store.read_json("refs.json")["n_references"]
@@ -205,6 +274,7 @@ def stage_mia_model(run: Run) -> None:
         "mia_model.json",
         {
             "attacks": report,
+            "selected": selected,
             "attacks_run": ran,
             "n_references": n_refs,
             "note": (
@@ -215,40 +285,53 @@ def stage_mia_model(run: Run) -> None:
                 + ", ".join(REFERENCE_ATTACKS)
                 + ") need --mia-refs N"
             ),
-            "n_candidates_each": int(is_member.sum()),
+            **_candidate_counts(is_member),
             "n_population": len(records.population),
         },
     )
     run.store.write_json("columns/mia_model.json", columns)
 
 
-def stage_inversion(run: Run) -> None:
-    """Model inversion of the target and each retrained model, scored against members and
-    non-members of each class and by an evaluation classifier trained on the test split (which
-    no attacked model saw)."""
-    c, data, split = run.config, run.data, run.split()
+POPULATION_MODEL = "population_model.pt"
 
-    def train_evaluator() -> float:
-        evaluator = run.new_model("evaluator")
+
+def stage_population_model(run: Run) -> None:
+    """A classifier of the --model architecture trained on the population records (the test
+    split), which no audited pipeline trains on: the features a release attacker could compute,
+    and the independent evaluator of model inversion. --attacker-weights supplies one instead."""
+    c, data, split = run.config, run.data, run.split()
+    model = run.new_model("evaluator")
+    if c.attacker_weights:
+        load_weights(model, c.attacker_weights, model_name=c.model, flag="--attacker-weights")
+        source = f"loaded from {c.attacker_weights} (--attacker-weights)"
+    else:
         train_classifier(
-            evaluator,
+            model,
             data.images[split.test],
             data.labels[split.test],
             dataclasses.replace(c.target, epochs=c.inversion.eval_epochs),
             seed=c.seed,
             stream="evaluator",
             device=c.device,
-            desc="evaluator",
+            desc="population model",
         )
-        run.store.write_state_dict(EVALUATOR, evaluator.state_dict())
-        return accuracy(
-            run.saved_model(EVALUATOR),
-            data.images[split.nonmembers],
-            data.labels[split.nonmembers],
-            device=c.device,
-        )
+        source = f"trained on the {len(split.test)} population (test) records"
+    run.store.write_state_dict(POPULATION_MODEL, model.state_dict())
+    acc = accuracy(
+        run.saved_model(POPULATION_MODEL),
+        data.images[split.nonmembers],
+        data.labels[split.nonmembers],
+        device=c.device,
+    )
+    run.store.write_json("population_model.json", {"source": source, "acc_nonmembers": acc})
+    log.info("[population_model] %s: accuracy on non-members %.3f", source, acc)
 
-    evaluator_acc = run.row("evaluator", train_evaluator)
+
+def stage_inversion(run: Run) -> None:
+    """Model inversion of the target and each retrained model, scored against members and
+    non-members of each class and by the population model (trained on the test split, which no
+    attacked model saw)."""
+    evaluator_acc = run.store.read_json("population_model.json")["acc_nonmembers"]
     report: dict[str, Any] = {}
     columns: dict[str, dict[str, float]] = {}
     for row, path in attacked_models(run).items():
@@ -272,7 +355,7 @@ def stage_inversion(run: Run) -> None:
     run.store.write_json("columns/inversion.json", columns)
 
 
-EVALUATOR = "inversion/evaluator.pt"  # trained on the test split, which no attacked model saw
+EVALUATOR = POPULATION_MODEL  # trained on the test split, which no attacked model saw
 
 
 def _invert_model(
@@ -462,10 +545,18 @@ def register() -> None:
         )
         register_stage(
             Stage(
+                "population_model",
+                stage_population_model,
+                config=(*data, "inversion", "target", "attacker_weights"),
+                reads=("split",),
+            )
+        )
+        register_stage(
+            Stage(
                 "mia_release",
                 stage_mia_release,
-                config=(*data, *candidates),
-                reads=("split", "target", "generate", "mia_refs"),
+                config=(*data, *candidates, "eps_delta"),
+                reads=("split", "target", "generate", "mia_refs", "population_model"),
                 row_reads=("generate",),
             )
         )
@@ -473,7 +564,7 @@ def register() -> None:
             Stage(
                 "mia_model",
                 stage_mia_model,
-                config=(*data, *candidates),
+                config=(*data, *candidates, "eps_delta"),
                 reads=("split", "target", "generate", "utility", "mia_refs"),
                 row_reads=("generate", "utility"),
             )
@@ -483,7 +574,7 @@ def register() -> None:
                 "inversion",
                 stage_inversion,
                 config=(*data, "inversion", "target"),
-                reads=("split", "target", "generate", "utility"),
+                reads=("split", "target", "generate", "utility", "population_model"),
                 row_reads=("generate", "utility"),
             )
         )

@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import logging
 import sys
+import warnings
 import zipfile
 from typing import NoReturn
 
@@ -117,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
         "pipeline (default 0: single-model attacks only)",
     )
     run.add_argument(
+        "--attacker-weights",
+        metavar="FILE",
+        help="the release attacker's feature extractor (--model architecture, a suite or "
+        "pytorchcv state dict); default: one trained on the population (test) records",
+    )
+    run.add_argument(
         "--synthetic",
         metavar="PATH",
         help="audit this existing set instead of generating one: an .npz with images (uint8 "
@@ -187,6 +194,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         seed=args.seed,
         redact_private=args.redact_originals,
         mia_refs=args.mia_refs,
+        attacker_weights=args.attacker_weights,
         synthetic=args.synthetic,
         generators=("external",) if args.synthetic else None,
         split_file=args.split,
@@ -203,6 +211,12 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             config.mia_refs,
         )
     root = execute(config, overwrite=args.overwrite, argv=argv)
+    from reports.thresholds import gate_run, summary_lines
+
+    thresholds, verdicts = gate_run(root)
+    for line in summary_lines(verdicts):
+        print(line)
+    print(f"(verdict: {thresholds.source}; `audit check {root}` gives it as an exit status)")
     print(f"report: {root / 'report.html'}")
     return 0
 
@@ -224,7 +238,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from reports.thresholds import gate_run
+    from reports.thresholds import gate_run, summary_lines
 
     thresholds, verdicts = gate_run(args.dir, args.thresholds)
     breaches = [v for v in verdicts if not v.passed]
@@ -233,19 +247,40 @@ def _check(args: argparse.Namespace) -> int:
     releases = len({v.row for v in verdicts})
     if not verdicts:
         raise AuditError(f"{args.dir}: no released rows to check")
+    for line in summary_lines(verdicts):
+        print(line)
+    checks = f"{len(thresholds.limits)} limit(s) and {len(thresholds.tests)} test(s)"
     if breaches:
-        print(f"FAIL: {len(breaches)} breach(es) in {releases} release(s) ({thresholds.source})")
+        print(
+            f"FAIL: {len(breaches)} breach(es) in {releases} release(s) under {checks} "
+            f"({thresholds.source})"
+        )
         return EXIT_BREACH
-    print(
-        f"PASS: {releases} release(s) within {len(thresholds.limits)} thresholds "
-        f"({thresholds.source})"
-    )
+    print(f"PASS: {releases} release(s) within {checks} ({thresholds.source})")
     return 0
+
+
+OWN_LOGGERS = ("audit", "attacks", "generators", "reports")
+
+
+def quiet_third_parties() -> None:
+    """Our progress at INFO; other libraries only at WARNING (matplotlib's font-cache message is
+    INFO), and no deprecation notices about code we do not own (torch.jit.script inside the
+    libraries we call)."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr, force=True)
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
+    # torch.compile on a CPU machine with CUDA_HOME set: "No CUDA runtime is found" (harmless)
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+    warnings.filterwarnings(
+        "ignore", category=DeprecationWarning, module=r"(torch|torchvision|piq)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
+    quiet_third_parties()
     try:
         try:
             args = build_parser().parse_args(argv)

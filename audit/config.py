@@ -104,7 +104,8 @@ class RunConfig:
     max_members: int | None = None
     max_nonmembers: int | None = None
     max_test: int | None = None
-    max_reference: int = 500  # non-members scored against members for the real row
+    max_reference: int = 500  # held-out non-members offered as the `real` row's release
+    max_holdout: int = 5000  # non-members kept as the holdout yardstick (half of them at most)
     utility_seeds: int = 1  # retrainings per row; utility_acc is their mean
     # retrainings of the real-members baseline; None: utility_seeds. The quick preset trains it
     # once: on the 719 digit members it costs 7x a 100-image release, and its spread is small
@@ -116,7 +117,9 @@ class RunConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     similarity_thresholds: tuple[float, ...] = (0.5, 0.7, 0.9)
     nn_k: int = 3  # nearest members kept per released image (the report shows them)
-    mia_candidates: int = 500  # members and as many non-members attacked per release
+    mia_candidates: int = 5000  # at most this many members, and as many non-members, attacked
+    eps_delta: float = 1e-5  # eps_lower is the epsilon of (epsilon, delta)-DP at this delta
+    attacker_weights: str | None = None  # the release attacker's feature extractor (else trained)
     mia_refs: int = 0  # reference pipelines for LiRA/RMIA (0: single-model attacks only)
     synthetic: str | None = None  # audit this existing set (generator "external") instead
     split_file: str | None = None  # members/non-members/test indices from a split.npz
@@ -262,6 +265,10 @@ def validate(config: RunConfig) -> None:
         raise AuditError(
             "--synthetic audits an existing set; it cannot be combined with generators"
         )
+    if not 0 <= config.eps_delta < 1:
+        raise AuditError(f"eps_delta must lie in [0, 1), got {config.eps_delta}")
+    if config.mia_candidates <= 0 or config.max_holdout <= 0 or config.max_reference <= 0:
+        raise AuditError("attack candidates, holdout and real-row sizes must be positive")
     if config.nn_k <= 0:
         raise AuditError(f"nn_k must be positive, got {config.nn_k}")
     if config.utility_seeds <= 0:

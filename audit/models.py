@@ -111,26 +111,28 @@ def _summarise_mismatch(exc: RuntimeError) -> str:
     return detail[:300]
 
 
-def load_weights(model: NormalizedClassifier, path: str, *, model_name: str) -> None:
+def load_weights(
+    model: NormalizedClassifier, path: str, *, model_name: str, flag: str = "--weights"
+) -> None:
     """Load a file saved by this suite (normalisation included) or a bare pytorchcv state dict
     (e.g. a ~/.torch/models cache file), which gets pytorchcv's CIFAR normalisation."""
     file = Path(path)
     if not file.is_file():
-        raise AuditError(f"--weights file {path} does not exist")
+        raise AuditError(f"{flag} file {path} does not exist")
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AuditError(f"--weights file {path} is not a readable weights file: {first}") from exc
+        raise AuditError(f"{flag} file {path} is not a readable weights file: {first}") from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise AuditError(f"--weights file {path} does not hold a state dict of tensors")
+        raise AuditError(f"{flag} file {path} does not hold a state dict of tensors")
     suite_format = "mean" in state and "std" in state
     target: nn.Module = model if suite_format else model.net
     try:
         target.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise AuditError(
-            f"--weights {path} do not fit {model_name} with {model.mean.shape[1]} channel(s) and "
+            f"{flag} {path} do not fit {model_name} with {model.mean.shape[1]} channel(s) and "
             f"{_num_outputs(model)} classes: {_summarise_mismatch(exc)}"
         ) from exc
     if not suite_format:

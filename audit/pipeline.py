@@ -24,6 +24,7 @@ import torch
 from audit.config import RunConfig
 from audit.data import ImageDataset, Split, load_dataset, load_split_file, split_dataset
 from audit.errors import AuditError
+from audit.holdout import HoldoutSets, choose_holdout, memorisation_statistics
 from audit.models import NormalizedClassifier, build_model, load_weights, require_bn
 from audit.provenance import environment, package_versions
 from audit.seeding import numpy_rng
@@ -288,15 +289,20 @@ def _recorded_ks(run: Run, name: str, *, skip: set[int | None]) -> list[int]:
     return found
 
 
-def _privacy_row(query: np.ndarray, split: Split, run: Run, name: str) -> dict[str, float]:
+def _privacy_row(
+    query: np.ndarray, split: Split, run: Run, name: str, sets: HoldoutSets | None
+) -> dict[str, Any]:
     """The k nearest members of each query image by each metric (top-1 summarised in the row,
-    top-k kept for the report): summary row + privacy/{name}.npz."""
+    top-k kept for the report) and, given the held-out sets, the holdout-relative statistics:
+    summary row + privacy/{name}.npz. sets=None: the held-out calibration row itself."""
     members = run.data.images[split.members]
-    summary: dict[str, float] = {"n_scored": len(query)}
+    summary: dict[str, Any] = {"n_scored": len(query)}
     arrays: dict[str, np.ndarray] = {}
     k = min(run.config.nn_k, len(members))
+    calibration = None if sets is None else run.store.read_npz(HOLDOUT_SCORES)
+    device = run.config.device
     for metric in METRICS:
-        values, indices = nearest_neighbours(query, members, metric, k=k, device=run.config.device)
+        values, indices = nearest_neighbours(query, members, metric, k=k, device=device)
         summary.update(
             summarise(
                 values[:, 0], prefix=f"nn_{metric}", thresholds=run.config.similarity_thresholds
@@ -307,42 +313,92 @@ def _privacy_row(query: np.ndarray, split: Split, run: Run, name: str) -> dict[s
         arrays[f"{metric}_index"] = split.members[indices[:, 0]]  # index in the dataset's order
         arrays[f"{metric}_topk_values"] = values  # (n, k), best first
         arrays[f"{metric}_topk_member"] = indices
+    if sets is not None and calibration is not None:
+        images = run.data.images
+        stats, extra = memorisation_statistics(
+            query,
+            {metric: arrays[f"{metric}_values"] for metric in METRICS},
+            members=members,
+            member_sample=members[sets.member_sample],
+            holdout=images[sets.holdout],
+            calibration={metric: calibration[f"{metric}_values"] for metric in METRICS},
+            device=device,
+        )
+        summary.update(stats)
+        arrays.update(extra)
+        arrays["exact_copy_index"] = split.members[extra["exact_copy_member"]]  # dataset index
     run.store.write_npz(f"privacy/{name}.npz", **arrays)
     return summary
 
 
-def _privacy_of_release(run: Run, split: Split, path: str, name: str) -> dict[str, float]:
-    return _privacy_row(run.store.read_npz(path)["images"], split, run, name)
+HOLDOUT_SCORES = "privacy/holdout.npz"  # held-out non-members' nearest-member scores
+
+
+def _privacy_of_release(
+    run: Run, split: Split, path: str, name: str, sets: HoldoutSets
+) -> dict[str, Any]:
+    return _privacy_row(run.store.read_npz(path)["images"], split, run, name, sets)
 
 
 def stage_privacy(run: Run) -> None:
-    """Nearest member of each released image; the real row scores held-out non-members the same
-    way, which is what an independent draw from the private distribution looks like."""
-    data, split = run.data, run.split()
+    """Nearest members of each released image, and how that compares with records never used:
+    the non-members split into a held-out yardstick (calibrating copy detection; as many members
+    sampled beside it for the holdout share) and the `real` row's release, which is what an
+    independent draw from the private distribution scores on the same tests."""
+    c, data, split = run.config, run.data, run.split()
+    sets = choose_holdout(
+        split.nonmembers,
+        len(split.members),
+        numpy_rng(c.seed, "holdout"),
+        max_holdout=c.max_holdout,
+        max_real=c.max_reference,
+    )
+    holdout = run.row(
+        "holdout", lambda: _privacy_row(data.images[sets.holdout], split, run, "holdout", None)
+    )
     rows = {}
     for release in run.releases():
         path, name = release["path"], row_name(release["generator"], release["k"])
         rows[name] = run.row(
-            name, partial(_privacy_of_release, run, split, path, name), reads=(path,)
-        )
-        log.info(
-            "[privacy] %s: nearest-member SSIM mean %.3f max %.3f, HaarPSI mean %.3f max %.3f",
             name,
-            rows[name]["nn_ssim_mean"],
-            rows[name]["nn_ssim_max"],
-            rows[name]["nn_haarpsi_mean"],
-            rows[name]["nn_haarpsi_max"],
+            partial(_privacy_of_release, run, split, path, name, sets),
+            reads=(path, HOLDOUT_SCORES),
         )
+        _log_privacy(name, rows[name])
+    rows["real"] = run.row(
+        "real",
+        lambda: _privacy_row(data.images[sets.real_release], split, run, "real", sets),
+        reads=(HOLDOUT_SCORES,),
+    )
+    _log_privacy("real", rows["real"])
+    run.store.write_json(
+        "privacy.json",
+        {
+            "rows": rows,
+            "holdout": holdout,
+            "holdout_nonmembers": sets.holdout,
+            "member_sample": split.members[sets.member_sample],
+            "reference_nonmembers": sets.real_release,
+        },
+    )
 
-    reference = split.nonmembers
-    if len(reference) > run.config.max_reference:
-        reference = np.sort(
-            numpy_rng(run.config.seed, "reference").choice(
-                reference, run.config.max_reference, replace=False
-            )
-        )
-    rows["real"] = run.row("real", lambda: _privacy_row(data.images[reference], split, run, "real"))
-    run.store.write_json("privacy.json", {"rows": rows, "reference_nonmembers": reference})
+
+def _log_privacy(name: str, row: dict[str, Any]) -> None:
+    log.info(
+        "[privacy] %s: holdout share SSIM %.2f (p %.2g), HaarPSI %.2f (p %.2g); copy share SSIM "
+        "%.3f (p %.2g), HaarPSI %.3f (p %.2g); %d exact copies; nearest-member SSIM mean %.3f",
+        name,
+        row["holdout_share_ssim"],
+        row["holdout_share_ssim_p"],
+        row["holdout_share_haarpsi"],
+        row["holdout_share_haarpsi_p"],
+        row["copy_share_ssim"],
+        row["copy_share_ssim_p"],
+        row["copy_share_haarpsi"],
+        row["copy_share_haarpsi_p"],
+        row["exact_copies"],
+        row["nn_ssim_mean"],
+    )
 
 
 def stage_utility(run: Run) -> None:
@@ -428,7 +484,10 @@ STAGES: list[Stage] = [
     Stage(
         "privacy",
         stage_privacy,
-        config=(*_DATA, "similarity_thresholds", "nn_k", "max_reference", "seed", "device"),
+        config=(
+            *(*_DATA, "similarity_thresholds", "nn_k", "max_reference", "max_holdout"),
+            *("seed", "device"),
+        ),
         reads=("split", "generate"),
         row_reads=("generate",),
     ),
@@ -472,6 +531,10 @@ def prepare(config: RunConfig) -> ImageDataset:
     )
     if config.weights:
         load_weights(model, config.weights, model_name=config.model)
+    if config.attacker_weights:
+        load_weights(
+            model, config.attacker_weights, model_name=config.model, flag="--attacker-weights"
+        )
     if config.split_file:
         load_split_file(config.split_file, len(data.images))
     if config.synthetic:
@@ -541,7 +604,7 @@ def execute(config: RunConfig, *, overwrite: bool = False, argv: list[str] | Non
     software = {n: v for n, v in package_versions().items() if n in KEYED_PACKAGES}
     input_files = {  # hashed once; each stage's key takes those it declares
         field: path_fingerprint(getattr(config, field))
-        for field in ("weights", "split_file", "synthetic")
+        for field in ("weights", "split_file", "synthetic", "attacker_weights")
     }
     config_values = config.to_dict()
     records: dict[str, StageRecord] = {}

@@ -39,9 +39,27 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not math.isnan(float(value)) else None
 
 
+def _strongest_attack(row: dict[str, Any]) -> tuple[float, float, float] | None:
+    """(AUC, CI low, CI high) of the family whose strongest attack scores highest (each measured
+    on its evaluation half), or None."""
+    found = [
+        (
+            _number(row.get(f"{family}_auc")),
+            _number(row.get(f"{family}_auc_ci_low")),
+            _number(row.get(f"{family}_auc_ci_high")),
+        )
+        for family in ("mia_release", "mia_model")
+    ]
+    complete = [
+        (a, lo, hi) for a, lo, hi in found if a is not None and lo is not None and hi is not None
+    ]
+    return max(complete) if complete else None
+
+
 def tradeoff_figure(rows: list[dict[str, Any]]) -> str | None:
-    """Utility against nearest-member SSIM and against the worst attack's TPR at 1% FPR, one
-    point per release (labelled by K), the real-data baseline marked."""
+    """Utility against the holdout share (SSIM) and against the strongest membership attack's
+    AUC, one point per release (labelled by K) with its 95% CI; chance, the real-data baseline
+    and the target model marked."""
     releases = [r for r in rows if r["generator"] not in ("real", "target")]
     real = next((r for r in rows if r["generator"] == "real"), None)
     target = next((r for r in rows if r["generator"] == "target"), None)
@@ -50,57 +68,59 @@ def tradeoff_figure(rows: list[dict[str, Any]]) -> str | None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     for generator in sorted({r["generator"] for r in releases}):
         mine = [r for r in releases if r["generator"] == generator]
-        ssim = [_number(r.get("nn_ssim_mean")) for r in mine]
-        tpr = [
-            max(
-                (
-                    v
-                    for v in (
-                        _number(r.get("mia_release_tpr_at_1fpr")),
-                        _number(r.get("mia_model_tpr_at_1fpr")),
-                    )
-                    if v is not None
-                ),
-                default=None,
+        share = [
+            (
+                _number(r.get("holdout_share_ssim")),
+                _number(r.get("holdout_share_ssim_ci_low")),
+                _number(r.get("holdout_share_ssim_ci_high")),
             )
             for r in mine
         ]
+        attack = [_strongest_attack(r) or (None, None, None) for r in mine]
         utility = [_number(r.get("utility_acc")) for r in mine]
-        for axis, xs in ((left, ssim), (right, tpr)):
-            points = [(x, y, r) for x, y, r in zip(xs, utility, mine, strict=True) if x and y]
+        for axis, xs in ((left, share), (right, attack)):
+            points = [
+                (x, lo, hi, y, r)
+                for (x, lo, hi), y, r in zip(xs, utility, mine, strict=True)
+                if x is not None and lo is not None and hi is not None and y is not None
+            ]
             if not points:
                 continue
-            axis.plot(
-                [p[0] for p in points], [p[1] for p in points], "o-", label=generator, zorder=3
+            axis.errorbar(
+                [p[0] for p in points],
+                [p[3] for p in points],
+                xerr=[[p[0] - p[1] for p in points], [p[2] - p[0] for p in points]],
+                fmt="o-",
+                capsize=3,
+                label=f"{generator} (95% CI)",
+                zorder=3,
             )
-            for x, y, r in points:
+            for x, _lo, _hi, y, r in points:
                 label = f"K={r['k']}" if r["k"] is not None else generator
                 axis.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     real_utility = _number(real.get("utility_acc")) if real else None
     for axis in (left, right):
         if real_utility is not None:
             axis.axhline(real_utility, color="grey", ls="--", lw=1, label="real members (utility)")
+        axis.axvline(0.5, color="black", ls=":", lw=1, label="chance")
         axis.set_ylabel("utility: test accuracy of the retrained model")
         axis.set_ylim(0, 1.02)
+        axis.set_xlim(0, 1)
         axis.grid(alpha=0.3)
-    real_ssim = _number(real.get("nn_ssim_mean")) if real else None
-    if real_ssim is not None:
-        left.axvline(real_ssim, color="grey", ls=":", lw=1, label="real non-members (similarity)")
-    left.set_xlabel("mean SSIM of each released image to its nearest member")
-    left.set_xlim(0, 1)
-    right.axvline(0.01, color="grey", ls=":", lw=1, label="chance (TPR = FPR)")
-    target_tpr = _number(target.get("mia_model_tpr_at_1fpr")) if target else None
-    if target_tpr is not None and target is not None:
+    real_share = _number(real.get("holdout_share_ssim")) if real else None
+    if real_share is not None:
+        left.axvline(real_share, color="grey", ls="-.", lw=1, label="held-out images as a release")
+    left.set_xlabel("share of released images closer to members than to held-out (SSIM)")
+    target_auc = _number(target.get("mia_model_auc")) if target else None
+    if target_auc is not None and target is not None:
         right.plot(
-            [target_tpr],
+            [target_auc],
             [_number(target.get("utility_acc")) or 0],
             "k*",
             ms=10,
             label="the target model itself",
         )
-    right.set_xscale("log")
-    right.set_xlim(1e-3, 1)
-    right.set_xlabel("worst membership attack: TPR at 1% FPR (log)")
+    right.set_xlabel("strongest membership attack: AUC on its evaluation half")
     left.legend(fontsize=8, loc="best")
     right.legend(fontsize=8, loc="best")
     return figure_uri(fig)

@@ -177,6 +177,46 @@ def nearest_panels(
     return panels
 
 
+def copy_panels(
+    store: RunDir,
+    releases: list[dict[str, Any]],
+    classes: list[str],
+    private: PrivateImages,
+) -> list[Panel]:
+    """Per release with exact copies (every pixel within +-2 of a member's): each copy beside
+    the member it reproduces."""
+    panels = []
+    for release in releases:
+        name = row_name(release["generator"], release["k"])
+        privacy = store.read_npz(f"privacy/{name}.npz")
+        if "exact_copy_released" not in privacy or not len(privacy["exact_copy_released"]):
+            continue
+        synthetic = store.read_npz(release["path"])
+        rows = []
+        for position, record in zip(
+            privacy["exact_copy_released"], privacy["exact_copy_index"], strict=True
+        ):
+            label = classes[int(synthetic["labels"][position])]
+            rows.append(
+                [
+                    Tile(
+                        image_uri(synthetic["images"][position]),
+                        f"released #{int(position)} (class {label})",
+                    ),
+                    _private_tile(private, int(record), f"member, record {int(record)}"),
+                ]
+            )
+        panels.append(
+            Panel(
+                title=f"Exact copies in {name}: {len(rows)}",
+                note="released images within +-2 grey levels of a private member at every "
+                "pixel, each beside that member",
+                rows=rows,
+            )
+        )
+    return panels
+
+
 def exposed_panels(
     store: RunDir,
     attacks: dict[str, Any],
@@ -189,11 +229,13 @@ def exposed_panels(
     for family, title in (("mia_release", "released images"), ("mia_model", "models")):
         if family not in attacks:
             continue
+        diagnostics = set(attacks[family].get("diagnostics", []))
         best = max(
             (
                 (metrics["auc"], row, attack)
                 for row, per_attack in attacks[family]["attacks"].items()
                 for attack, metrics in per_attack.items()
+                if attack not in diagnostics
             ),
             default=None,
         )

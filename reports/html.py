@@ -25,9 +25,9 @@ SECTIONS = (
 )
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, missing: str = "–") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
+        return missing
     if isinstance(value, float):
         return f"{value:.3f}"
     return str(value)

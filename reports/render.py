@@ -13,6 +13,7 @@ from audit.store import RunDir, mia_scores_name, row_name
 from reports.figures import hcr_figure, roc_figure, tradeoff_figure
 from reports.gallery import (
     PrivateImages,
+    copy_panels,
     exposed_panels,
     feature_panels,
     inversion_panels,
@@ -20,7 +21,7 @@ from reports.gallery import (
     sample_panels,
 )
 from reports.html import render_report
-from reports.thresholds import Thresholds, Verdict, check
+from reports.thresholds import TESTS, Thresholds, Verdict, check, judge_test, summary_lines
 
 
 def _roc_panels(store: RunDir, family: str, attacks: dict[str, Any]) -> dict[str, Any]:
@@ -60,6 +61,13 @@ def build_report(
     classes = [str(c) for c in results["dataset"]["classes"]]
     members = store.read_npz("split.npz")["members"]
     verdicts = check(store, results, thresholds)
+    tests = [v for v in verdicts if v.is_test]
+    real = next((row for row in results["rows"] if row["generator"] == "real"), None)
+    baseline = [  # the same tests on held-out images offered as a release: chance, not judged
+        judge_test(real, name, tests[0].limit, tests[0].n_tests)
+        for name in thresholds.tests
+        if real is not None and tests and TESTS[name].p_column in real
+    ]
     attacks = results.get("attacks", {})
     figures = {
         "tradeoff": tradeoff_figure(results["rows"]),
@@ -77,9 +85,12 @@ def build_report(
         "thresholds": thresholds,
         "verdicts": verdicts,
         "breaches": [v for v in verdicts if not v.passed],
+        "summary": summary_lines(verdicts),
+        "baseline": baseline,
         "release_tables": per_release_tables(results["rows"], verdicts),
         "figures": figures,
         "samples": sample_panels(store, releases),
+        "copies": copy_panels(store, releases, classes, private),
         "nearest": nearest_panels(store, releases, members, classes, private),
         "exposed": exposed_panels(store, attacks, private),
         "inversion_panels": (

@@ -20,22 +20,72 @@ from audit.store import RunDir, row_name
 DEFAULT_THRESHOLDS = "default_thresholds.toml"  # shipped in this package, documented inline
 BASELINE_ROWS = ("real", "target")
 
-# threshold name -> (is an upper limit, what it limits)
+# threshold name -> (is an upper limit, what it limits): absolute levels, each opt-in except
+# max_exact_copies (a released image equal to a member is a leak at any level of chance)
 METRICS: dict[str, tuple[bool, str]] = {
+    "max_exact_copies": (True, "released images within +-2 grey levels of a member everywhere"),
     "max_nn_ssim": (True, "nn_ssim_max"),
     "max_share_ssim_above": (True, "share of released images above share_ssim_level"),
-    "max_mia_auc": (True, "worst membership attack AUC"),
-    "max_tpr_at_1fpr": (True, "worst membership attack TPR at 1% FPR"),
+    "max_mia_auc": (True, "strongest membership attack's AUC"),
+    "max_tpr_at_1fpr": (True, "strongest membership attack's TPR at 1% FPR"),
     "max_eps_lower": (True, "eps_lower"),
     "min_utility": (False, "utility_acc"),
 }
-SETTINGS = {"share_ssim_level": 0.9}  # parameters of a metric, not limits themselves
-LEAKAGE_METRICS = tuple(name for name in METRICS if name != "min_utility")
+
+
+@dataclass(frozen=True)
+class Test:
+    """A statistical test against the held-out baseline: its p-value column, its statistic and
+    what the statistic is, in words."""
+
+    p_column: str
+    statistic: str
+    what: str
+    chance: float | str  # the statistic when nothing is memorised, or the column that has it
+
+
+TESTS: dict[str, Test] = {
+    **{
+        f"holdout_share_{m}": Test(
+            f"holdout_share_{m}_p",
+            f"holdout_share_{m}",
+            f"share of released images closer ({label}) to members than to held-out records",
+            0.5,
+        )
+        for m, label in (("ssim", "SSIM"), ("haarpsi", "HaarPSI"))
+    },
+    **{
+        f"copy_share_{m}": Test(
+            f"copy_share_{m}_p",
+            f"copy_share_{m}",
+            f"share of released images nearer a member ({label}) than 99% of held-out records",
+            f"copy_share_{m}_expected",
+        )
+        for m, label in (("ssim", "SSIM"), ("haarpsi", "HaarPSI"))
+    },
+    "mia_release": Test(
+        "mia_release_p",
+        "mia_release_auc",
+        "AUC of the strongest attack on the released images (chosen on half the candidates)",
+        0.5,
+    ),
+    "mia_model": Test(
+        "mia_model_p",
+        "mia_model_auc",
+        "AUC of the strongest attack on the model retrained on the release (chosen on half the "
+        "candidates)",
+        0.5,
+    ),
+}
+SETTINGS = {"share_ssim_level": 0.9, "alpha": 0.05}  # parameters, not limits themselves
+LEAKAGE_METRICS = tuple(name for name in (*METRICS, *TESTS) if name != "min_utility")
 
 
 @dataclass(frozen=True)
 class Thresholds:
     limits: dict[str, float]  # metric name -> limit
+    tests: tuple[str, ...]  # statistical tests against the held-out baseline
+    alpha: float  # family-wise significance level over every test the gate runs on a run
     share_ssim_level: float
     source: str  # the file they came from, for messages and the report
 
@@ -43,12 +93,31 @@ class Thresholds:
 @dataclass(frozen=True)
 class Verdict:
     row: str
-    metric: str
-    value: float | None  # None: the run did not measure it (fails closed)
-    limit: float
+    metric: str  # a METRICS limit or a TESTS name
+    value: float | None  # the measured value, or the test's p-value; None: not measured
+    limit: float  # the limit, or the Bonferroni-corrected level alpha / n_tests
     passed: bool
+    statistic: float | None = None  # a test's statistic (a share or an AUC)
+    chance: float | None = None  # the statistic when nothing is memorised
+    ci: tuple[float, float] | None = None
+    n_tests: int = 0  # how many tests the corrected level divides alpha by
+
+    @property
+    def is_test(self) -> bool:
+        return self.metric in TESTS
 
     def line(self) -> str:
+        if self.is_test:
+            test = TESTS[self.metric]
+            if self.value is None:
+                return f"{self.row}: {self.metric} not measured ({test.what}); cannot pass the gate"
+            ci = f", 95% CI {self.ci[0]:.3g}-{self.ci[1]:.3g}" if self.ci else ""
+            sign = ">=" if self.passed else "<"
+            return (
+                f"{self.row}: {self.metric} = {_g(self.statistic)} ({test.what}; chance "
+                f"{_g(self.chance)}{ci}), p = {self.value:.2g} {sign} {self.limit:.2g} "
+                f"(alpha {self.limit * self.n_tests:g} / {self.n_tests} tests)"
+            )
         upper, what = METRICS[self.metric]
         if self.value is None:
             return f"{self.row}: {self.metric} not measured ({what}); cannot pass the gate"
@@ -58,9 +127,13 @@ class Verdict:
         return f"{self.row}: {what} = {self.value:.4g} {sign} {self.metric} = {self.limit:g}"
 
 
+def _g(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
 def load_thresholds(path: str | Path | None = None) -> Thresholds:
     """Read a thresholds file (the shipped default when path is None); AuditError on a missing
-    file, malformed TOML, an unknown metric name or a value that is not a number."""
+    file, malformed TOML, an unknown metric or test name or a value of the wrong type."""
     if path is None:
         text = resources.files("reports").joinpath(DEFAULT_THRESHOLDS).read_text()
         source = f"the shipped {DEFAULT_THRESHOLDS}"
@@ -74,14 +147,23 @@ def load_thresholds(path: str | Path | None = None) -> Thresholds:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise AuditError(f"thresholds file {source} is not valid TOML: {exc}") from None
-    table = document.get("thresholds", document)
+    table = dict(document.get("thresholds", document))
     if not isinstance(table, dict):
         raise AuditError(f"thresholds file {source}: [thresholds] must be a table")
+    tests = table.pop("tests", [])
+    if not isinstance(tests, list) or not all(isinstance(t, str) for t in tests):
+        raise AuditError(f"thresholds file {source}: tests must be a list of test names")
+    unknown_tests = sorted(set(tests) - set(TESTS))
+    if unknown_tests:
+        raise AuditError(
+            f"thresholds file {source}: unknown test {', '.join(unknown_tests)}; "
+            f"known: {', '.join(TESTS)}"
+        )
     unknown = sorted(set(table) - set(METRICS) - set(SETTINGS))
     if unknown:
         raise AuditError(
             f"thresholds file {source}: unknown metric {', '.join(unknown)}; "
-            f"known: {', '.join([*METRICS, *SETTINGS])}"
+            f"known: {', '.join([*METRICS, *SETTINGS, 'tests'])}"
         )
     values: dict[str, float] = {}
     for name, value in table.items():
@@ -89,12 +171,21 @@ def load_thresholds(path: str | Path | None = None) -> Thresholds:
             raise AuditError(f"thresholds file {source}: {name} must be a number, got {value!r}")
         values[name] = float(value)
     level = values.pop("share_ssim_level", SETTINGS["share_ssim_level"])
-    if not values:
-        known = ", ".join(METRICS)
+    alpha = values.pop("alpha", SETTINGS["alpha"])
+    if not values and not tests:
+        known = ", ".join([*METRICS, "tests"])
         raise AuditError(f"thresholds file {source} sets no thresholds; known: {known}")
     if not 0 <= level <= 1:
         raise AuditError(f"thresholds file {source}: share_ssim_level must lie in [0, 1]")
-    return Thresholds(limits=values, share_ssim_level=level, source=source)
+    if not 0 < alpha < 1:
+        raise AuditError(f"thresholds file {source}: alpha must lie in (0, 1)")
+    return Thresholds(
+        limits=values,
+        tests=tuple(dict.fromkeys(tests)),
+        alpha=alpha,
+        share_ssim_level=level,
+        source=source,
+    )
 
 
 def _worst(row: dict[str, Any], keys: tuple[str, ...]) -> float | None:
@@ -103,17 +194,18 @@ def _worst(row: dict[str, Any], keys: tuple[str, ...]) -> float | None:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not math.isnan(value)
+    return isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
 
 
 def release_values(store: RunDir, row: dict[str, Any], share_level: float) -> dict[str, Any]:
-    """What each metric measures on one released row, from results.json and privacy/<row>.npz."""
+    """What each limit measures on one released row, from results.json and privacy/<row>.npz."""
     name = row_name(row["generator"], row["k"])
     share: float | None = None
     if store.path(f"privacy/{name}.npz").exists():
         ssim = store.read_npz(f"privacy/{name}.npz")["ssim_values"]
         share = float((ssim > share_level).mean()) if len(ssim) else None
     return {
+        "max_exact_copies": row.get("exact_copies"),
         "max_nn_ssim": row.get("nn_ssim_max"),
         "max_share_ssim_above": share,
         "max_mia_auc": _worst(row, ("mia_release_auc", "mia_model_auc")),
@@ -123,14 +215,43 @@ def release_values(store: RunDir, row: dict[str, Any], share_level: float) -> di
     }
 
 
+def _number_or_none(value: Any) -> float | None:
+    return float(value) if _is_number(value) else None
+
+
+def judge_test(row: dict[str, Any], test: str, level: float, n_tests: int) -> Verdict:
+    """One statistical test on one released row at the corrected level; fails closed."""
+    spec = TESTS[test]
+    p_value = _number_or_none(row.get(spec.p_column))
+    low = _number_or_none(row.get(f"{spec.statistic}_ci_low"))
+    high = _number_or_none(row.get(f"{spec.statistic}_ci_high"))
+    chance = (
+        spec.chance if isinstance(spec.chance, float) else _number_or_none(row.get(spec.chance))
+    )
+    return Verdict(
+        row=row_name(row["generator"], row["k"]),
+        metric=test,
+        value=p_value,
+        limit=level,
+        passed=p_value is not None and p_value >= level,
+        statistic=_number_or_none(row.get(spec.statistic)),
+        chance=chance,
+        ci=(low, high) if low is not None and high is not None else None,
+        n_tests=n_tests,
+    )
+
+
 def check(
     store: RunDir, results: dict[str, Any], thresholds: Thresholds, *, metrics: tuple[str, ...] = ()
 ) -> list[Verdict]:
-    """One verdict per (released row, threshold); metrics restricts which thresholds apply."""
+    """One verdict per (released row, threshold or test); metrics restricts which apply. The
+    tests share one family-wise level: alpha / (released rows x tests), Bonferroni."""
+    released = [row for row in results["rows"] if row["generator"] not in BASELINE_ROWS]
+    tests = [t for t in thresholds.tests if not metrics or t in metrics]
+    n_tests = len(released) * len(tests)
+    level = thresholds.alpha / max(n_tests, 1)
     verdicts = []
-    for row in results["rows"]:
-        if row["generator"] in BASELINE_ROWS:
-            continue
+    for row in released:
         values = release_values(store, row, thresholds.share_ssim_level)
         for metric, limit in thresholds.limits.items():
             if metrics and metric not in metrics:
@@ -148,7 +269,47 @@ def check(
                     passed=bool(passed),
                 )
             )
+        verdicts.extend(judge_test(row, test, level, n_tests) for test in tests)
     return verdicts
+
+
+def summary_lines(verdicts: list[Verdict]) -> list[str]:
+    """One line per released row: PASS and what held, or FAIL with each reason."""
+    lines = []
+    for row in dict.fromkeys(v.row for v in verdicts):
+        mine = [v for v in verdicts if v.row == row]
+        failed = [v for v in mine if not v.passed]
+        if failed:
+            lines.append(f"FAIL {row}: " + "; ".join(_reason(v) for v in failed))
+            continue
+        held = [_held(v) for v in mine if not v.is_test]
+        tests = [v for v in mine if v.is_test]
+        if tests:
+            smallest = min(tests, key=lambda v: v.value if v.value is not None else 0.0)
+            held.append(
+                f"none of {len(tests)} tests finds more memorisation than held-out records show "
+                f"(smallest p = {smallest.value:.2g}, {smallest.metric}; "
+                f"level {smallest.limit:.2g})"
+            )
+        lines.append(f"PASS {row}: " + "; ".join(held))
+    return lines
+
+
+def _held(v: Verdict) -> str:
+    if v.metric == "max_exact_copies" and v.limit == 0:
+        return "no exact copy of a member"
+    sign = "<=" if METRICS[v.metric][0] else ">="
+    return f"{v.metric}: {v.value:.4g} {sign} {v.limit:g}"
+
+
+def _reason(v: Verdict) -> str:
+    if v.value is None:
+        return f"{v.metric} not measured"
+    if v.is_test:
+        return f"{v.metric} {_g(v.statistic)} (chance {_g(v.chance)}, p = {v.value:.2g})"
+    if v.metric == "max_exact_copies":
+        return f"{v.value:g} exact cop{'y' if v.value == 1 else 'ies'} of members"
+    return f"{v.metric}: {v.value:.4g} beyond {v.limit:g}"
 
 
 def load_run_results(run_dir: str | Path) -> tuple[RunDir, dict[str, Any]]:

@@ -58,10 +58,22 @@ def test_results_table(smoke_run):
         assert 0 <= float(row["nn_ssim_mean"]) <= float(row["nn_ssim_max"]) <= 1
     for row in rows:
         assert 0 <= float(row["utility_acc"]) <= 1
+    for row in rows[:3]:  # holdout-relative statistics on the releases and the real baseline
+        for metric in ("ssim", "haarpsi"):
+            share = float(row[f"holdout_share_{metric}"])
+            assert float(row[f"holdout_share_{metric}_ci_low"]) <= share
+            assert share <= float(row[f"holdout_share_{metric}_ci_high"])
+            assert 0 <= float(row[f"holdout_share_{metric}_p"]) <= 1
+            assert 0 <= float(row[f"copy_share_{metric}"]) <= 1
+            assert 0 < float(row[f"copy_share_{metric}_expected"]) <= 0.02  # 50 held out
+        assert row["exact_copies"] == "0"
+    assert rows[2]["n_scored"] == "50"  # the real row: 50 held-out images offered as a release
     for row in rows[:2]:  # both attack families' worst-case columns on the synthetic rows
         for family in ("mia_release", "mia_model"):
-            assert 0 <= float(row[f"{family}_auc"]) <= 1
-            assert 0 <= float(row[f"{family}_tpr_at_1fpr"]) <= 1
+            assert 0 <= float(row[f"{family}_auc_ci_low"]) <= float(row[f"{family}_auc_ci_high"])
+            assert row[f"{family}_attack"] and 0 <= float(row[f"{family}_p"]) <= 1
+            # 50 non-members in the evaluation half cannot resolve 1% FPR: not reported
+            assert row[f"{family}_tpr_at_1fpr"] == ""
         eps = [float(row["mia_release_eps_lower"]), float(row["mia_model_eps_lower"])]
         assert float(row["eps_lower"]) == max(eps) >= 0
     assert rows[2]["mia_release_auc"] == rows[2]["mia_model_auc"] == ""
@@ -70,7 +82,8 @@ def test_results_table(smoke_run):
     assert target["eps_lower"] == target["mia_model_eps_lower"]
     release = json.loads((smoke_run / "mia_release.json").read_text())["attacks"]
     distances = {"pixel_l2", "ssim", "haarpsi", "feature_l2"}
-    assert set(release["bn_match-k2"]) == distances | {f"{d}_calibrated" for d in distances}
+    calibrated = {f"{d}_calibrated" for d in distances}
+    assert set(release["bn_match-k2"]) == distances | calibrated | {"target_feature_l2"}
     model = json.loads((smoke_run / "mia_model.json").read_text())
     assert model["n_references"] == 2 and "LiRA and RMIA ran" in model["note"]
     for row in ("target", "bn_match-k2", "bn_match-k4"):
@@ -96,8 +109,9 @@ def test_results_table(smoke_run):
         assert all(s["hcr_median_std"] > 0 for s in noisy)
         assert all(0 <= s["accuracy_on_noisy_features"] <= 1 for s in scales)
     with np.load(smoke_run / "mia/model-target.npz") as scores:  # per-record scores for the report
-        assert scores["candidates"].shape == scores["score_lira_online"].shape == (200,)
-        assert scores["is_member"].sum() == 100
+        # every member (200) and non-member (100) is a candidate
+        assert scores["candidates"].shape == scores["score_lira_online"].shape == (300,)
+        assert scores["is_member"].sum() == 200
     results = json.loads((smoke_run / "results.json").read_text())
     assert set(results["target"]) >= {"acc_members", "acc_nonmembers", "acc_test"}
 
@@ -324,7 +338,10 @@ def test_external_set_is_audited_as_a_row(smoke_run, tmp_path):
     assert external["k"] == "" and external["n_synthetic"] == "200"
     assert float(external["nn_ssim_mean"]) > 0.9
     assert float(external["mia_release_auc"]) > 0.95  # every member leaked
-    assert float(external["mia_release_tpr_at_1fpr"]) > 0.5
+    # each copy's source is in the 50-member sample a quarter of the time, so the holdout share
+    # sits near 0.25 + 0.75 / 2; the copy share, against all members, sees every copy
+    assert float(external["holdout_share_ssim"]) > 0.55
+    assert float(external["copy_share_ssim"]) > 0.9 and float(external["copy_share_ssim_p"]) < 1e-9
     assert external["utility_acc"] != "" and external["mia_model_auc"] != ""
     with np.load(out / "split.npz") as split, np.load(smoke_run / "split.npz") as original:
         assert all(np.array_equal(split[k], original[k]) for k in original.files)

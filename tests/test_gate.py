@@ -10,7 +10,8 @@ import pytest
 
 from audit.cli import main
 from audit.errors import AuditError
-from reports.thresholds import LEAKAGE_METRICS, METRICS, load_thresholds
+from audit.store import RunDir
+from reports.thresholds import LEAKAGE_METRICS, TESTS, check, load_thresholds
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run"
 
@@ -20,11 +21,34 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def test_default_thresholds_cover_every_metric():
+def test_default_gate_is_holdout_relative():
+    """The default gates on exact copies and on the tests against held-out records; absolute
+    levels (max_nn_ssim, ...) and utility are opt-in."""
     defaults = load_thresholds()
-    assert set(defaults.limits) == set(METRICS)
-    assert defaults.share_ssim_level == 0.9
+    assert defaults.limits == {"max_exact_copies": 0}
+    assert set(defaults.tests) == set(TESTS) and defaults.alpha == 0.05
     assert "shipped" in defaults.source
+
+
+def test_tests_share_one_bonferroni_level(tmp_path):
+    results = json.loads((FIXTURE / "results.json").read_text())
+    verdicts = check(RunDir(FIXTURE), results, load_thresholds())
+    tests = [v for v in verdicts if v.is_test]
+    assert len(tests) == 2 * 6  # two released rows x six tests
+    assert all(v.limit == pytest.approx(0.05 / 12) and v.n_tests == 12 for v in tests)
+    row = next(r for r in results["rows"] if r["generator"] == "bn_match" and r["k"] == 2)
+    significant = {**row, "holdout_share_ssim_p": 0.004}  # < 0.05 but > 0.05 / 12
+    alone = check(RunDir(tmp_path), {"rows": [significant]}, load_thresholds())
+    share = next(v for v in alone if v.metric == "holdout_share_ssim")
+    assert share.limit == pytest.approx(0.05 / 6) and not share.passed  # one row: 6 tests
+    assert (
+        next(
+            v
+            for v in check(RunDir(tmp_path), {"rows": [significant, row]}, load_thresholds())
+            if v.metric == "holdout_share_ssim" and v.row == "bn_match-k2"
+        ).passed
+        is False
+    )  # two identical rows: 0.004 < 0.05 / 12 still fails
 
 
 @pytest.mark.parametrize(
@@ -35,6 +59,9 @@ def test_default_thresholds_cover_every_metric():
         ('[thresholds]\nmax_nn_ssim = "high"\n', "must be a number"),
         ("[thresholds]\nmax_mia_auc = true\n", "must be a number"),
         ("[thresholds]\nshare_ssim_level = 0.8\n", "sets no thresholds"),
+        ('[thresholds]\ntests = ["holdout_share_psnr"]\n', "unknown test holdout_share_psnr"),
+        ('[thresholds]\ntests = "copy_share_ssim"\n', "must be a list of test names"),
+        ('[thresholds]\nalpha = 1.5\ntests = ["mia_model"]\n', "alpha must lie in"),
     ],
 )
 def test_bad_thresholds_file_exits_2(tmp_path, capsys, text, problem):
@@ -73,18 +100,27 @@ def test_corrupt_saved_result_exits_2(tmp_path, capsys, command):
 
 def test_within_and_beyond_thresholds(tmp_path, capsys):
     # the fixture is a smoke run: leakage at chance, utility at chance
+    assert main(["check", str(FIXTURE)]) == 0  # the shipped default: holdout-relative tests
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].startswith("PASS: 2 release(s) within 1 limit(s) and 6 test(s)")
+    assert "PASS bn_match-k2: no exact copy of a member; none of 6 tests" in out
     leakage = write(
         tmp_path / "leak.toml",
-        "[thresholds]\nmax_nn_ssim = 0.95\nmax_mia_auc = 0.65\nmax_tpr_at_1fpr = 0.1\n",
+        "[thresholds]\nmax_nn_ssim = 0.95\nmax_mia_auc = 0.65\nmax_eps_lower = 1\n",
     )
     assert main(["check", str(FIXTURE), "--thresholds", str(leakage)]) == 0
-    assert capsys.readouterr().out.startswith("PASS: 2 release(s) within 3 thresholds")
+    assert (
+        capsys.readouterr()
+        .out.splitlines()[-1]
+        .startswith("PASS: 2 release(s) within 3 limit(s) and 0 test(s)")
+    )
     strict = write(tmp_path / "s.toml", "[thresholds]\nmin_utility = 0.99\nmax_nn_ssim = 0.1\n")
     assert main(["check", str(FIXTURE), "--thresholds", str(strict)]) == 1
     out = capsys.readouterr().out.splitlines()
     breaches = [line for line in out if line.startswith("BREACH")]
     assert len(breaches) == 4  # two releases x two thresholds, one line each
-    assert "BREACH bn_match-k2: utility_acc = 0.1 < min_utility = 0.99" in out
+    assert "BREACH bn_match-k2: utility_acc = 0.11 < min_utility = 0.99" in out
+    assert any(line.startswith("FAIL bn_match-k4: min_utility: 0.04 beyond 0.99") for line in out)
     assert out[-1].startswith("FAIL: 4 breach(es) in 2 release(s)")
 
 
@@ -101,22 +137,35 @@ def test_gate_fails_closed_on_an_unmeasured_metric(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_default_thresholds_flag_copies_of_private_images(tmp_path, capsys, digits):
-    """A 'synthetic' set that is 40 private members copied verbatim, audited end to end."""
-    members = np.load(FIXTURE / "split.npz")["members"][:40]
-    copies = tmp_path / "copies.npz"
-    np.savez(copies, images=digits.images[members], labels=digits.labels[members])
-    out = tmp_path / "audit"
-    argv = ["run", "--preset", "smoke", "--device", "cpu", "--synthetic", str(copies)]
-    assert main([*argv, "--split", str(FIXTURE / "split.npz"), "--out", str(out)]) == 0
-    capsys.readouterr()
-    assert main(["check", str(out)]) == 1
-    lines = capsys.readouterr().out.splitlines()
-    assert any(line.startswith("BREACH external: nn_ssim_max = 1 > max_nn_ssim") for line in lines)
-    assert any("share of released images above" in line for line in lines)
-    assert any("worst membership attack AUC" in line for line in lines)
-    html = (out / "report.html").read_text()
-    assert "FAIL:" in html and "PASS:" not in html
+def test_default_gate_flags_copies_and_passes_held_out_images(tmp_path, capsys, digits):
+    """Audited end to end with the fixture's split: 40 private members copied verbatim fail the
+    default gate (exact copies, copy shares, the release attack); 40 held-out images that no
+    part of the split holds pass it."""
+    split = np.load(FIXTURE / "split.npz")
+    members = split["members"][:40]
+    used = np.concatenate([split[part] for part in split.files])
+    unused = np.setdiff1d(np.arange(len(digits.images)), used)[:40]
+    argv = ["run", "--preset", "smoke", "--device", "cpu", "--split", str(FIXTURE / "split.npz")]
+    outcomes = {}
+    for name, chosen in (("copies", members), ("held_out", unused)):
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, images=digits.images[chosen], labels=digits.labels[chosen])
+        out = tmp_path / name
+        assert main([*argv, "--synthetic", str(path), "--out", str(out)]) == 0
+        run_output = capsys.readouterr().out
+        assert main(["check", str(out)]) in (0, 1)
+        outcomes[name] = (run_output, capsys.readouterr().out, (out / "report.html").read_text())
+    run_output, check_output, html = outcomes["copies"]
+    assert "FAIL external: 40 exact copies of members" in run_output  # the verdict line
+    assert run_output.index("FAIL external") < run_output.index("report: ")
+    assert "BREACH external: released images within +-2 grey levels" in check_output
+    assert "BREACH external: copy_share_ssim = 1" in check_output
+    assert "BREACH external: mia_release" in check_output
+    assert "FAIL:" in html and "PASS:" not in html and "Exact copies in external: 40" in html
+    run_output, check_output, html = outcomes["held_out"]
+    assert "PASS external: no exact copy of a member; none of 6 tests" in run_output
+    assert check_output.splitlines()[-1].startswith("PASS: 1 release(s)")
+    assert "PASS:" in html and "FAIL:" not in html
 
 
 def test_leakage_metrics_exclude_utility():
