@@ -322,6 +322,7 @@ def _privacy_row(
             member_sample=members[sets.member_sample],
             holdout=images[sets.holdout],
             calibration={metric: calibration[f"{metric}_values"] for metric in METRICS},
+            rng=numpy_rng(run.config.seed, "holdout", "permutations", name),
             device=device,
         )
         summary.update(stats)

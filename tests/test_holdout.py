@@ -19,7 +19,7 @@ from audit.holdout import (
     copy_share,
     copy_threshold,
     exact_copies,
-    holdout_share,
+    holdout_share_test,
     memorisation_statistics,
 )
 from audit.models import build_model
@@ -40,16 +40,48 @@ PRIVACY_CHECKS = (
 # --------------------------------------------------------------------------- the statistics
 
 
-def test_holdout_share_counts_ties_half_and_tests_against_half():
-    share = holdout_share(np.array([0.9, 0.5, 0.7, 0.2]), np.array([0.8, 0.5, 0.9, 0.1]))
-    assert share.share == pytest.approx(2.5 / 4) and share.n == 4
-    assert share.ci_low < share.share < share.ci_high
-    # P(Binomial(4, 0.5) >= 2), the tie's half rounded down
-    assert share.p_value == pytest.approx(11 / 16)
-    everything = holdout_share(np.ones(30), np.zeros(30))
-    assert everything.share == 1 and everything.p_value == pytest.approx(0.5**30)
+def test_holdout_share_counts_ties_half():
+    # pool: positions 0-1 the member sample, 2-3 the holdout
+    top_values = np.array([[0.9, 0.8], [0.5, 0.5], [0.7, 0.6], [0.2, 0.1]])
+    top_positions = np.array([[0, 2], [1, 3], [3, 0], [2, 1]])
+    share = holdout_share_test(top_values, top_positions, 2, 4, np.random.default_rng(0), 200)
+    assert share.share == pytest.approx(1.5 / 4) and share.n == 4
+    assert share.ci_low <= share.share <= share.ci_high
+    assert share.p_binomial == pytest.approx(15 / 16)  # P(Binomial(4, 0.5) >= 1), half rounded down
     with pytest.raises(ValueError):
-        holdout_share(np.ones(3), np.ones(4))
+        holdout_share_test(top_values, top_positions, 2, 3, np.random.default_rng(0))
+
+
+def test_holdout_share_permutation_test_holds_with_hub_images():
+    """Released images that are not independent: each finds one of a few 'hub' pool images
+    nearest, whatever their membership. The binomial test then rejects far more often than its
+    level; relabelling the pool at random (the permutation test) keeps it."""
+    rng = np.random.default_rng(0)
+    permutation_rejections, binomial_rejections = 0, 0
+    for _ in range(200):
+        hubs = rng.choice(200, 6, replace=False)  # pool: 100 member sample + 100 holdout
+        nearest = rng.choice(hubs, 100)
+        top_positions = np.stack([nearest, (nearest + 1) % 200], axis=1)
+        top_values = np.stack([np.full(100, 0.9), np.full(100, 0.8)], axis=1)
+        share = holdout_share_test(top_values, top_positions, 100, 200, rng, permutations=400)
+        permutation_rejections += share.p_value < 0.05
+        binomial_rejections += share.p_binomial < 0.05
+    assert permutation_rejections / 200 <= 0.08
+    assert binomial_rejections / 200 >= 0.2
+
+
+def test_holdout_share_detects_a_release_near_the_members():
+    rng = np.random.default_rng(1)
+    nearest = np.where(
+        rng.random(300) < 0.7, rng.integers(0, 150, 300), rng.integers(150, 300, 300)
+    )
+    top_positions = np.stack([nearest, (nearest + 7) % 300], axis=1)
+    top_values = np.stack([np.full(300, 0.95), np.full(300, 0.5)], axis=1)
+    share = holdout_share_test(top_values, top_positions, 150, 300, rng, permutations=2000)
+    assert share.share == pytest.approx((nearest < 150).mean())
+    assert share.p_value == pytest.approx(1 / 2001) and share.expected == pytest.approx(
+        0.5, abs=0.01
+    )
 
 
 def test_copy_threshold_is_the_conformal_quantile():
@@ -112,6 +144,7 @@ def privacy_row(released: np.ndarray, parts: dict[str, np.ndarray], calibration:
         member_sample=parts["member_sample"],
         holdout=holdout,
         calibration=calibration,
+        rng=np.random.default_rng(0),
     )
     return {"generator": "planted", "k": None, **summary}
 
