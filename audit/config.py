@@ -269,6 +269,11 @@ def validate(config: RunConfig) -> None:
         raise AuditError(f"eps_delta must lie in [0, 1), got {config.eps_delta}")
     if config.mia_candidates <= 0 or config.max_holdout <= 0 or config.max_reference <= 0:
         raise AuditError("attack candidates, holdout and real-row sizes must be positive")
+    if config.max_nonmembers is not None and config.max_nonmembers < 2:
+        raise AuditError(
+            f"--max-nonmembers must be at least 2 (the holdout and the real row's release), "
+            f"got {config.max_nonmembers}"
+        )
     if config.nn_k <= 0:
         raise AuditError(f"nn_k must be positive, got {config.nn_k}")
     if config.utility_seeds <= 0:

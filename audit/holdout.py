@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import beta, betabinom, binom
 
+from audit.errors import AuditError
 from audit.similarity import Metric, nearest_neighbours
 
 COPY_QUANTILE = 0.99  # held-out non-members exceed the copy threshold this rarely (at most 1%)
@@ -211,7 +212,10 @@ def choose_holdout(
     holdout, the rest (at most max_real) the real row's release; a member sample as large as the
     holdout is drawn without replacement."""
     if len(nonmembers) < 2:
-        raise ValueError("the holdout statistics need at least 2 non-members")
+        raise AuditError(
+            f"the holdout statistics need at least 2 non-members (a holdout and a real-row "
+            f"release), the split has {len(nonmembers)}"
+        )
     order = rng.permutation(nonmembers)
     n_holdout = min((len(order) + 1) // 2, max_holdout, n_members)
     holdout, rest = order[:n_holdout], order[n_holdout:]

@@ -537,7 +537,12 @@ def prepare(config: RunConfig) -> ImageDataset:
             model, config.attacker_weights, model_name=config.model, flag="--attacker-weights"
         )
     if config.split_file:
-        load_split_file(config.split_file, len(data.images))
+        split = load_split_file(config.split_file, len(data.images))
+        if len(split.nonmembers) < 2:
+            raise AuditError(
+                f"--split {config.split_file} has {len(split.nonmembers)} non-member(s); the "
+                "holdout statistics need at least 2"
+            )
     if config.synthetic:
         from generators.external import load_synthetic
 

@@ -184,6 +184,8 @@ def test_redacted_report_shows_no_members(tmp_path):
         (["--split", "/nonexistent.npz"], "--split"),
         (["--max-members", "0"], "--max-members"),
         (["--real-utility-seeds", "0"], "--real-utility-seeds"),
+        (["--max-nonmembers", "1"], "--max-nonmembers must be at least 2"),
+        (["--attacker-weights", "/nonexistent.pt"], "--attacker-weights file"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, args, match):

@@ -15,7 +15,9 @@ import pytest
 from attacks.metrics import select_strongest, selection_halves
 from attacks.release import nearest_l2, penultimate_features, release_scores
 from audit.config import TrainConfig
+from audit.errors import AuditError
 from audit.holdout import (
+    choose_holdout,
     copy_share,
     copy_threshold,
     exact_copies,
@@ -82,6 +84,22 @@ def test_holdout_share_detects_a_release_near_the_members():
     assert share.p_value == pytest.approx(1 / 2001) and share.expected == pytest.approx(
         0.5, abs=0.01
     )
+
+
+def test_holdout_sets_are_disjoint_and_sized():
+    nonmembers = np.arange(1000, 1539)
+    sets = choose_holdout(nonmembers, 719, np.random.default_rng(0), max_holdout=5000, max_real=500)
+    assert len(sets.holdout) == 270 and len(sets.member_sample) == 270
+    assert len(sets.real_release) == 269 and not set(sets.holdout) & set(sets.real_release)
+    assert set(sets.holdout) | set(sets.real_release) == set(nonmembers)
+    capped = choose_holdout(nonmembers, 100, np.random.default_rng(0), max_holdout=50, max_real=30)
+    assert (len(capped.holdout), len(capped.member_sample), len(capped.real_release)) == (
+        50,
+        50,
+        30,
+    )
+    with pytest.raises(AuditError, match="at least 2 non-members"):
+        choose_holdout(nonmembers[:1], 10, np.random.default_rng(0), max_holdout=5, max_real=5)
 
 
 def test_copy_threshold_is_the_conformal_quantile():
