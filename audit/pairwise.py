@@ -281,7 +281,11 @@ def _haarpsi_combine(q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         den = den + w2.sum(-1)
     eps = torch.finfo(q.dtype).eps
     score = (num + eps) / (den + eps)
-    return (torch.log(score / (1 - score)) / HAAR_ALPHA) ** 2
+    value = (torch.log(score / (1 - score)) / HAAR_ALPHA) ** 2
+    # piq divides eps by eps when neither image has any Haar structure (two black images: every
+    # weight is 0) and returns inf; such a pair is identical in every coefficient, so it scores
+    # HaarPSI's maximum, 1
+    return torch.where(den > 0, value, torch.ones_like(value))
 
 
 def haarpsi_bytes_per_pair(features: HaarFeatures, *, compiled: bool) -> int:
