@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch._dynamo.exc
 from tqdm import tqdm
 
 from audit import pairwise
@@ -113,51 +114,68 @@ def nearest_neighbours(
     engine = ENGINES[metric]
     if compiled is None:
         compiled = len(q) * len(r) >= COMPILE_MIN_PAIRS
-    compiled = compiled and not _compile_failed
+    budget = memory_budget or DEFAULT_MEMORY_BUDGET
     with torch.no_grad():
         fq, fr = engine.features(q), engine.features(r)
-        per_pair = engine.bytes_per_pair(fq, compiled=compiled)
-        q_block, r_block = plan_blocks(
-            len(q), len(r), per_pair, memory_budget or DEFAULT_MEMORY_BUDGET
-        )
-        workspace = pairwise.Workspace()
-        best_values = torch.full((len(q), k), -torch.inf)
-        best_indices = torch.zeros((len(q), k), dtype=torch.long)
-        blocks = [(rs, qs) for rs in range(0, len(r), r_block) for qs in range(0, len(q), q_block)]
-        bar = tqdm(
-            total=len(blocks),
-            desc=f"nn {metric}",
-            unit="block",
-            disable=None if progress else True,
-            leave=False,
-        )
-        with bar:
-            for rs in range(0, len(r), r_block):  # reference-side work is prepared once per block
-                n_r = min(r_block, len(r) - rs)
-                r_part = engine.prepare_reference(fr.take(rs, rs + r_block).padded(r_block))
-                for qs in range(0, len(q), q_block):
-                    n_q = min(q_block, len(q) - qs)
-                    q_part = fq.take(qs, qs + q_block).padded(q_block)
-                    try:
-                        scores = engine.pairwise(
-                            q_part, r_part, compiled=compiled, workspace=workspace
-                        )
-                    except Exception as exc:  # no compiler or backend: fall back, stay exact
-                        if not compiled:
-                            raise
-                        log.warning("torch.compile failed (%s); continuing without it", exc)
-                        _compile_failed, compiled = True, False
-                        scores = engine.pairwise(
-                            q_part, r_part, compiled=False, workspace=workspace
-                        )
-                    scores = scores[:n_q, :n_r].float().cpu()
-                    rows = slice(qs, qs + n_q)
-                    merged_v = torch.cat([best_values[rows], scores], dim=1)
-                    new = torch.arange(rs, rs + n_r).expand(n_q, -1)
-                    merged_i = torch.cat([best_indices[rows], new], dim=1)
-                    best_values[rows], pos = _stable_topk(merged_v, merged_i, k)
-                    best_indices[rows] = merged_i.gather(1, pos)
-                    bar.update(1)
+        if compiled and not _compile_failed:
+            try:
+                return _search(engine, fq, fr, k, budget, metric, compiled=True, progress=progress)
+            except torch._dynamo.exc.TorchDynamoException as exc:
+                # only the compiler's own failures (no C++ compiler, an unsupported backend):
+                # out-of-memory and real bugs propagate. Log once, then stay eager, re-planned
+                # for the eager path's larger per-pair cost
+                _compile_failed = True
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                log.warning(
+                    "torch.compile failed (%s: %s); nearest neighbours run eagerly from now on",
+                    type(exc).__name__,
+                    first[:200],
+                )
+        return _search(engine, fq, fr, k, budget, metric, compiled=False, progress=progress)
+
+
+def _search(
+    engine: Engine,
+    fq: Any,
+    fr: Any,
+    k: int,
+    budget: int,
+    metric: str,
+    *,
+    compiled: bool,
+    progress: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every block of pairs, planned for this path's per-pair cost, merged into a running top-k."""
+    n_q, n_r = len(fq), len(fr)
+    per_pair = engine.bytes_per_pair(fq, compiled=compiled)
+    q_block, r_block = plan_blocks(n_q, n_r, per_pair, budget)
+    workspace = pairwise.Workspace()
+    best_values = torch.full((n_q, k), -torch.inf)
+    best_indices = torch.zeros((n_q, k), dtype=torch.long)
+    blocks = len(range(0, n_r, r_block)) * len(range(0, n_q, q_block))
+    bar = tqdm(
+        total=blocks,
+        desc=f"nn {metric}",
+        unit="block",
+        disable=None if progress else True,
+        leave=False,
+    )
+    with bar:
+        for rs in range(0, n_r, r_block):  # reference-side work is prepared once per block
+            rows_r = min(r_block, n_r - rs)
+            r_part = engine.prepare_reference(fr.take(rs, rs + r_block).padded(r_block))
+            for qs in range(0, n_q, q_block):
+                rows_q = min(q_block, n_q - qs)
+                q_part = fq.take(qs, qs + q_block).padded(q_block)
+                scores = engine.pairwise(q_part, r_part, compiled=compiled, workspace=workspace)
+                scores = scores[:rows_q, :rows_r].float().cpu()
+                rows = slice(qs, qs + rows_q)
+                merged_v = torch.cat([best_values[rows], scores], dim=1)
+                new = torch.arange(rs, rs + rows_r).expand(rows_q, -1)
+                merged_i = torch.cat([best_indices[rows], new], dim=1)
+                best_values[rows], pos = _stable_topk(merged_v, merged_i, k)
+                best_indices[rows] = merged_i.gather(1, pos)
+                bar.update(1)
     return best_values.numpy(), best_indices.numpy()
 
 

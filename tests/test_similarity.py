@@ -1,5 +1,6 @@
 """The all-pairs engine against piq itself (the oracle) and against brute force."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +8,7 @@ import piq
 import pytest
 import torch
 
-from audit import pairwise
+from audit import pairwise, similarity
 from audit.similarity import ENGINES, nearest_neighbours, plan_blocks, summarise
 from audit.training import to_tensor
 from tests.conftest import random_images
@@ -245,3 +246,47 @@ def test_real_cifar_equal_exact_values(cifar_folder, metric):
     ).numpy()
     scores, _, _ = engine_all_pairs(query, reference, metric)
     np.testing.assert_allclose(scores, exact, atol=1e-5, rtol=0)
+
+
+def _failing_engine(metric: str, error: Exception) -> similarity.Engine:
+    """The metric's engine, except that its compiled path raises error."""
+    engine = ENGINES[metric]
+
+    def pairwise_or_fail(q, r, *, compiled, workspace):
+        if compiled:
+            raise error
+        return engine.pairwise(q, r, compiled=False, workspace=workspace)
+
+    return dataclasses.replace(engine, pairwise=pairwise_or_fail)
+
+
+def test_compile_failure_falls_back_once_and_replans(monkeypatch, caplog, digits):
+    """A compiler failure: one warning, exact eager results, and blocks re-planned with the eager
+    path's larger per-pair cost (the compiled plan could be 8x over the memory budget)."""
+    failure = torch._dynamo.exc.TorchDynamoException("no working C++ compiler")
+    monkeypatch.setitem(ENGINES, "ssim", _failing_engine("ssim", failure))
+    monkeypatch.setattr(similarity, "_compile_failed", False)
+    plans = []
+    real_plan = similarity.plan_blocks
+    monkeypatch.setattr(similarity, "plan_blocks", lambda *a: plans.append(a[2]) or real_plan(*a))
+    query, reference = digits.images[:30], digits.images[100:400]
+    with caplog.at_level("WARNING", logger="audit.similarity"):
+        first = nearest_neighbours(query, reference, "ssim", compiled=True, progress=False)
+        second = nearest_neighbours(query, reference, "ssim", compiled=True, progress=False)
+    eager = nearest_neighbours(query, reference, "ssim", compiled=False, progress=False)
+    for result in (first, second):
+        assert np.array_equal(result[0], eager[0]) and np.array_equal(result[1], eager[1])
+    warnings = [r for r in caplog.records if "torch.compile failed" in r.getMessage()]
+    assert len(warnings) == 1 and "no working C++ compiler" in warnings[0].getMessage()
+    features = ENGINES["ssim"].features(to_tensor(query[:1]))
+    eager_cost = ENGINES["ssim"].bytes_per_pair(features, compiled=False)
+    compiled_cost = ENGINES["ssim"].bytes_per_pair(features, compiled=True)
+    assert plans[0] == compiled_cost < eager_cost and plans[1:] == [eager_cost] * 3
+
+
+def test_other_errors_on_the_compiled_path_are_not_swallowed(monkeypatch, digits):
+    monkeypatch.setitem(ENGINES, "ssim", _failing_engine("ssim", RuntimeError("a real bug")))
+    monkeypatch.setattr(similarity, "_compile_failed", False)
+    with pytest.raises(RuntimeError, match="a real bug"):
+        nearest_neighbours(digits.images[:5], digits.images[:50], "ssim", compiled=True)
+    assert similarity._compile_failed is False
