@@ -143,3 +143,23 @@ def test_clamped_release_keeps_the_optimised_statistics(teacher):
     assert released(clamped) < released(free)
     # with CE excluded, the released distance is close to the optimised BN loss
     assert released(clamped) < 1.5 * clamped.loss_at[40]
+
+
+def test_bn_statistics_distance_is_batched_by_whole_groups(teacher, digits):
+    """The release goes through the teacher a few whole groups at a time (memory at paper
+    scale), with the same distance as one pass over everything."""
+    images = digits.images[:97]  # 9 groups of 10 and a group of 7
+    batches: list[int] = []
+    hook = teacher.net.register_forward_pre_hook(lambda _m, inputs: batches.append(len(inputs[0])))
+    try:
+        whole = bn_statistics_distance(
+            teacher, images, group_size=10, device="cpu", images_per_pass=1000
+        )
+        batches.clear()
+        batched = bn_statistics_distance(
+            teacher, images, group_size=10, device="cpu", images_per_pass=25
+        )
+    finally:
+        hook.remove()
+    assert batches == [20, 20, 20, 20, 17]  # two whole groups per pass, the last one short
+    assert batched == pytest.approx(whole, rel=1e-5)
