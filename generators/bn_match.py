@@ -76,7 +76,7 @@ class TrajectoryState:
 class BNMatchResult:
     snapshots: dict[int, np.ndarray]  # K -> uint8 NHWC, as released
     labels: np.ndarray  # assigned (balanced) labels
-    loss_at: dict[int, float]  # K -> mean per-group loss evaluated at step K
+    loss_at: dict[int, float]  # K -> mean per-group loss of the images after K steps
     history: list[tuple[int, float]] = field(default_factory=list)  # (step, mean group loss)
     states: dict[int, TrajectoryState] = field(default_factory=dict)  # K -> state after K steps
 
@@ -265,8 +265,11 @@ def bn_match(
                 if step % cfg.check_every == 0 or step in loss_at or step == 1:
                     mean_loss = _checked_mean(losses, z, step)
                     history.setdefault(step, []).append(mean_loss * len(groups))
-                    if step in loss_at:
-                        loss_at[step].append(mean_loss * len(groups))
+                    if step in loss_at:  # the loss of the images released at K: after step K
+                        with torch.no_grad():
+                            records.clear()
+                            after = group_losses(records, teacher.net(z), y, z, averaging, cfg)
+                        loss_at[step].append(float(after.mean()) * len(groups))
                         snapshots[step].append(quantise(teacher, z))
                         moments = optimizer.state[z]
                         state_parts[step].append(  # copies: on the CPU .numpy() would alias

@@ -163,3 +163,20 @@ def test_bn_statistics_distance_is_batched_by_whole_groups(teacher, digits):
         hook.remove()
     assert batches == [20, 20, 20, 20, 17]  # two whole groups per pass, the last one short
     assert batched == pytest.approx(whole, rel=1e-5)
+
+
+def test_loss_at_k_is_the_loss_of_the_images_released_at_k(teacher):
+    """bn_loss at K describes the images after K steps (what is released), not those before the
+    K-th update."""
+    from generators.bn_match import bn_inputs, frozen, group_losses, group_matrix
+
+    result = run(teacher, (3, 6))
+    config = BNMatchConfig(group_size=10, check_every=5)
+    labels = torch.from_numpy(result.labels)
+    averaging = group_matrix(torch.arange(20) // 10, 2)
+    for k in (3, 6):
+        z = torch.from_numpy(result.states[k].z)
+        with frozen(teacher), bn_inputs(teacher.net) as records, torch.no_grad():
+            expected = group_losses(records, teacher.net(z), labels, z, averaging, config).mean()
+        assert result.loss_at[k] == pytest.approx(float(expected), rel=1e-5)
+    assert result.loss_at[3] != pytest.approx(dict(result.history)[3], rel=1e-5)  # before step 3
