@@ -26,7 +26,7 @@ from audit.data import ImageDataset, Split, load_dataset, load_split_file, split
 from audit.errors import AuditError
 from audit.holdout import HoldoutSets, choose_holdout, memorisation_statistics
 from audit.models import NormalizedClassifier, build_model, load_weights, require_bn
-from audit.provenance import environment, package_versions
+from audit.provenance import environment, package_versions, source_digest
 from audit.seeding import numpy_rng
 from audit.similarity import Metric, nearest_neighbours, summarise
 from audit.stagecache import (
@@ -608,6 +608,7 @@ def execute(config: RunConfig, *, overwrite: bool = False, argv: list[str] | Non
     # another version of the suite or of the numerics under it may compute other bytes: an
     # upgrade recomputes rather than mixing old outputs with new
     software = {n: v for n, v in package_versions().items() if n in KEYED_PACKAGES}
+    software["synthaudit_source"] = source_digest()  # an edit without a version bump counts
     input_files = {  # hashed once; each stage's key takes those it declares
         field: path_fingerprint(getattr(config, field))
         for field in ("weights", "split_file", "synthetic", "attacker_weights")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib
 import platform
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import torch
 
@@ -36,6 +40,38 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+SOURCE_PACKAGES = ("audit", "attacks", "generators", "reports")
+SOURCE_SUFFIXES = (".py", ".html", ".toml")
+
+
+def package_dirs() -> tuple[Path, ...]:
+    """Where this suite's packages are installed (the checkout, under an editable install)."""
+    dirs = []
+    for name in SOURCE_PACKAGES:
+        module = importlib.import_module(name)
+        assert module.__file__ is not None
+        dirs.append(Path(module.__file__).parent)
+    return tuple(dirs)
+
+
+def source_digest(roots: tuple[Path, ...] | None = None) -> str:
+    """sha256 of the suite's source files (code, report template, default thresholds), so that
+    an edit under an editable install, with the same version number, recomputes the stages."""
+    return _digest(roots or package_dirs())
+
+
+@functools.cache
+def _digest(roots: tuple[Path, ...]) -> str:
+    digest = hashlib.sha256()
+    for root in roots:
+        for path in sorted(p for p in root.rglob("*") if p.suffix in SOURCE_SUFFIXES):
+            if "__pycache__" in path.parts:
+                continue
+            digest.update(f"{root.name}/{path.relative_to(root).as_posix()}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def environment() -> dict[str, object]:
     return {
         "python": sys.version.split()[0],
@@ -44,4 +80,5 @@ def environment() -> dict[str, object]:
         "cuda_available": torch.cuda.is_available(),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "packages": package_versions(),
+        "synthaudit_source_sha256": source_digest(),
     }

@@ -174,3 +174,31 @@ def test_key_depends_on_declared_settings_and_inputs_only():
     assert stage_key("utility", changed_other, ("utility", "seed"), upstream, {}) == key
     new_input = {"split": StageRecord("k", {"split.npz": "bb"}, 1.0)}
     assert stage_key("utility", config, ("utility", "seed"), new_input, {}) != key
+
+
+def test_a_source_edit_recomputes(base, tmp_path, monkeypatch):
+    """Under an editable install the version number stays while the code changes: the stage
+    keys hash the suite's source files too."""
+    import audit.pipeline
+
+    monkeypatch.setattr(audit.pipeline, "source_digest", lambda: "edited")
+    out = tmp_path / "edited"
+    shutil.copytree(base, out)
+    assert main([*ARGS[:-2], "2", "--out", str(out)]) == 0
+    assert manifest(out)["reused_stages"] == [] and manifest(out)["reused_rows"] == {}
+
+
+def test_source_digest_sees_an_edit(tmp_path):
+    from audit import provenance
+
+    copy = tmp_path / "reports"
+    shutil.copytree(provenance.package_dirs()[-1], copy)
+    before = provenance.source_digest((copy,))
+    provenance._digest.cache_clear()
+    template = copy / "templates" / "report.html"
+    template.write_text(template.read_text() + "<!-- edited -->\n")
+    assert provenance.source_digest((copy,)) != before
+    (copy / "notes.txt").write_text("not source")  # other files do not count
+    provenance._digest.cache_clear()
+    template.write_text(template.read_text().removesuffix("<!-- edited -->\n"))
+    assert provenance.source_digest((copy,)) == before
