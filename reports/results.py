@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from typing import Any
+
+import pandas as pd
 
 from audit.config import RunConfig
 from audit.data import ImageDataset
@@ -152,12 +152,12 @@ def columns(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def results_csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns(rows), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _cell(v) for k, v in row.items()})
-    return buffer.getvalue()
+    """The results table as CSV: pandas writes it (quoting, missing cells as empty fields), the
+    cells formatted first so a column mixing integers and blanks keeps its integers."""
+    frame = pd.DataFrame(
+        [{k: _cell(v) for k, v in row.items()} for row in rows], columns=columns(rows), dtype=object
+    )
+    return str(frame.to_csv(index=False, lineterminator="\n", na_rep=""))
 
 
 def _cell(value: Any) -> Any:

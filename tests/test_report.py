@@ -121,6 +121,21 @@ def test_csv_keeps_base_columns_first_and_blank_k_for_real():
     ]
 
 
+def test_csv_round_trips_awkward_cells():
+    """Text with commas and quotes is quoted, blanks stay blank, integers stay integers."""
+    import csv
+    import io
+
+    rows = [
+        {"generator": 'a,"b"', "k": 3, "n_synthetic": 10, "nn_ssim_mean": 0.123456789},
+        {"generator": "real", "k": None, "utility_acc": float("nan"), "extra": "x"},
+    ]
+    parsed = list(csv.DictReader(io.StringIO(results_csv(rows))))
+    assert parsed[0]["generator"] == 'a,"b"' and parsed[0]["k"] == "3"
+    assert parsed[0]["nn_ssim_mean"] == "0.123457" and parsed[0]["extra"] == ""
+    assert parsed[1]["k"] == "" and parsed[1]["utility_acc"] == "" and parsed[1]["extra"] == "x"
+
+
 def test_grid_layout():
     rows = [np.full((3, 16, 16, 1), 7, np.uint8), np.full((2, 16, 16, 3), 9, np.uint8)]
     grid = image_grid(rows, scale=2, pad=1)

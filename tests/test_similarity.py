@@ -290,3 +290,38 @@ def test_other_errors_on_the_compiled_path_are_not_swallowed(monkeypatch, digits
     with pytest.raises(RuntimeError, match="a real bug"):
         nearest_neighbours(digits.images[:5], digits.images[:50], "ssim", compiled=True)
     assert similarity._compile_failed is False
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_ssim_equals_scikit_image(digits, channels):
+    """An oracle independent of piq: scikit-image's SSIM with the same definition (Gaussian
+    window, sigma 1.5, population covariance, data range 1) on every pair."""
+    from skimage.metrics import structural_similarity
+
+    if channels == 1:
+        query, reference = digits.images[:12], digits.images[300:340]
+    else:
+        query = random_images(6, size=32, channels=3, seed=21)
+        reference = random_images(10, size=32, channels=3, seed=22)
+        reference[4] = query[2]
+    values, indices = nearest_neighbours(query, reference, "ssim", k=len(reference), progress=False)
+    engine = np.empty((len(query), len(reference)))
+    engine[np.arange(len(query))[:, None], indices] = values
+    oracle = np.array(
+        [
+            [
+                structural_similarity(
+                    q / 255.0,
+                    r / 255.0,
+                    gaussian_weights=True,
+                    sigma=1.5,
+                    use_sample_covariance=False,
+                    data_range=1.0,
+                    channel_axis=-1,
+                )
+                for r in reference
+            ]
+            for q in query
+        ]
+    )
+    np.testing.assert_allclose(engine, oracle, atol=1e-5, rtol=0)
