@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--bn-groups-per-pass",
         type=positive_int,
-        help="BN groups optimised in one forward pass (default: all; lower it if memory is short)",
+        help="BN groups optimised in one forward pass (default: as many as fit a 6 GiB "
+        "activation budget, measured on the model; set it higher on a large GPU)",
     )
     run.add_argument(
         "--utility-seeds",

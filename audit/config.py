@@ -34,7 +34,10 @@ class BNMatchConfig:
     """BN-statistics matching. The defaults are the paper's loss (see generators/bn_match.py)."""
 
     group_size: int = 250  # images whose statistics are matched together (the paper's batch)
-    groups_per_pass: int = 0  # groups optimised in one forward pass; 0 = all of them
+    groups_per_pass: int = 0  # groups optimised in one forward pass; 0 = as many as fit below
+    # the activation memory one pass may hold when groups_per_pass is 0: fits a 16 GB GPU (and
+    # the CPU's RAM) with room for the model, the optimiser state and the allocator
+    pass_memory_budget: int = 6 * 2**30
     lr: float = 0.1  # Adam, constant: a snapshot at K then equals a separate K-step run
     statistics: Statistics = "batch"  # batch: over (N,H,W) per group; image: over (H,W) (ZeroQ)
     spread: Spread = "var"  # match the variance (paper) or sqrt(var + eps) (ZeroQ)
@@ -296,7 +299,7 @@ def validate(config: RunConfig) -> None:
     bn = config.bn
     if bn.group_size <= 1:
         raise AuditError(f"BN group size must be at least 2, got {bn.group_size}")
-    if bn.lr <= 0 or bn.check_every <= 0 or bn.groups_per_pass < 0:
+    if bn.lr <= 0 or bn.check_every <= 0 or bn.groups_per_pass < 0 or bn.pass_memory_budget <= 0:
         raise AuditError("BN matching needs lr > 0, check_every > 0 and groups_per_pass >= 0")
     f = config.features
     if any(scale < 0 for scale in f.noise_scales) or not f.noise_scales:

@@ -55,7 +55,9 @@ def main() -> None:
     teacher.eval().to(args.device)
     n = args.groups * args.group_size
     work = n * args.steps
-    one_pass = BNMatchConfig(group_size=args.group_size, groups_per_pass=0, check_every=args.steps)
+    one_pass = BNMatchConfig(  # every group in one pass, whatever the memory budget would pick
+        group_size=args.group_size, groups_per_pass=args.groups, check_every=args.steps
+    )
     sequential = BNMatchConfig(
         group_size=args.group_size, groups_per_pass=1, check_every=args.steps
     )

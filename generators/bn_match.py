@@ -29,6 +29,7 @@ Two properties the audit relies on:
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ from audit.errors import AuditError
 from audit.models import NormalizedClassifier, bn_layers
 from audit.seeding import torch_generator
 from generators.base import GenerationRequest, SyntheticSet, register
+
+log = logging.getLogger(__name__)
 
 DIVERGENCE_LIMIT = 1e4  # |normalised pixel| beyond this is divergence, not an image
 
@@ -118,6 +121,38 @@ def bn_inputs(
     finally:
         for handle in handles:
             handle.remove()
+
+
+def activation_bytes_per_image(
+    teacher: NormalizedClassifier, image_shape: tuple[int, int, int], *, device: str
+) -> int:
+    """Bytes autograd keeps per image for the backward pass through the teacher to its input,
+    measured on a forward pass of two images (saved_tensors_hooks sees every saved tensor)."""
+    saved = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal saved
+        saved += tensor.numel() * tensor.element_size()
+        return tensor
+
+    z = torch.zeros((2, *image_shape), device=device, requires_grad=True)
+    with frozen(teacher.to(device)), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        teacher.net(z).sum()
+    return max(1, saved // 2)
+
+
+def groups_within_budget(
+    teacher: NormalizedClassifier,
+    image_shape: tuple[int, int, int],
+    group_size: int,
+    budget: int,
+    *,
+    device: str,
+) -> int:
+    """How many groups one pass may optimise: the saved activations, twice over for the
+    backward's temporaries, within budget bytes (at least one group)."""
+    per_image = activation_bytes_per_image(teacher, image_shape, device=device)
+    return max(1, budget // (2 * per_image * group_size))
 
 
 def group_matrix(group_index: torch.Tensor, n_groups: int) -> torch.Tensor:
@@ -211,7 +246,17 @@ def bn_match(
     n_images = len(labels)
     n_groups = math.ceil(n_images / cfg.group_size)
     group_index = torch.arange(n_images) // cfg.group_size
-    per_pass = cfg.groups_per_pass or n_groups
+    per_pass = cfg.groups_per_pass or groups_within_budget(
+        teacher, image_shape, cfg.group_size, cfg.pass_memory_budget, device=device
+    )
+    per_pass = min(per_pass, n_groups)
+    if per_pass < n_groups:
+        log.info(
+            "[generate] bn_match: %d of %d groups per pass (pass memory budget %.1f GiB)",
+            per_pass,
+            n_groups,
+            cfg.pass_memory_budget / 2**30,
+        )
     if start is not None:
         if start.z.shape != (n_images, *image_shape):
             raise ValueError(f"a checkpoint of shape {start.z.shape} cannot resume this run")

@@ -180,3 +180,21 @@ def test_loss_at_k_is_the_loss_of_the_images_released_at_k(teacher):
             expected = group_losses(records, teacher.net(z), labels, z, averaging, config).mean()
         assert result.loss_at[k] == pytest.approx(float(expected), rel=1e-5)
     assert result.loss_at[3] != pytest.approx(dict(result.history)[3], rel=1e-5)  # before step 3
+
+
+def test_groups_per_pass_follow_the_memory_budget(teacher, caplog):
+    """groups_per_pass 0 picks as many groups as the measured activations allow within the
+    budget; the result equals one pass over everything (to floating-point order)."""
+    from generators.bn_match import activation_bytes_per_image, groups_within_budget
+
+    per_image = activation_bytes_per_image(teacher, SHAPE, device="cpu")
+    assert per_image > 16 * 16 * 4  # at least the input image, in float32
+    budget = 2 * per_image * 10 * 2  # two groups of 10
+    assert groups_within_budget(teacher, SHAPE, 10, budget, device="cpu") == 2
+    assert groups_within_budget(teacher, SHAPE, 10, 1, device="cpu") == 1  # at least one
+    with caplog.at_level("INFO", logger="generators.bn_match"):
+        budgeted = run(teacher, (6,), n=60, groups_per_pass=0, pass_memory_budget=budget)
+    assert "2 of 6 groups per pass" in caplog.text
+    together = run(teacher, (6,), n=60, groups_per_pass=6)
+    difference = np.abs(budgeted.snapshots[6].astype(int) - together.snapshots[6].astype(int))
+    assert difference.max() <= 1
