@@ -220,6 +220,33 @@ def split_dataset(
     return split
 
 
+def split_for_pretrained(
+    data: ImageDataset,
+    *,
+    seed: int,
+    max_members: int | None,
+    max_nonmembers: int | None,
+    max_test: int | None,
+) -> Split:
+    """The split for weights trained on the dataset's whole train part (a published pytorchcv
+    CIFAR-10 checkpoint saw all 50,000 training images): members are that part, non-members and
+    test disjoint halves of the test part, so no "non-member" was ever trained on."""
+    assert data.n_train is not None
+    rng = numpy_rng(seed, "split", "pretrained")
+    members = rng.permutation(data.n_train)
+    rest = data.n_train + rng.permutation(len(data.labels) - data.n_train)
+    half = len(rest) // 2
+    nonmembers, test = rest[:half], rest[half:]
+    members = members[:max_members] if max_members else members
+    nonmembers = nonmembers[:max_nonmembers] if max_nonmembers else nonmembers
+    test = test[:max_test] if max_test else test
+    split = Split(*(np.sort(a).astype(np.int64) for a in (members, nonmembers, test)))
+    for part in ("members", "nonmembers", "test"):
+        if len(getattr(split, part)) == 0:
+            raise AuditError(f"dataset {data.name!r} is too small: the {part} split is empty")
+    return split
+
+
 def load_split_file(path: str, n_images: int) -> Split:
     """A split saved by an earlier run (split.npz) or written by hand: members, nonmembers and test
     index arrays into the dataset's canonical order, disjoint and non-empty."""

@@ -111,6 +111,15 @@ def _summarise_mismatch(exc: RuntimeError) -> str:
     return detail[:300]
 
 
+def weights_format(path: str) -> str:
+    """ "suite" for a file this suite saved (normalisation included), "pytorchcv" for a bare
+    state dict such as pytorchcv's published checkpoints (read with weights_only=True)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return (
+        "suite" if isinstance(state, dict) and "mean" in state and "std" in state else "pytorchcv"
+    )
+
+
 def load_weights(
     model: NormalizedClassifier, path: str, *, model_name: str, flag: str = "--weights"
 ) -> None:

@@ -22,10 +22,23 @@ import numpy as np
 import torch
 
 from audit.config import RunConfig
-from audit.data import ImageDataset, Split, load_dataset, load_split_file, split_dataset
+from audit.data import (
+    ImageDataset,
+    Split,
+    load_dataset,
+    load_split_file,
+    split_dataset,
+    split_for_pretrained,
+)
 from audit.errors import AuditError
 from audit.holdout import HoldoutSets, choose_holdout, memorisation_statistics
-from audit.models import NormalizedClassifier, build_model, load_weights, require_bn
+from audit.models import (
+    NormalizedClassifier,
+    build_model,
+    load_weights,
+    require_bn,
+    weights_format,
+)
 from audit.provenance import environment, package_versions, source_digest
 from audit.seeding import numpy_rng
 from audit.similarity import Metric, nearest_neighbours, summarise
@@ -133,21 +146,46 @@ class Stage:
 # --------------------------------------------------------------------------- stages
 
 
+PRETRAINED_NOTE = (
+    "The --weights file is a bare pytorchcv checkpoint, trained on the dataset's whole train "
+    "part: members are that part, non-members and test are disjoint halves of its test part."
+)
+ASSUMED_NOTE = (
+    "Membership figures assume the --weights model was trained on this run's members only (the "
+    "seeded split). If it was trained on other records, give their split with --split: a "
+    "'non-member' it was trained on makes every attack read near chance."
+)
+
+
+def membership_basis(config: RunConfig, data: ImageDataset) -> tuple[bool, str | None]:
+    """(split follows a pretrained checkpoint, the note on what membership means, if any)."""
+    if not config.weights or config.split_file:
+        return False, None
+    if weights_format(config.weights) == "pytorchcv" and data.n_train is not None:
+        return True, PRETRAINED_NOTE
+    return False, ASSUMED_NOTE
+
+
 def stage_split(run: Run) -> None:
     c = run.config
-    split = (
-        load_split_file(c.split_file, len(run.data.images))
-        if c.split_file
-        else split_dataset(
+    pretrained, note = membership_basis(c, run.data)
+    caps = {
+        "max_members": c.max_members,
+        "max_nonmembers": c.max_nonmembers,
+        "max_test": c.max_test,
+    }
+    if c.split_file:
+        split = load_split_file(c.split_file, len(run.data.images))
+    elif pretrained:
+        split = split_for_pretrained(run.data, seed=c.seed, **caps)
+    else:
+        split = split_dataset(
             run.data,
             seed=c.seed,
             member_fraction=c.member_fraction,
             nonmember_fraction=c.nonmember_fraction,
-            max_members=c.max_members,
-            max_nonmembers=c.max_nonmembers,
-            max_test=c.max_test,
+            **caps,
         )
-    )
     run.store.write_npz(
         "split.npz", members=split.members, nonmembers=split.nonmembers, test=split.test
     )
@@ -161,6 +199,8 @@ def stage_split(run: Run) -> None:
         run.data.image_size,
         run.data.channels,
     )
+    if note:
+        log.warning("[split] %s", note)
 
 
 def stage_target(run: Run) -> None:
@@ -190,7 +230,10 @@ def stage_target(run: Run) -> None:
         )
     }
     run.store.write_state_dict("target.pt", model.state_dict())
-    run.store.write_json("target.json", {"model": c.model, "source": source, **acc})
+    note = membership_basis(c, data)[1]
+    run.store.write_json(
+        "target.json", {"model": c.model, "source": source, "membership_note": note, **acc}
+    )
     log.info(
         "[target] %s %s: accuracy members %.3f, non-members %.3f, test %.3f",
         c.model,
@@ -467,7 +510,7 @@ STAGES: list[Stage] = [
         stage_split,
         config=(
             *(*_DATA, "seed", "member_fraction", "nonmember_fraction", "max_members"),
-            *("max_nonmembers", "max_test", "split_file"),
+            *("max_nonmembers", "max_test", "split_file", "weights"),
         ),
     ),
     Stage(

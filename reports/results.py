@@ -111,6 +111,8 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
     }
     if "mia_model" in attacks:
         notes["mia_model_attacks"] = attacks["mia_model"]["note"]
+    if target.get("membership_note"):  # what "member" means with loaded weights
+        notes["membership"] = target["membership_note"]
     return {
         "config_digest": config.digest(),
         "dataset": {

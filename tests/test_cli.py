@@ -413,3 +413,41 @@ def test_bad_split_file(tmp_path, capsys):
         assert main([*SMOKE, "--split", str(path), "--out", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and match in err, err
+
+
+def test_pretrained_checkpoint_split_follows_what_it_was_trained_on(cifar_folder, tmp_path, capsys):
+    """A bare pytorchcv checkpoint saw the whole train part: members are that part, non-members
+    and test halves of the test part; the run says so in its output, results.json and report."""
+    from audit.models import build_model
+
+    checkpoint = tmp_path / "resnet20_cifar10-bare.pth"
+    net = build_model("resnet20_cifar10", channels=3, num_classes=3, seed=3).net
+    torch.save(net.state_dict(), checkpoint)
+    out = tmp_path / "pretrained"
+    args = ["--dataset", "imagefolder", "--data-root", str(cifar_folder), "--n-synthetic", "12"]
+    assert main([*SMOKE, *args, "--weights", str(checkpoint), "--out", str(out)]) == 0
+    assert "bare pytorchcv checkpoint" in capsys.readouterr().err
+    with np.load(out / "split.npz") as split:
+        assert split["members"].tolist() == list(range(120))  # the whole train part
+        assert len(split["nonmembers"]) == len(split["test"]) == 15  # halves of the test part
+        assert split["nonmembers"].min() >= 120 and split["test"].min() >= 120
+        assert not set(split["nonmembers"]) & set(split["test"])
+    results = json.loads((out / "results.json").read_text())
+    assert "bare pytorchcv checkpoint" in results["notes"]["membership"]
+    assert 'id="membership-note"' in (out / "report.html").read_text()
+
+
+def test_other_weights_state_the_membership_assumption(smoke_run):
+    from audit.data import load_dataset
+    from audit.pipeline import ASSUMED_NOTE, membership_basis
+
+    data = load_dataset("digits", None, image_size=16)
+    suite_weights = build_config(preset="smoke", weights=str(smoke_run / "target.pt"))
+    assert membership_basis(suite_weights, data) == (False, ASSUMED_NOTE)
+    given_split = build_config(
+        preset="smoke",
+        weights=str(smoke_run / "target.pt"),
+        split_file=str(smoke_run / "split.npz"),
+    )
+    assert membership_basis(given_split, data) == (False, None)
+    assert membership_basis(build_config(preset="smoke"), data) == (False, None)
