@@ -15,19 +15,15 @@ Pure functions on numpy arrays; higher score = "member". Three kinds:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import log_softmax, logsumexp
 from scipy.stats import norm
 
 SINGLE_MODEL_SIGNALS = ("loss", "confidence", "entropy", "modified_entropy")
-REFERENCE_ATTACKS = (
-    "lira_online",
-    "lira_online_fixed_var",
-    "lira_offline",
-    "lira_offline_fixed_var",
-    "rmia_offline",
-)
+LIRA_ATTACKS = ("lira_online", "lira_online_fixed_var", "lira_offline", "lira_offline_fixed_var")
+REFERENCE_ATTACKS = (*LIRA_ATTACKS, "rmia_offline")
 RMIA_OFFLINE_A = 0.3  # RMIA's offline interpolation for p(x) from OUT models only (paper: CIFAR)
 _MIN_STD = 1e-6
 
@@ -116,42 +112,84 @@ def assign_halves(n_records: int, n_references: int, rng: np.random.Generator) -
     return keep
 
 
-def _gaussian_fit(values: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Per-record mean and std of values (refs x records) over the refs where mask is True, and
-    the pooled within-record std (the fixed-variance estimate)."""
+def _gaussian_fit(
+    values: np.ndarray, mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per (query, record) mean and std of values (refs, queries, records) over the refs where
+    mask (refs, records) is True, and the pooled within-record std per query."""
+    m = mask[:, None, :]
     count = mask.sum(axis=0)
-    if (count == 0).any():
-        raise ValueError("every candidate needs at least one reference model of each kind")
-    mean = np.where(mask, values, 0.0).sum(axis=0) / count
-    residual = np.where(mask, values - mean, 0.0)
+    mean = np.where(m, values, 0.0).sum(axis=0) / count
+    residual = np.where(m, values - mean, 0.0)
     var = (residual**2).sum(axis=0) / count
-    pooled = float(np.sqrt((residual**2).sum() / max(mask.sum() - mask.shape[1], 1)))
-    return mean, np.sqrt(var), max(pooled, _MIN_STD)
+    dof = max(int(mask.sum()) - mask.shape[1], 1)
+    pooled = np.sqrt((residual**2).sum(axis=(0, 2)) / dof)[:, None]
+    return mean, np.sqrt(var), pooled
+
+
+@dataclass(frozen=True)
+class Lira:
+    """LiRA's scores, the variants it could not run and why, and how many (query, record)
+    standard deviations were zero and floored (never in silence)."""
+
+    scores: dict[str, np.ndarray]
+    skipped: dict[str, str]
+    floored: dict[str, int]
 
 
 def lira_scores(
     target_phi: np.ndarray, reference_phi: np.ndarray, reference_in: np.ndarray
-) -> dict[str, np.ndarray]:
-    """LiRA on logit-scaled confidences. target_phi (records,), reference_phi and reference_in
-    (refs, records). Online: log N(phi; in) - log N(phi; out). Offline: the one-sided test
-    against OUT models only, as the z-score (phi - mu_out) / sigma_out (monotone in the paper's
-    1 - Pr[Z > phi]). *_fixed_var uses one pooled variance for all records, which is more stable
-    with few reference models."""
-    mu_in, sd_in, pooled_in = _gaussian_fit(reference_phi, reference_in)
-    mu_out, sd_out, pooled_out = _gaussian_fit(reference_phi, ~reference_in)
-    sd_in, sd_out = np.maximum(sd_in, _MIN_STD), np.maximum(sd_out, _MIN_STD)
+) -> Lira:
+    """LiRA on logit-scaled confidences. target_phi (queries, records), reference_phi (refs,
+    queries, records), reference_in (refs, records); a query axis of 1 (or none) is one query
+    per record, more are Carlini et al.'s augmented queries (the same record flipped or shifted),
+    whose per-query scores are averaged. Online: log N(phi; in) - log N(phi; out). Offline: the
+    one-sided test against OUT models only, as the z-score (phi - mu_out) / sigma_out (monotone
+    in the paper's 1 - Pr[Z > phi]). *_fixed_var uses one pooled variance per query, steadier
+    with few reference models.
 
-    def online(s_in: np.ndarray | float, s_out: np.ndarray | float) -> np.ndarray:
-        return np.asarray(
-            norm.logpdf(target_phi, mu_in, s_in) - norm.logpdf(target_phi, mu_out, s_out)
-        )
+    A variance needs two samples: the online variants run only when every record has at least
+    two IN and two OUT references, the offline ones when it has two OUT (with N = 2 a record has
+    one of each, the fit's variance is exactly 0, and online LiRA would degenerate into a
+    nearest-mean rule with scores near 1e12)."""
+    target = np.asarray(target_phi, np.float64)
+    refs = np.asarray(reference_phi, np.float64)
+    if target.ndim == 1:
+        target, refs = target[None], refs[:, None]
+    n_in = int(reference_in.sum(axis=0).min())
+    n_out = int((~reference_in).sum(axis=0).min())
+    skipped: dict[str, str] = {}
+    floored: dict[str, int] = {}
+    scores: dict[str, np.ndarray] = {}
+    if n_out < 2:
+        reason = f"needs 2 OUT references per record, has {n_out} (use --mia-refs 4 or more)"
+        return Lira({}, dict.fromkeys(LIRA_ATTACKS, reason), {})
+    mu_out, sd_out, pooled_out = _gaussian_fit(refs, ~reference_in)
 
-    return {
-        "lira_online": online(sd_in, sd_out),
-        "lira_online_fixed_var": online(pooled_in, pooled_out),
-        "lira_offline": (target_phi - mu_out) / sd_out,
-        "lira_offline_fixed_var": (target_phi - mu_out) / pooled_out,
-    }
+    def floor(name: str, sd: np.ndarray) -> np.ndarray:
+        zero = sd < _MIN_STD
+        if zero.any():
+            floored[name] = int(zero.sum())
+        return np.maximum(sd, _MIN_STD)
+
+    scores["lira_offline"] = ((target - mu_out) / floor("lira_offline", sd_out)).mean(axis=0)
+    scores["lira_offline_fixed_var"] = (
+        (target - mu_out) / floor("lira_offline_fixed_var", pooled_out)
+    ).mean(axis=0)
+    if n_in < 2:
+        reason = f"needs 2 IN references per record, has {n_in} (use --mia-refs 4 or more)"
+        skipped.update(dict.fromkeys(("lira_online", "lira_online_fixed_var"), reason))
+        return Lira(scores, skipped, floored)
+    mu_in, sd_in, pooled_in = _gaussian_fit(refs, reference_in)
+
+    def online(name: str, s_in: np.ndarray, s_out: np.ndarray) -> np.ndarray:
+        s_in, s_out = floor(name, s_in), floor(name, s_out)
+        ratio = norm.logpdf(target, mu_in, s_in) - norm.logpdf(target, mu_out, s_out)
+        return np.asarray(ratio.mean(axis=0))
+
+    scores["lira_online"] = online("lira_online", sd_in, sd_out)
+    scores["lira_online_fixed_var"] = online("lira_online_fixed_var", pooled_in, pooled_out)
+    return Lira(scores, skipped, floored)
 
 
 def rmia_offline_scores(
@@ -199,13 +237,18 @@ def model_attack_scores(
     reference_logits: np.ndarray | None = None,
     reference_in: np.ndarray | None = None,
     reference_population_logits: np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
-    """Every attack that the given inputs allow, as {attack name: score per candidate}.
+    target_query_logits: np.ndarray | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Every attack that the given inputs allow, as ({attack name: score per candidate}, notes
+    on the reference attacks that did not run or floored a variance).
 
     target_logits (records, classes) on the candidates; population_* on records no model trained
-    on (class calibration, RMIA). reference_logits (refs, records, classes) with reference_in
-    (refs, records) and reference_population_logits (refs, population, classes) add LiRA/RMIA."""
+    on (class calibration, RMIA). reference_logits (refs, queries, records, classes) with
+    reference_in (refs, records) and reference_population_logits (refs, population, classes) add
+    LiRA/RMIA; target_query_logits (queries, records, classes) are the target's logits on the
+    same augmented queries (query 0: the record itself). Without it, one query per record."""
     scores: dict[str, np.ndarray] = {}
+    notes: dict[str, str] = {}
     for name in SINGLE_MODEL_SIGNALS:
         raw = signal(name, target_logits, labels)
         scores[name] = raw
@@ -213,17 +256,31 @@ def model_attack_scores(
             raw, labels, signal(name, population_logits, population_labels), population_labels
         )
     if reference_logits is None:
-        return scores
+        return scores, notes
     if reference_in is None or reference_population_logits is None:
         raise ValueError("reference attacks need reference_in and reference_population_logits")
-    target_phi = logit_scaled_confidence(target_logits, labels)
-    phi_refs = _per_reference(logit_scaled_confidence, reference_logits, labels)
-    scores.update(lira_scores(target_phi, phi_refs, reference_in))
+    queries = target_logits[None] if target_query_logits is None else target_query_logits
+    ref_queries = reference_logits if reference_logits.ndim == 4 else reference_logits[:, None]
+    if ref_queries.shape[1] != len(queries):
+        raise ValueError("the target and the references need the same augmented queries")
+    target_phi = np.stack([logit_scaled_confidence(q, labels) for q in queries])
+    phi_refs = np.stack(
+        [np.stack([logit_scaled_confidence(q, labels) for q in ref]) for ref in ref_queries]
+    )
+    lira = lira_scores(target_phi, phi_refs, reference_in)
+    scores.update(lira.scores)
+    notes.update({name: f"not run: {why}" for name, why in lira.skipped.items()})
+    notes.update(
+        {
+            name: f"{n} zero standard deviation(s) floored at {_MIN_STD:g}"
+            for name, n in lira.floored.items()
+        }
+    )
     scores["rmia_offline"] = rmia_offline_scores(
-        _true_class_prob(target_logits, labels),
-        _per_reference(_true_class_prob, reference_logits, labels),
+        _true_class_prob(queries[0], labels),
+        _per_reference(_true_class_prob, ref_queries[:, 0], labels),
         reference_in,
         _true_class_prob(population_logits, population_labels),
         _per_reference(_true_class_prob, reference_population_logits, population_labels),
     )
-    return scores
+    return scores, notes

@@ -152,14 +152,45 @@ def stage_mia_refs(run: Run) -> None:
     )
 
 
+SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))  # (dy, dx) in pixels; (0, 0) first
+
+
+def shifted(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """uint8 NHWC images moved by (dy, dx) pixels, the uncovered border black (like the training
+    crop's zero padding)."""
+    out = np.zeros_like(images)
+    h, w = images.shape[1:3]
+    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = images[
+        :, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    return out
+
+
+def query_views(images: np.ndarray, *, augment: bool, hflip: bool) -> list[np.ndarray]:
+    """LiRA's queries of each record (Carlini et al. 2022, augmented queries): the record, then
+    copies shifted one pixel each way and, where mirrored images are valid, the mirrored copies
+    of all of them. The first view is the record itself."""
+    if not augment:
+        return [images]
+    views = [shifted(images, dy, dx) for dy, dx in SHIFTS]
+    return views + [view[:, :, ::-1] for view in views] if hflip else views
+
+
+def query_logits(run: Run, model: NormalizedClassifier, images: np.ndarray) -> np.ndarray:
+    """(queries, records, classes): the model's logits on every query view of the images."""
+    c = run.config
+    views = query_views(images, augment=c.mia_augment, hflip=c.target.hflip)
+    return np.stack(
+        [predict_logits(model, np.ascontiguousarray(v), device=c.device).numpy() for v in views]
+    )
+
+
 def _logits(
     run: Run, model: NormalizedClassifier, row: str, records: AttackRecords
 ) -> dict[str, np.ndarray]:
     device = run.config.device
     return {
-        f"logits_{row}": predict_logits(
-            model, run.data.images[records.pool], device=device
-        ).numpy(),
+        f"logits_{row}": query_logits(run, model, run.data.images[records.pool]),
         f"population_logits_{row}": predict_logits(
             model, run.data.images[records.population], device=device
         ).numpy(),
@@ -167,8 +198,8 @@ def _logits(
 
 
 def load_references(run: Run, row: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(keep (refs, pool), logits (refs, pool, classes), population logits) for a row, or None
-    when no reference pipeline covers it."""
+    """(keep (refs, pool), logits (refs, queries, pool, classes), population logits) for a row, or
+    None when no reference pipeline covers it."""
     info = run.store.read_json("refs.json")
     if info["n_references"] == 0 or row not in info["rows"]:
         return None

@@ -24,6 +24,7 @@ from attacks.references import (
     AttackRecords,
     attack_records,
     load_references,
+    query_logits,
     stage_mia_refs,
 )
 from attacks.release import nearest_l2, penultimate_features, release_scores
@@ -236,12 +237,15 @@ def stage_mia_model(run: Run) -> None:
     chosen, is_member = _candidates(records)
     labels, population_labels = data.labels[chosen], data.labels[records.population]
     models = attacked_models(run)
+    lira_notes: dict[str, dict[str, str]] = {}  # reference attacks not run, variances floored
     report: dict[str, Any] = {}
     selected: dict[str, Any] = {}
     columns: dict[str, dict[str, Any]] = {}
     ran: dict[str, list[str]] = {}
 
-    def attack(row: str, path: str) -> tuple[list[str], dict[str, Any], Any, dict[str, Any]]:
+    def attack(
+        row: str, path: str
+    ) -> tuple[list[str], dict[str, str], dict[str, Any], Any, dict[str, Any]]:
         model = run.saved_model(path)
         logits = predict_logits(model, data.images[chosen], device=c.device).numpy()
         population = predict_logits(model, data.images[records.population], device=c.device)
@@ -251,22 +255,25 @@ def stage_mia_model(run: Run) -> None:
             keep, ref_logits, ref_population = references
             reference_inputs = {
                 "reference_in": keep[:, records.candidates],
-                "reference_logits": ref_logits[:, records.candidates],
+                "reference_logits": ref_logits[:, :, records.candidates],
                 "reference_population_logits": ref_population,
+                "target_query_logits": query_logits(run, model, data.images[chosen]),
             }
-        scores = model_attack_scores(
+        scores, notes = model_attack_scores(
             logits, labels, population.numpy(), population_labels, **reference_inputs
         )
+        for attack, note in notes.items():
+            log.warning("[mia_model] %s: %s %s", row, attack, note)
         run.store.write_npz(
             mia_scores_name("mia_model", row),
             candidates=chosen,
             is_member=is_member,
             **{f"score_{a}": s for a, s in scores.items()},
         )
-        return (list(scores), *_evaluate_all(run, "mia_model", row, scores, is_member))
+        return (list(scores), notes, *_evaluate_all(run, "mia_model", row, scores, is_member))
 
     for row, path in models.items():
-        ran[row], report[row], selected[row], columns[row] = run.row(
+        ran[row], lira_notes[row], report[row], selected[row], columns[row] = run.row(
             row, partial(attack, row, path), reads=(path,)
         )
     n_refs = run.store.read_json("refs.json")["n_references"]
@@ -277,8 +284,20 @@ def stage_mia_model(run: Run) -> None:
             "selected": selected,
             "attacks_run": ran,
             "n_references": n_refs,
+            "reference_notes": {row: notes for row, notes in lira_notes.items() if notes},
             "note": (
                 f"LiRA and RMIA ran with {n_refs} reference pipelines"
+                + (
+                    " (the online LiRA variants need 2 IN and 2 OUT references per record, "
+                    "so --mia-refs 4 or more; they did not run here)"
+                    if n_refs < 4
+                    else ""
+                )
+                + (
+                    ", with augmented queries (shifted and mirrored copies)"
+                    if c.mia_augment
+                    else ""
+                )
                 if n_refs
                 else "no reference models (--mia-refs 0): only the single-model attacks ran, "
                 "raw and class-calibrated against population records; LiRA and RMIA ("
@@ -531,7 +550,7 @@ def register() -> None:
     global _REGISTERED
     if not _REGISTERED:
         data = ("dataset", "data_root", "image_size", "model", "seed", "device")
-        candidates = ("mia_candidates", "max_reference", "mia_refs")
+        candidates = ("mia_candidates", "max_reference", "mia_refs", "mia_augment")
         register_stage(
             Stage(
                 "mia_refs",

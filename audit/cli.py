@@ -119,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
         "pipeline (default 0: single-model attacks only)",
     )
     run.add_argument(
+        "--mia-no-augment",
+        action="store_true",
+        help="LiRA queries each record once instead of with shifted (and mirrored) copies",
+    )
+    run.add_argument(
         "--attacker-weights",
         metavar="FILE",
         help="the release attacker's feature extractor (--model architecture, a suite or "
@@ -195,6 +200,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         seed=args.seed,
         redact_private=args.redact_originals,
         mia_refs=args.mia_refs,
+        mia_augment=False if args.mia_no_augment else None,
         attacker_weights=args.attacker_weights,
         synthetic=args.synthetic,
         generators=("external",) if args.synthetic else None,

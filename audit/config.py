@@ -124,6 +124,7 @@ class RunConfig:
     eps_delta: float = 1e-5  # eps_lower is the epsilon of (epsilon, delta)-DP at this delta
     attacker_weights: str | None = None  # the release attacker's feature extractor (else trained)
     mia_refs: int = 0  # reference pipelines for LiRA/RMIA (0: single-model attacks only)
+    mia_augment: bool = True  # LiRA queries each record shifted (and mirrored) too (Carlini et al.)
     synthetic: str | None = None  # audit this existing set (generator "external") instead
     split_file: str | None = None  # members/non-members/test indices from a split.npz
     redact_private: bool = False

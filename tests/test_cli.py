@@ -14,7 +14,9 @@ from audit.pipeline import execute
 from reports.results import BASE_COLUMNS
 
 SMOKE = ["run", "--preset", "smoke", "--device", "cpu"]
-WITH_REFS = [*SMOKE, "--mia-refs", "2"]  # the shared run exercises the reference pipelines too
+# the shared run exercises the reference pipelines too: 4, the fewest with which every record
+# has 2 IN and 2 OUT models (online LiRA fits a variance to each)
+WITH_REFS = [*SMOKE, "--mia-refs", "4"]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +87,8 @@ def test_results_table(smoke_run):
     calibrated = {f"{d}_calibrated" for d in distances}
     assert set(release["bn_match-k2"]) == distances | calibrated | {"target_feature_l2"}
     model = json.loads((smoke_run / "mia_model.json").read_text())
-    assert model["n_references"] == 2 and "LiRA and RMIA ran" in model["note"]
+    assert model["n_references"] == 4 and "LiRA and RMIA ran" in model["note"]
+    assert "augmented queries" in model["note"] and model["reference_notes"] == {}
     for row in ("target", "bn_match-k2", "bn_match-k4"):
         assert {
             "loss",
@@ -134,7 +137,7 @@ def test_report_warns_about_private_images(smoke_run):
     with np.load(smoke_run / "exhibits.npz") as exhibits:
         assert 0 < len(exhibits["index"]) <= html.count('class="private"')
         assert exhibits["images"].shape == (len(exhibits["index"]), 16, 16, 1)
-    assert "lira_online" in html  # the reference attacks ran (--mia-refs 2)
+    assert "lira_online" in html  # the reference attacks ran (--mia-refs 4)
     # the reconstruction tables: one inversion row per model and variant, one HCR row per scale
     assert "<h3>Model inversion</h3>" in html and "the HCR bound</h3>" in html
     assert html.count('<td class="l">miface</td>') == 3
@@ -273,7 +276,7 @@ def test_privacy_stage_finds_a_planted_member(smoke_run, tmp_path):
     run_dir = tmp_path / "copy"
     shutil.copytree(smoke_run, run_dir)
     manifest = json.loads((run_dir / "config.json").read_text())
-    config = build_config(preset="smoke", out=str(run_dir), mia_refs=2)
+    config = build_config(preset="smoke", out=str(run_dir), mia_refs=4)
     assert config.digest() == manifest["config_digest"]
     data = load_dataset("digits", None, image_size=16)
     with np.load(run_dir / "split.npz") as split:
@@ -292,6 +295,10 @@ def test_privacy_stage_finds_a_planted_member(smoke_run, tmp_path):
             assert found[f"{metric}_topk_member"][3, 0] == 17
     row = json.loads((run_dir / "privacy.json").read_text())["rows"]["bn_match-k2"]
     assert row["nn_ssim_max"] > 0.999 and row["nn_ssim_frac_above_0.9"] == pytest.approx(2 / 20)
+    assert row["exact_copies"] == 2  # and the planted copies are exact copies
+    with np.load(run_dir / "privacy/bn_match-k2.npz") as found:
+        assert found["exact_copy_released"].tolist() == [3, 11]
+        assert found["exact_copy_index"].tolist() == [members[17], members[150]]
 
 
 def test_variant_flags_reach_the_config_and_results(tmp_path):

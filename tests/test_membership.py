@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from attacks.membership import (
+    LIRA_ATTACKS,
     REFERENCE_ATTACKS,
     SINGLE_MODEL_SIGNALS,
     assign_halves,
@@ -88,14 +89,16 @@ def _reference_world(n_records=400, n_refs=8, shift=1.5, seed=0):
 
 def test_lira_separates_members_and_beats_a_global_threshold():
     target, refs, keep, is_member = _reference_world()
-    scores = lira_scores(target, refs, keep)
+    lira = lira_scores(target, refs, keep)
+    scores = lira.scores
+    assert set(scores) == set(LIRA_ATTACKS) and not lira.skipped and not lira.floored
     global_threshold = auc(target, is_member).auc
     for name, s in scores.items():
         m = auc(s, is_member)
         assert m.auc > 0.75, name  # per-record calibration removes the difficulty spread
         assert m.auc > global_threshold + 0.1, name
     null_target, null_refs, null_keep, null_is_member = _reference_world(shift=0.0)
-    for name, s in lira_scores(null_target, null_refs, null_keep).items():
+    for name, s in lira_scores(null_target, null_refs, null_keep).scores.items():
         m = auc(s, null_is_member)
         assert m.auc_ci[0] <= 0.5 <= m.auc_ci[1], name
 
@@ -127,20 +130,23 @@ def test_every_attack_runs_with_references():
     rng = np.random.default_rng(0)
     logits, labels = rng.normal(0, 2, (40, 3)), rng.integers(0, 3, 40)
     pop_logits, pop_labels = rng.normal(0, 2, (30, 3)), rng.integers(0, 3, 30)
-    single = model_attack_scores(logits, labels, pop_logits, pop_labels)
+    single, notes = model_attack_scores(logits, labels, pop_logits, pop_labels)
+    assert notes == {}
     assert set(single) == {
         *SINGLE_MODEL_SIGNALS,
         *(f"{s}_class_calibrated" for s in SINGLE_MODEL_SIGNALS),
     }
-    full = model_attack_scores(
+    full, notes = model_attack_scores(
         logits,
         labels,
         pop_logits,
         pop_labels,
-        reference_logits=rng.normal(0, 2, (4, 40, 3)),
+        reference_logits=rng.normal(0, 2, (4, 5, 40, 3)),  # 5 augmented queries
         reference_in=assign_halves(40, 4, rng),
         reference_population_logits=rng.normal(0, 2, (4, 30, 3)),
+        target_query_logits=np.concatenate([logits[None], rng.normal(0, 2, (4, 40, 3))]),
     )
+    assert notes == {}
     assert set(full) == set(single) | set(REFERENCE_ATTACKS)
     assert all(s.shape == (40,) and np.isfinite(s).all() for s in full.values())
 
@@ -179,7 +185,7 @@ def test_overfit_target_leaks_more_than_its_retrained_model(digits):
     is_member = np.r_[np.ones(60, bool), np.zeros(60, bool)]
 
     def attack(m):
-        scores = model_attack_scores(
+        scores, _ = model_attack_scores(
             predict_logits(m, digits.images[candidates], device="cpu").numpy(),
             digits.labels[candidates],
             predict_logits(m, digits.images[population], device="cpu").numpy(),
@@ -200,3 +206,68 @@ def test_class_calibration_keeps_the_raw_order_inside_a_level():
     calibrated = class_calibrated(scores, np.zeros(4, int), pop, pop_labels)
     assert list(np.argsort(calibrated)) == [3, 0, 2, 1]
     assert calibrated[:3].min() >= 1.0 and calibrated[3] < 1.0
+
+
+def test_lira_with_too_few_references_says_so_and_never_degenerates():
+    """N = 2: one IN and one OUT model per record, so no per-record variance can be fitted; with
+    N = 3 the offline variants (2 OUT) run and the online ones (1 IN) do not."""
+    target, refs, keep, _ = _reference_world(n_refs=2)
+    two = lira_scores(target, refs, keep)
+    assert two.scores == {} and set(two.skipped) == set(LIRA_ATTACKS)
+    assert all("needs 2 OUT references" in why for why in two.skipped.values())
+    target, refs, keep, _ = _reference_world(n_refs=3)
+    three = lira_scores(target, refs, keep)
+    assert set(three.scores) == {"lira_offline", "lira_offline_fixed_var"}
+    assert set(three.skipped) == {"lira_online", "lira_online_fixed_var"}
+    assert all(np.isfinite(s).all() for s in three.scores.values()) and not three.floored
+    rng = np.random.default_rng(0)
+    logits, labels = rng.normal(0, 2, (40, 3)), rng.integers(0, 3, 40)
+    scores, notes = model_attack_scores(
+        logits,
+        labels,
+        rng.normal(0, 2, (30, 3)),
+        rng.integers(0, 3, 30),
+        reference_logits=rng.normal(0, 2, (2, 40, 3)),
+        reference_in=assign_halves(40, 2, rng),
+        reference_population_logits=rng.normal(0, 2, (2, 30, 3)),
+    )
+    assert "rmia_offline" in scores and not set(LIRA_ATTACKS) & set(scores)
+    assert all(note.startswith("not run: needs 2") for note in notes.values())
+
+
+def test_a_zero_variance_is_floored_out_loud():
+    target, refs, keep, _ = _reference_world(n_refs=4)
+    refs[:, 0] = 1.0  # record 0: every reference model gives the same confidence
+    lira = lira_scores(target, refs, keep)
+    assert lira.floored["lira_online"] == 1 and lira.floored["lira_offline"] == 1
+
+
+def test_augmented_queries_average_out_query_noise():
+    """Each query of a record sees independent noise: averaging the per-query scores over 8
+    queries separates members better than one query."""
+    rng = np.random.default_rng(3)
+    n, n_refs, queries = 400, 8, 8
+    mu = rng.normal(0, 3, n)
+    keep = assign_halves(n, n_refs, rng)
+    is_member = np.arange(n) < n // 2
+    noise = 2.0
+    refs = (mu + 1.0 * keep)[:, None, :] + rng.normal(0, noise, (n_refs, queries, n))
+    target = (mu + 1.0 * is_member)[None] + rng.normal(0, noise, (queries, n))
+    one = lira_scores(target[:1], refs[:, :1], keep).scores["lira_online"]
+    many = lira_scores(target, refs, keep).scores["lira_online"]
+    assert auc(many, is_member).auc > auc(one, is_member).auc + 0.05
+
+
+def test_query_views_shift_and_mirror():
+    from attacks.references import query_views, shifted
+
+    images = np.arange(2 * 4 * 4 * 1, dtype=np.uint8).reshape(2, 4, 4, 1)
+    right = shifted(images, 0, 1)
+    assert (right[:, :, 0] == 0).all() and np.array_equal(right[:, :, 1:], images[:, :, :-1])
+    down = shifted(images, 1, 0)
+    assert (down[:, 0] == 0).all() and np.array_equal(down[:, 1:], images[:, :-1])
+    assert len(query_views(images, augment=True, hflip=False)) == 5
+    views = query_views(images, augment=True, hflip=True)
+    assert len(views) == 10 and np.array_equal(views[0], images)
+    assert np.array_equal(views[5], images[:, :, ::-1])
+    assert len(query_views(images, augment=False, hflip=True)) == 1
