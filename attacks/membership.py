@@ -102,11 +102,19 @@ def class_calibrated(
 def assign_halves(n_records: int, n_references: int, rng: np.random.Generator) -> np.ndarray:
     """(n_references, n_records) bool: which records each reference model trains on. Every record
     is IN for exactly n_references // 2 models (Carlini et al.'s balanced assignment), so every
-    record has both IN and OUT models when n_references >= 2."""
+    record has both IN and OUT models when n_references >= 2. With an even number of models they
+    come in complementary pairs of exact halves of the pool, so each also trains on exactly half
+    of it: as many records as the target when members and non-members are equal in size (with an
+    odd number the models' sizes vary around half)."""
     if n_references < 2:
         raise ValueError("reference attacks need at least 2 reference models")
-    n_in = n_references // 2
     keep = np.zeros((n_references, n_records), dtype=bool)
+    if n_references % 2 == 0:
+        for pair in range(n_references // 2):
+            keep[2 * pair, rng.permutation(n_records)[: n_records // 2]] = True
+            keep[2 * pair + 1] = ~keep[2 * pair]
+        return keep
+    n_in = n_references // 2
     for i in range(n_records):
         keep[rng.permutation(n_references)[:n_in], i] = True
     return keep

@@ -65,6 +65,18 @@ def attack_records(run: Run) -> AttackRecords:
     return AttackRecords(pool, is_member, candidates, population)
 
 
+def reference_size_note(n_members: int, n_nonmembers: int) -> str | None:
+    """Why LiRA/RMIA may mislead when the reference models do not see as many records as the
+    target did (they train on half the pool), or None when they do."""
+    if n_members == n_nonmembers:
+        return None
+    return (
+        f"reference targets train on half the pool ({(n_members + n_nonmembers) // 2} records), "
+        f"the target on its {n_members} members: LiRA and RMIA assume models of the same "
+        "training-set size; give equal --max-members and --max-nonmembers"
+    )
+
+
 def reference_rows(run: Run) -> list[dict]:
     """The releases a reference pipeline can reproduce (not external sets)."""
     return [r for r in run.releases() if r["k"] is not None]
@@ -95,6 +107,10 @@ def stage_mia_refs(run: Run) -> None:
     records = attack_records(run)
     keep = assign_halves(len(records.pool), n, numpy_rng(c.seed, "mia", "reference-halves"))
     rows = reference_rows(run)
+    n_members = int(records.pool_is_member.sum())
+    size_note = reference_size_note(n_members, len(records.pool) - n_members)
+    if size_note:
+        log.warning("[mia_refs] %s", size_note)
     log.info(
         "[mia_refs] %d reference pipelines (a target on half of %d records, BN synthesis to "
         "K=%s, %d retrainings each): about %.1f min, estimated from this run's stage timings",
@@ -148,6 +164,7 @@ def stage_mia_refs(run: Run) -> None:
             "n_references": n,
             "rows": [TARGET_ROW, *(row_name(r["generator"], r["k"]) for r in rows)],
             "pool_size": len(records.pool),
+            "size_note": size_note,
         },
     )
 

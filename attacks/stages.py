@@ -276,7 +276,8 @@ def stage_mia_model(run: Run) -> None:
         ran[row], lira_notes[row], report[row], selected[row], columns[row] = run.row(
             row, partial(attack, row, path), reads=(path,)
         )
-    n_refs = run.store.read_json("refs.json")["n_references"]
+    refs_info = run.store.read_json("refs.json")
+    n_refs = refs_info["n_references"]
     run.store.write_json(
         "mia_model.json",
         {
@@ -298,6 +299,7 @@ def stage_mia_model(run: Run) -> None:
                     if c.mia_augment
                     else ""
                 )
+                + (f". {refs_info['size_note']}" if refs_info.get("size_note") else "")
                 if n_refs
                 else "no reference models (--mia-refs 0): only the single-model attacks ran, "
                 "raw and class-calibrated against population records; LiRA and RMIA ("

@@ -102,8 +102,10 @@ class RunConfig:
     device: str = "cpu"
     seed: int = 0
     preset: str = "quick"
-    member_fraction: float = 0.4  # of a dataset with no own test split (digits)
-    nonmember_fraction: float = 0.3
+    # of a dataset with no own test split (digits): members and non-members equal in size, so a
+    # reference model trained on half of them trains on as many records as the target
+    member_fraction: float = 0.35
+    nonmember_fraction: float = 0.35
     max_members: int | None = None
     max_nonmembers: int | None = None
     max_test: int | None = None
@@ -111,7 +113,7 @@ class RunConfig:
     max_holdout: int = 5000  # non-members kept as the holdout yardstick (half of them at most)
     utility_seeds: int = 1  # retrainings per row; utility_acc is their mean
     # retrainings of the real-members baseline; None: utility_seeds. The quick preset trains it
-    # once: on the 719 digit members it costs 7x a 100-image release, and its spread is small
+    # once: on the 629 digit members it costs 6x a 100-image release, and its spread is small
     real_utility_seeds: int | None = None
     target: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=40))
     utility: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=40))
@@ -169,8 +171,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ks": (2, 4),
         "n_synthetic": 20,
         "digits_image_size": 16,
-        "max_members": 200,
-        "max_nonmembers": 100,
+        "max_members": 150,
+        "max_nonmembers": 150,
         "max_test": 100,
         "max_reference": 50,
         "target": {"epochs": 2},

@@ -44,7 +44,7 @@ def test_run_writes_every_artifact(smoke_run):
         assert synthetic["labels"].shape == (20,)
     with np.load(smoke_run / "split.npz") as split:
         assert set(split.files) == {"members", "nonmembers", "test"}
-        assert len(split["members"]) == 200
+        assert len(split["members"]) == len(split["nonmembers"]) == 150  # equal by default
 
 
 def test_results_table(smoke_run):
@@ -112,9 +112,9 @@ def test_results_table(smoke_run):
         assert all(s["hcr_median_std"] > 0 for s in noisy)
         assert all(0 <= s["accuracy_on_noisy_features"] <= 1 for s in scales)
     with np.load(smoke_run / "mia/model-target.npz") as scores:  # per-record scores for the report
-        # every member (200) and non-member (100) is a candidate
+        # every member (150) and non-member (150) is a candidate
         assert scores["candidates"].shape == scores["score_lira_online"].shape == (300,)
-        assert scores["is_member"].sum() == 200
+        assert scores["is_member"].sum() == 150
     results = json.loads((smoke_run / "results.json").read_text())
     assert set(results["target"]) >= {"acc_members", "acc_nonmembers", "acc_test"}
 
@@ -283,13 +283,13 @@ def test_privacy_stage_finds_a_planted_member(smoke_run, tmp_path):
         members = split["members"]
     with np.load(run_dir / "synthetic/k2.npz") as synthetic:
         images, labels = synthetic["images"].copy(), synthetic["labels"]
-    images[3], images[11] = data.images[members[17]], data.images[members[150]]
+    images[3], images[11] = data.images[members[17]], data.images[members[120]]
     np.savez(run_dir / "synthetic/k2.npz", images=images, labels=labels)
     stage_privacy(Run(config, data, RunDir(run_dir)))
     with np.load(run_dir / "privacy/bn_match-k2.npz") as found:
         for metric in ("ssim", "haarpsi"):
             assert found[f"{metric}_values"][[3, 11]].min() > 0.999
-            assert found[f"{metric}_index"][[3, 11]].tolist() == [members[17], members[150]]
+            assert found[f"{metric}_index"][[3, 11]].tolist() == [members[17], members[120]]
             topk = found[f"{metric}_topk_values"]
             assert topk.shape == (20, 3) and (np.diff(topk, axis=1) <= 0).all()
             assert found[f"{metric}_topk_member"][3, 0] == 17
@@ -298,7 +298,7 @@ def test_privacy_stage_finds_a_planted_member(smoke_run, tmp_path):
     assert row["exact_copies"] == 2  # and the planted copies are exact copies
     with np.load(run_dir / "privacy/bn_match-k2.npz") as found:
         assert found["exact_copy_released"].tolist() == [3, 11]
-        assert found["exact_copy_index"].tolist() == [members[17], members[150]]
+        assert found["exact_copy_index"].tolist() == [members[17], members[120]]
 
 
 def test_variant_flags_reach_the_config_and_results(tmp_path):
@@ -344,7 +344,7 @@ def test_external_set_is_audited_as_a_row(smoke_run, tmp_path):
     rows = {r["generator"]: r for r in csv.DictReader((out / "results.csv").open())}
     assert set(rows) == {"external", "real", "target"}
     external = rows["external"]
-    assert external["k"] == "" and external["n_synthetic"] == "200"
+    assert external["k"] == "" and external["n_synthetic"] == "150"
     assert float(external["nn_ssim_mean"]) > 0.9
     assert float(external["mia_release_auc"]) > 0.95  # every member leaked
     # each copy's source is in the 50-member sample a quarter of the time, so the holdout share

@@ -119,8 +119,8 @@ def test_within_and_beyond_thresholds(tmp_path, capsys):
     out = capsys.readouterr().out.splitlines()
     breaches = [line for line in out if line.startswith("BREACH")]
     assert len(breaches) == 4  # two releases x two thresholds, one line each
-    assert "BREACH bn_match-k2: utility_acc = 0.11 < min_utility = 0.99" in out
-    assert any(line.startswith("FAIL bn_match-k4: min_utility: 0.04 beyond 0.99") for line in out)
+    assert "BREACH bn_match-k2: utility_acc = 0.1 < min_utility = 0.99" in out
+    assert any(line.startswith("FAIL bn_match-k4: min_utility: 0.08 beyond 0.99") for line in out)
     assert out[-1].startswith("FAIL: 4 breach(es) in 2 release(s)")
 
 

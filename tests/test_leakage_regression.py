@@ -11,11 +11,11 @@ from audit.pipeline import execute
 @pytest.fixture(scope="module")
 def tiny_default_run(tmp_path_factory):
     # smoke-sized training and synthesis, but the default split, so each attack scores every
-    # member (719) and non-member (539) as in the default run, and the holdout is 270 records
+    # member (629) and non-member (629) as in the default run, and the holdout is 315 records
     out = tmp_path_factory.mktemp("regression") / "run"
     config = build_config(
         preset="smoke",
-        max_members=2000,  # the quick preset's caps: digits' full 719 / 539 / 539 split
+        max_members=2000,  # the quick preset's caps: digits' full 629 / 629 / 539 split
         max_nonmembers=2000,
         max_test=2000,
         device="cpu",
