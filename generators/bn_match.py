@@ -8,10 +8,9 @@ biased mean and variance of the BN layer's *input* over (images, H, W) of the gr
 pixels after each step) are named options in ``BNMatchConfig``.
 
 Why ``clamp_pixels`` matters to an audit: the paper optimises without bounds, so part of the image
-leaves [0, 1] and is clipped on release. On the quick digits run about a fifth of the pixels were
-out of range at K=500 and clipping raised the BN-statistics distance from 4.4 to 29.8 (rounding to
-uint8 changed nothing). ``bn_stat_distance`` in the results measures the released images for
-this reason.
+leaves [0, 1] and is clipped on release, which moves its statistics away from the teacher's.
+``bn_stat_distance`` in the results measures the released images for this reason (the README
+gives figures with the command that measured them).
 
 Two properties the audit relies on:
 
