@@ -210,10 +210,20 @@ def split_dataset(
         members = pool[:n_members]
         nonmembers = pool[n_members : n_members + n_nonmembers]
         test = pool[n_members + n_nonmembers :]
-    members = members[:max_members] if max_members else members
-    nonmembers = nonmembers[:max_nonmembers] if max_nonmembers else nonmembers
-    test = test[:max_test] if max_test else test
-    split = Split(*(np.sort(a).astype(np.int64) for a in (members, nonmembers, test)))
+    return _capped(data, members, nonmembers, test, (max_members, max_nonmembers, max_test))
+
+
+def _capped(
+    data: ImageDataset,
+    members: np.ndarray,
+    nonmembers: np.ndarray,
+    test: np.ndarray,
+    caps: tuple[int | None, int | None, int | None],
+) -> Split:
+    """The first cap records of each part (drawn in random order), sorted; none may be empty."""
+    whole = (members, nonmembers, test)
+    parts = [part[:cap] if cap else part for part, cap in zip(whole, caps, strict=True)]
+    split = Split(*(np.sort(a).astype(np.int64) for a in parts))
     for part in ("members", "nonmembers", "test"):
         if len(getattr(split, part)) == 0:
             raise AuditError(f"dataset {data.name!r} is too small: the {part} split is empty")
@@ -237,14 +247,7 @@ def split_for_pretrained(
     rest = data.n_train + rng.permutation(len(data.labels) - data.n_train)
     half = len(rest) // 2
     nonmembers, test = rest[:half], rest[half:]
-    members = members[:max_members] if max_members else members
-    nonmembers = nonmembers[:max_nonmembers] if max_nonmembers else nonmembers
-    test = test[:max_test] if max_test else test
-    split = Split(*(np.sort(a).astype(np.int64) for a in (members, nonmembers, test)))
-    for part in ("members", "nonmembers", "test"):
-        if len(getattr(split, part)) == 0:
-            raise AuditError(f"dataset {data.name!r} is too small: the {part} split is empty")
-    return split
+    return _capped(data, members, nonmembers, test, (max_members, max_nonmembers, max_test))
 
 
 def load_split_file(path: str, n_images: int) -> Split:
