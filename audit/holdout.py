@@ -59,16 +59,25 @@ PERMUTATIONS = 10_000  # random relabellings of member sample vs holdout: p-valu
 TOP_K = 8  # nearest pool images kept per released image: enough to see ties at the top
 
 
-def _nearest_side_scores(labels: np.ndarray, top: np.ndarray, tied: np.ndarray) -> np.ndarray:
-    """Share of released images closer to the side labelled True (ties half), for each row of
-    labels (relabellings of the pool). top: (n, k) pool positions, best first; tied: (n, k),
-    which of them share the best score. Only the best-scoring images decide, so k images
-    suffice: the side that holds none of the top k is further away."""
+def _nearest_side(labels: np.ndarray, top: np.ndarray, tied: np.ndarray) -> np.ndarray:
+    """(b, n): 1 where a released image is closer to the side labelled True, 0 where closer to
+    the other, 0.5 for a tie, for each row of labels (relabellings of the pool). top: (n, k)
+    pool positions, best first; tied: (n, k), which of them share the best score. Only the
+    best-scoring images decide, so k images suffice: the side that holds none of the top k is
+    further away."""
     side = labels[:, top]  # (b, n, k)
     any_member = (side & tied).any(axis=2)
     any_holdout = (~side & tied).any(axis=2)
-    score = np.where(any_member & any_holdout, 0.5, any_member.astype(np.float64))
-    return score.mean(axis=1)
+    return np.where(any_member & any_holdout, 0.5, any_member.astype(np.float64))
+
+
+def nearest_side(top_values: np.ndarray, top_positions: np.ndarray, n_sample: int) -> np.ndarray:
+    """Per released image: 1 if its nearest pool image is in the member sample (positions below
+    n_sample), 0 if in the holdout, 0.5 for a tie between the two."""
+    top = np.asarray(top_positions, np.int64)
+    tied = top_values == top_values[:, :1]
+    labels = (np.arange(int(top.max()) + 1) < n_sample)[None, :]
+    return _nearest_side(labels, top, tied)[0]
 
 
 def holdout_share_test(
@@ -96,14 +105,13 @@ def holdout_share_test(
     if n == 0 or values.ndim != 2 or values.shape != top.shape or top.max() >= pool:
         raise ValueError("holdout_share_test needs (n, k) nearest values and pool positions")
     tied = values == values[:, :1]
-    observed_labels = (np.arange(pool) < n_sample)[None, :]
-    observed = float(_nearest_side_scores(observed_labels, top, tied)[0])
+    observed = float(nearest_side(values, top, n_sample).mean())
     base = np.arange(pool) < n_sample
     chunk = max(1, 20_000_000 // max(1, n * top.shape[1]))
     null = []
     for start in range(0, permutations, chunk):
         labels = rng.permuted(np.tile(base, (min(chunk, permutations - start), 1)), axis=1)
-        null.append(_nearest_side_scores(labels, top, tied))
+        null.append(_nearest_side(labels, top, tied).mean(axis=1))
     null_shares = np.concatenate(null)
     p_value = (1 + int((null_shares >= observed - 1e-12).sum())) / (1 + permutations)
     spread = 1.96 * float(null_shares.std())
@@ -253,11 +261,9 @@ def memorisation_statistics(
             query, pool, metric, k=min(TOP_K, len(pool)), device=device, progress=False
         )
         share = holdout_share_test(top_values, top_positions, len(member_sample), len(pool), rng)
-        best = top_values[:, :1]
-        in_sample = top_positions < len(member_sample)
-        tied = top_values == best
-        arrays[f"{metric}_nearest_side"] = np.where(  # 1: the member sample, 0: the holdout
-            (tied & in_sample).any(1) & (tied & ~in_sample).any(1), 0.5, in_sample[:, 0] * 1.0
+        # 1: nearest the member sample, 0: nearest the holdout, 0.5: a tie
+        arrays[f"{metric}_nearest_side"] = nearest_side(
+            top_values, top_positions, len(member_sample)
         )
         copies, threshold = copy_share(values, calibration[metric])
         summary.update(

@@ -27,8 +27,9 @@ from audit.holdout import (
 from audit.models import build_model
 from audit.similarity import nearest_neighbours
 from audit.store import RunDir
-from audit.training import accuracy, train_classifier
+from audit.training import accuracy
 from reports.thresholds import check, load_thresholds, summary_lines
+from tests.conftest import fit_on
 
 PRIVACY_CHECKS = (
     "max_exact_copies",
@@ -295,26 +296,10 @@ def test_overfit_target_does_not_make_a_held_out_release_leak(digits):
     members, nonmembers = order[:300], order[300:600]
     released, population = order[600:900], order[900:1300]
     target = build_model("resnet20_cifar10", channels=1, num_classes=10, seed=0)
-    train_classifier(
-        target,
-        digits.images[members],
-        digits.labels[members],
-        TrainConfig(epochs=30, crop_padding=0),
-        seed=0,
-        stream="overfit",
-        device="cpu",
-    )
+    fit_on(target, digits, members, TrainConfig(epochs=30, crop_padding=0), stream="overfit")
     assert accuracy(target, digits.images[members], digits.labels[members], device="cpu") == 1.0
     extractor = build_model("resnet20_cifar10", channels=1, num_classes=10, seed=1)
-    train_classifier(
-        extractor,
-        digits.images[population],
-        digits.labels[population],
-        TrainConfig(epochs=10),
-        seed=0,
-        stream="population",
-        device="cpu",
-    )
+    fit_on(extractor, digits, population, TrainConfig(epochs=10), stream="population")
     candidates = digits.images[np.r_[members, nonmembers]]
     is_member = np.r_[np.ones(300, bool), np.zeros(300, bool)]
     release = digits.images[released]
