@@ -21,7 +21,16 @@ from reports.gallery import (
     sample_panels,
 )
 from reports.html import render_report
-from reports.thresholds import TESTS, Thresholds, Verdict, check, judge_test, summary_lines
+from reports.thresholds import (
+    TESTS,
+    Thresholds,
+    Verdict,
+    check,
+    judge_limit,
+    judge_test,
+    release_values,
+    summary_lines,
+)
 
 
 def _roc_panels(store: RunDir, family: str, attacks: dict[str, Any]) -> dict[str, Any]:
@@ -63,11 +72,19 @@ def build_report(
     verdicts = check(store, results, thresholds)
     tests = [v for v in verdicts if v.is_test]
     real = next((row for row in results["rows"] if row["generator"] == "real"), None)
-    baseline = [  # the same tests on held-out images offered as a release: chance, not judged
-        judge_test(real, name, tests[0].limit, tests[0].n_tests)
-        for name in thresholds.tests
-        if real is not None and tests and TESTS[name].p_column in real
-    ]
+    baseline: list[Verdict] = []  # the same checks on held-out images offered as a release
+    if real is not None:
+        values = release_values(store, real, thresholds.share_ssim_level)
+        baseline += [
+            judge_limit(real, values, metric, limit)
+            for metric, limit in thresholds.limits.items()
+            if values[metric] is not None
+        ]
+        baseline += [
+            judge_test(real, name, tests[0].limit, tests[0].n_tests)
+            for name in thresholds.tests
+            if tests and TESTS[name].p_column in real
+        ]
     attacks = results.get("attacks", {})
     figures = {
         "tradeoff": tradeoff_figure(results["rows"]),

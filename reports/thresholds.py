@@ -219,6 +219,21 @@ def _number_or_none(value: Any) -> float | None:
     return float(value) if _is_number(value) else None
 
 
+def judge_limit(row: dict[str, Any], values: dict[str, Any], metric: str, limit: float) -> Verdict:
+    """One limit on one row, given release_values of that row; fails closed."""
+    value = values[metric]
+    measured = _is_number(value)
+    upper = METRICS[metric][0]
+    passed = measured and (value <= limit if upper else value >= limit)
+    return Verdict(
+        row=row_name(row["generator"], row["k"]),
+        metric=metric,
+        value=float(value) if measured else None,
+        limit=limit,
+        passed=bool(passed),
+    )
+
+
 def judge_test(row: dict[str, Any], test: str, level: float, n_tests: int) -> Verdict:
     """One statistical test on one released row at the corrected level; fails closed."""
     spec = TESTS[test]
@@ -250,25 +265,14 @@ def check(
     tests = [t for t in thresholds.tests if not metrics or t in metrics]
     n_tests = len(released) * len(tests)
     level = thresholds.alpha / max(n_tests, 1)
-    verdicts = []
+    verdicts: list[Verdict] = []
     for row in released:
         values = release_values(store, row, thresholds.share_ssim_level)
-        for metric, limit in thresholds.limits.items():
-            if metrics and metric not in metrics:
-                continue
-            value = values[metric]
-            measured = _is_number(value)
-            upper = METRICS[metric][0]
-            passed = measured and (value <= limit if upper else value >= limit)
-            verdicts.append(
-                Verdict(
-                    row=row_name(row["generator"], row["k"]),
-                    metric=metric,
-                    value=float(value) if measured else None,
-                    limit=limit,
-                    passed=bool(passed),
-                )
-            )
+        verdicts.extend(
+            judge_limit(row, values, metric, limit)
+            for metric, limit in thresholds.limits.items()
+            if not metrics or metric in metrics
+        )
         verdicts.extend(judge_test(row, test, level, n_tests) for test in tests)
     return verdicts
 

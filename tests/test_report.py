@@ -141,3 +141,18 @@ def test_grid_layout():
     grid = image_grid(rows, scale=2, pad=1)
     assert grid.shape == (2 * 33 + 1, 3 * 33 + 1, 3)
     assert grid[1, 1, 0] == 7 and grid[34, 1, 0] == 9 and grid[34, 67, 0] == 255
+
+
+def test_verdict_table_shows_the_held_out_baseline_of_every_check():
+    """Each gated check, exact copies included, is shown on held-out images too (not judged)."""
+    html = fixture_html()
+    rows = re.findall(
+        r'<tr class="baseline"><td>real \(baseline\)</td><td class="l">(\w+)</td>', html
+    )
+    assert rows == [
+        "max_exact_copies",
+        "holdout_share_ssim",
+        "holdout_share_haarpsi",
+        "copy_share_ssim",
+        "copy_share_haarpsi",
+    ]
