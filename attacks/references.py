@@ -18,9 +18,9 @@ import numpy as np
 
 from attacks.membership import assign_halves
 from audit.models import NormalizedClassifier
-from audit.pipeline import Run
+from audit.pipeline import Run, release_setting
 from audit.seeding import derive_seed, numpy_rng
-from audit.store import row_name
+from audit.store import row_name, row_of
 from audit.training import predict_logits, train_classifier
 from generators.base import GenerationRequest, get_generator
 
@@ -79,7 +79,7 @@ def reference_size_note(n_members: int, n_nonmembers: int) -> str | None:
 
 def reference_rows(run: Run) -> list[dict]:
     """The releases a reference pipeline can reproduce (not external sets)."""
-    return [r for r in run.releases() if r["k"] is not None]
+    return [r for r in run.releases() if r["generator"] != "external"]
 
 
 def estimate_seconds(run: Run, n_references: int) -> float:
@@ -112,11 +112,11 @@ def stage_mia_refs(run: Run) -> None:
     if size_note:
         log.warning("[mia_refs] %s", size_note)
     log.info(
-        "[mia_refs] %d reference pipelines (a target on half of %d records, BN synthesis to "
-        "K=%s, %d retrainings each): about %.1f min, estimated from this run's stage timings",
+        "[mia_refs] %d reference pipelines (a target on half of %d records, each generator "
+        "trained on the same half, %d retrainings each): about %.1f min, estimated from this "
+        "run's stage timings",
         n,
         len(records.pool),
-        max(c.ks),
         len(rows),
         estimate_seconds(run, n) / 60,
     )
@@ -147,9 +147,13 @@ def stage_mia_refs(run: Run) -> None:
                 seed=derive_seed(c.seed, "reference", i),
                 device=c.device,
                 classes=data.classes,
+                private_images=data.images[train_idx],
+                private_labels=data.labels[train_idx],
+                epsilons=c.epsilons,
             )
-            for k, synthetic in get_generator(name, c).generate(request).items():
-                row = row_name(name, k)
+            generator = get_generator(name, c)
+            for key, synthetic in generator.generate(request).items():
+                row = row_name(name, *release_setting(generator.axis, key))
                 arrays[f"images_{row}"] = synthetic.images
                 arrays[f"labels_{row}"] = synthetic.labels
                 retrained = run.retrain(synthetic.images, synthetic.labels, f"reference-{i}-{row}")
@@ -162,7 +166,7 @@ def stage_mia_refs(run: Run) -> None:
         "refs.json",
         {
             "n_references": n,
-            "rows": [TARGET_ROW, *(row_name(r["generator"], r["k"]) for r in rows)],
+            "rows": [TARGET_ROW, *(row_of(r) for r in rows)],
             "pool_size": len(records.pool),
             "size_note": size_note,
         },

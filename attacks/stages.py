@@ -31,7 +31,7 @@ from attacks.release import nearest_l2, penultimate_features, release_scores
 from audit.models import load_weights
 from audit.pipeline import Run, Stage, register_stage
 from audit.seeding import numpy_rng, torch_generator
-from audit.store import mia_scores_name, row_name
+from audit.store import mia_scores_name, row_of
 from audit.training import accuracy, predict_logits, to_tensor, train_classifier
 from generators.bn_match import frozen
 
@@ -178,7 +178,7 @@ def stage_mia_release(run: Run) -> None:
         return _evaluate_all(run, "mia_release", name, scores, is_member, diagnostics=(INSIDER,))
 
     for release in run.releases():
-        path, name = release["path"], row_name(release["generator"], release["k"])
+        path, name = release["path"], row_of(release)
         report[name], selected[name], columns[name] = run.row(
             name, partial(attack, path, name), reads=(path, POPULATION_MODEL)
         )
@@ -222,10 +222,7 @@ def _calibrated(
 
 def attacked_models(run: Run) -> dict[str, str]:
     """Every classifier the model attacks target: row -> saved weights in the run directory."""
-    return {TARGET_ROW: "target.pt"} | {
-        row_name(r["generator"], r["k"]): f"models/{row_name(r['generator'], r['k'])}.pt"
-        for r in run.releases()
-    }
+    return {TARGET_ROW: "target.pt"} | {row_of(r): f"models/{row_of(r)}.pt" for r in run.releases()}
 
 
 def stage_mia_model(run: Run) -> None:
@@ -444,7 +441,7 @@ def stage_features(run: Run) -> None:
     for row, path in attacked_models(run).items():
         source = None  # the attacker's training images: non-members, or a release
         if f.attacker_data == "synthetic" and releases:
-            release = next((r for r in releases if row_name(r["generator"], r["k"]) == row), None)
+            release = next((r for r in releases if row_of(r) == row), None)
             source = (release or releases[-1])["path"]
         report[row] = run.row(
             row,
@@ -559,7 +556,8 @@ def register() -> None:
                 stage_mia_refs,
                 config=(
                     *(*data, *candidates, "target", "utility", "utility_seeds", "weights"),
-                    *("generators", "ks", "n_synthetic", "bn", "synthetic"),
+                    *("generators", "ks", "epsilons", "n_synthetic", "bn", "vae", "dp", "fed"),
+                    "synthetic",
                 ),
                 reads=("split", "target", "generate"),
             )

@@ -48,6 +48,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="BN-matching steps to release at (one trajectory serves all)",
     )
     run.add_argument(
+        "--generator",
+        nargs="+",
+        metavar="NAME",
+        help="generators to audit side by side: bn_match, dp_vae, dp2_vae, dpd_fvae, and vae "
+        "(the DP-VAE trained without privacy: an ablation, NOT PRIVATE) "
+        "(default: bn_match dp_vae)",
+    )
+    run.add_argument(
+        "--epsilon",
+        nargs="+",
+        type=float,
+        metavar="EPS",
+        help="target epsilons of the DP generators, one row each (default 10)",
+    )
+    run.add_argument("--delta", type=float, help="delta of the DP generators (default 1e-5)")
+    run.add_argument("--dp-clip", type=float, help="DP-VAE / DP^2-VAE per-record clip norm (1.0)")
+    run.add_argument(
+        "--dp-epochs", type=positive_int, help="VAE training epochs (default: the preset's)"
+    )
+    run.add_argument(
+        "--dp-batch-size", type=positive_int, help="VAE expected batch size (Poisson; 64)"
+    )
+    run.add_argument("--clients", type=positive_int, help="DPD-fVAE clients (default 10)")
+    run.add_argument(
+        "--client-partition",
+        choices=("iid", "dirichlet"),
+        help="DPD-fVAE: how the members are split among clients (default iid)",
+    )
+    run.add_argument(
+        "--canaries",
+        type=int,
+        default=0,
+        metavar="M",
+        help="audit every generator's epsilon in one extra run (Steinke et al. 2023): M "
+        "mislabelled test records, each included by a fair coin (default 0: off)",
+    )
+    run.add_argument(
+        "--inception-weights",
+        metavar="FILE",
+        help="a local state dict of torchvision's inception_v3: adds fid_inception beside fd_eval "
+        "(nothing is downloaded)",
+    )
+    run.add_argument(
         "--dataset", default="digits", help=f"one of {', '.join(DATASETS)} (default digits)"
     )
     run.add_argument("--data-root", help="directory of cifar10 (torchvision format) or imagefolder")
@@ -179,9 +222,23 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     bn = {**BN_LOSS_VARIANTS[args.bn_loss], "clamp_pixels": args.bn_clamp_pixels}
     if args.bn_groups_per_pass:
         bn["groups_per_pass"] = args.bn_groups_per_pass
+    vae = {"epochs": args.dp_epochs, "batch_size": args.dp_batch_size}
+    dp = {"delta": args.delta, "clip": args.dp_clip}
+    fed = {"clients": args.clients, "partition": args.client_partition}
+    generators = tuple(args.generator) if args.generator else None
+    if args.synthetic and args.generator:
+        raise AuditError(
+            "--synthetic audits an existing set; it cannot be combined with --generator"
+        )
     config = build_config(
         preset=args.preset,
         bn_overrides=bn,
+        vae_overrides={k: v for k, v in vae.items() if v is not None},
+        dp_overrides={k: v for k, v in dp.items() if v is not None},
+        fed_overrides={k: v for k, v in fed.items() if v is not None},
+        epsilons=tuple(args.epsilon) if args.epsilon else None,
+        canaries=args.canaries,
+        inception_weights=args.inception_weights,
         utility_seeds=args.utility_seeds,
         real_utility_seeds=args.real_utility_seeds,
         dataset=args.dataset,
@@ -203,7 +260,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         mia_augment=False if args.mia_no_augment else None,
         attacker_weights=args.attacker_weights,
         synthetic=args.synthetic,
-        generators=("external",) if args.synthetic else None,
+        generators=("external",) if args.synthetic else generators,
         split_file=args.split,
         similarity_thresholds=tuple(args.similarity_levels) if args.similarity_levels else None,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -78,6 +79,54 @@ class FeatureConfig:
     hcr_perturbation: float = 0.1  # ||a(theta + eps) - a(theta)|| / sigma of the chosen eps
 
 
+@dataclass(frozen=True)
+class VAEConfig:
+    """The label-conditional VAE of dp_vae, dp2_vae and the non-private `vae` ablation."""
+
+    latent: int = 8
+    kl_weight: float = 1.0  # weight of the KL term against the summed pixel log-likelihood
+    lr: float = 1e-3  # Adam
+    batch_size: int = 64  # expected batch under Poisson sampling (sample rate = batch / records)
+    epochs: int = 30  # expected passes over the private records
+
+
+@dataclass(frozen=True)
+class DPConfig:
+    """DP-SGD as dp_vae and dp2_vae run it; the noise multiplier is solved for each epsilon."""
+
+    delta: float = 1e-5
+    clip: float = 1.0  # per-record gradient norm bound
+    # DP^2-VAE: the share of the epochs spent on stage 1 (whole VAE); the rest trains the
+    # decoder with the encoder frozen
+    pretrain_share: float = 0.5
+    # TEST-ONLY fault injection: the noise actually added is this times what the accountant is
+    # charged for. 1.0 is DP-SGD; anything else makes a release whose epsilon claim is false, to
+    # check that the canary audit catches it. No flag sets it.
+    actual_noise_factor: float = 1.0
+
+
+@dataclass(frozen=True)
+class FedConfig:
+    """DPD-fVAE: federated averaging over simulated clients, each keeping its encoder, the shared
+    decoder trained with DP-SGD on every client. Defaults: the public code's settings
+    (REFERENCE.md section 10), except fewer clients for small private sets."""
+
+    clients: int = 10
+    partition: str = "iid"  # iid | dirichlet (label shares per client ~ Dirichlet(alpha))
+    dirichlet_alpha: float = 0.5
+    client_fraction: float = 1.0  # clients sampled per round
+    rounds: int = 20
+    local_epochs: int = 5
+    batch_size: int = 20  # expected, Poisson-sampled on each client
+    lr: float = 0.01  # clients' Adam
+    server_lr: float = 1.0
+    server_momentum: float = 0.9
+    clip: float = 0.1
+    noise_multiplier: float = 1.2  # fixed: a client stops when its epsilon is spent
+    latent: int = 8
+    kl_weight: float = 0.01
+
+
 # Named BN-matching loss variants (REFERENCE.md section 1); "paper" is the default.
 BN_LOSS_VARIANTS: dict[str, dict[str, Any]] = {
     "paper": {"statistics": "batch", "spread": "var", "norm": "l2", "ce_weight": 1.0},
@@ -95,8 +144,13 @@ class RunConfig:
     image_size: int | None = None  # None: the dataset's native size (digits: set by preset)
     model: str = "resnet20_cifar10"
     weights: str | None = None
-    generators: tuple[str, ...] = ("bn_match",)
+    # bn_match beside a DP generator: the two ways to release synthetic images on one page
+    generators: tuple[str, ...] = ("bn_match", "dp_vae")
     ks: tuple[int, ...] = (200, 1000)
+    epsilons: tuple[float, ...] = (10.0,)  # the DP generators' targets, one row each
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    dp: DPConfig = field(default_factory=DPConfig)
+    fed: FedConfig = field(default_factory=FedConfig)
     n_synthetic: int = 100
     out: str = ""
     device: str = "cpu"
@@ -127,6 +181,8 @@ class RunConfig:
     attacker_weights: str | None = None  # the release attacker's feature extractor (else trained)
     mia_refs: int = 0  # reference pipelines for LiRA/RMIA (0: single-model attacks only)
     mia_augment: bool = True  # LiRA queries each record shifted (and mirrored) too (Carlini et al.)
+    canaries: int = 0  # one-run epsilon audit (attacks/canary_stage.py); 0 = off
+    inception_weights: str | None = None  # torchvision inception_v3 state dict: fid_inception
     synthetic: str | None = None  # audit this existing set (generator "external") instead
     split_file: str | None = None  # members/non-members/test indices from a split.npz
     redact_private: bool = False
@@ -156,6 +212,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "target": {"epochs": 40},
         "utility": {"epochs": 60},
         "bn": {"group_size": 100},
+        "vae": {"epochs": 30},
         # sized for the 5-minute default run: attacks on 3 models cost about 40 s together
         "inversion": {"steps": 100, "per_class": 1, "eval_epochs": 10},
         "features": {
@@ -178,6 +235,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "target": {"epochs": 2},
         "utility": {"epochs": 2},
         "bn": {"group_size": 10},
+        "vae": {"epochs": 2},
+        "fed": {"rounds": 1, "local_epochs": 1},
         "inversion": {"steps": 5, "per_class": 1, "eval_epochs": 2},
         "features": {
             "decoder_steps": 5,
@@ -198,6 +257,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "target": {"epochs": 200},
         "utility": {"epochs": 200},
         "bn": {"group_size": 250},
+        "vae": {"epochs": 100},
+        "fed": {"rounds": 100},
         "inversion": {"steps": 2000, "per_class": 10, "eval_epochs": 200},
         "features": {"decoder_steps": 3000, "victims": 1000, "hcr_images": 32},
     },
@@ -211,6 +272,9 @@ def build_config(
     target_overrides: dict[str, Any] | None = None,
     utility_overrides: dict[str, Any] | None = None,
     bn_overrides: dict[str, Any] | None = None,
+    vae_overrides: dict[str, Any] | None = None,
+    dp_overrides: dict[str, Any] | None = None,
+    fed_overrides: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> RunConfig:
     """Merge preset defaults with explicit overrides (None means "not given") and validate.
@@ -231,6 +295,9 @@ def build_config(
     target = TrainConfig(**{**base["target"], "hflip": hflip, **(target_overrides or {})})
     utility = TrainConfig(**{**base["utility"], "hflip": hflip, **(utility_overrides or {})})
     bn = BNMatchConfig(**{**base["bn"], **(bn_overrides or {})})
+    vae = VAEConfig(**{**base.get("vae", {}), **(vae_overrides or {})})
+    dp = DPConfig(**(dp_overrides or {}))
+    fed = FedConfig(**{**base.get("fed", {}), **(fed_overrides or {})})
     inversion = InversionConfig(**base.get("inversion", {}))
     features = FeatureConfig(**base.get("features", {}))
     preset_fields = ("ks", "n_synthetic", "max_members", "max_nonmembers", "max_test")
@@ -244,10 +311,15 @@ def build_config(
         "target": target,
         "utility": utility,
         "bn": bn,
+        "vae": vae,
+        "dp": dp,
+        "fed": fed,
         "inversion": inversion,
         "features": features,
     }
     fields["ks"] = tuple(sorted(set(fields["ks"])))
+    if "epsilons" in fields:
+        fields["epsilons"] = tuple(sorted(set(map(float, fields["epsilons"]))))
     if "similarity_thresholds" in fields:
         fields["similarity_thresholds"] = tuple(sorted(set(fields["similarity_thresholds"])))
     config = RunConfig(**fields)
@@ -267,6 +339,35 @@ def validate(config: RunConfig) -> None:
             f"--mia-refs needs 0 or at least 2 reference models (each record must be IN for "
             f"some and OUT for others), got {config.mia_refs}"
         )
+    for epsilon in config.epsilons:
+        if not (math.isfinite(epsilon) and epsilon > 0):
+            raise AuditError(f"--epsilon must be positive and finite, got {epsilon}")
+    if not config.epsilons:
+        raise AuditError("--epsilon needs at least one positive value")
+    if not (0 < config.dp.delta < 1):
+        raise AuditError(f"--delta must lie in (0, 1), got {config.dp.delta}")
+    if not (config.dp.clip > 0 and config.fed.clip > 0):
+        raise AuditError("the DP clip norms must be positive")
+    if not 0 < config.dp.pretrain_share < 1:
+        raise AuditError(
+            f"DP^2-VAE's pretrain share must lie in (0, 1), got {config.dp.pretrain_share}"
+        )
+    vae, fed = config.vae, config.fed
+    if (
+        min(vae.latent, vae.batch_size, vae.epochs, fed.latent, fed.batch_size, fed.local_epochs)
+        <= 0
+    ):
+        raise AuditError("VAE latent size, batch size and epochs must be positive")
+    if min(fed.clients, fed.rounds) <= 0 or not 0 < fed.client_fraction <= 1:
+        raise AuditError("DPD-fVAE needs clients >= 1, rounds >= 1 and a client fraction in (0, 1]")
+    if fed.partition not in ("iid", "dirichlet") or fed.dirichlet_alpha <= 0:
+        raise AuditError(f"--client-partition must be iid or dirichlet, got {fed.partition!r}")
+    if not (fed.noise_multiplier > 0 and math.isfinite(fed.noise_multiplier)):
+        raise AuditError(
+            f"DPD-fVAE's noise multiplier must be positive, got {fed.noise_multiplier}"
+        )
+    if len(set(config.generators)) != len(config.generators) or not config.generators:
+        raise AuditError(f"--generator lists each generator once: {' '.join(config.generators)}")
     if config.synthetic and config.generators != ("external",):
         raise AuditError(
             "--synthetic audits an existing set; it cannot be combined with generators"
@@ -280,6 +381,8 @@ def validate(config: RunConfig) -> None:
             f"--max-nonmembers must be at least 2 (the holdout and the real row's release), "
             f"got {config.max_nonmembers}"
         )
+    if config.canaries < 0 or config.canaries == 1:
+        raise AuditError(f"--canaries needs 0 (off) or at least 2 canaries, got {config.canaries}")
     if config.nn_k <= 0:
         raise AuditError(f"nn_k must be positive, got {config.nn_k}")
     if config.utility_seeds <= 0:

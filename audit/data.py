@@ -88,6 +88,29 @@ def load_cifar10(root: str | None, download: bool) -> ImageDataset:
     return ImageDataset("cifar10", images, labels, tuple(train.classes), len(train.data))
 
 
+def _torchvision_mnist(kind: str, title: str) -> Callable[[str | None, bool], ImageDataset]:
+    """MNIST and Fashion-MNIST (the DP generator papers' datasets) from torchvision's files under
+    --data-root (ROOT/MNIST/raw/*-ubyte or ROOT/FashionMNIST/raw/...): 60k train, 10k test."""
+
+    def load(root: str | None, download: bool) -> ImageDataset:
+        import torchvision.datasets as tvd
+
+        assert root is not None
+        cls = getattr(tvd, kind)
+        try:
+            train = cls(root, train=True, download=download)
+            test = cls(root, train=False, download=download)
+        except (RuntimeError, OSError, ValueError, IndexError) as exc:
+            hint = "" if download else " (pass --download to fetch it)"
+            raise AuditError(f"cannot read {title} from --data-root {root}: {exc}{hint}") from exc
+        images = np.concatenate([train.data.numpy(), test.data.numpy()])[..., None]
+        labels = np.concatenate([train.targets.numpy(), test.targets.numpy()]).astype(np.int64)
+        name = kind.lower().replace("fashionmnist", "fashion-mnist")
+        return ImageDataset(name, images.astype(np.uint8), labels, tuple(train.classes), len(train))
+
+    return load
+
+
 def read_image(path: Path) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
@@ -153,6 +176,10 @@ def load_imagefolder(root: str | None, _download: bool) -> ImageDataset:
 DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec(load_digits, hflip=False, needs_root=False),
     "cifar10": DatasetSpec(load_cifar10, hflip=True, needs_root=True),
+    "mnist": DatasetSpec(_torchvision_mnist("MNIST", "MNIST"), hflip=False, needs_root=True),
+    "fashion-mnist": DatasetSpec(
+        _torchvision_mnist("FashionMNIST", "Fashion-MNIST"), hflip=False, needs_root=True
+    ),
     "imagefolder": DatasetSpec(load_imagefolder, hflip=True, needs_root=True),
 }
 

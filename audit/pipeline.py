@@ -54,10 +54,10 @@ from audit.stagecache import (
     save_record,
     stage_key,
 )
-from audit.store import RunDir, row_name, synthetic_name
+from audit.store import RunDir, row_name, row_of, synthetic_name
 from audit.training import accuracy, train_classifier
 from audit.utility import retrain
-from generators.base import GenerationRequest, SyntheticSet, get_generator
+from generators.base import Axis, GenerationRequest, SetKey, SyntheticSet, get_generator
 
 log = logging.getLogger(__name__)
 
@@ -258,27 +258,49 @@ def checkpoint_name(generator: str, k: int) -> str:
     return f"checkpoints/{row_name(generator, k)}.npz"
 
 
+def release_setting(axis: Axis, key: SetKey) -> tuple[int | None, float | None]:
+    """(k, epsilon) of a generator's set: its key is a K, a target epsilon, or neither."""
+    if axis == "k":
+        assert isinstance(key, int)
+        return key, None
+    if axis == "epsilon":
+        assert key is not None
+        return None, float(key)
+    return None, None
+
+
 def _generate_with(run: Run, name: str) -> list[dict[str, Any]]:
     c, rows = run.config, run.rows
     generator = get_generator(name, c)
-    ks: tuple[int | None, ...] = c.ks if generator.uses_k else (None,)
-    done = {k: rows.reuse(row_name(name, k), ()) if rows else None for k in ks}
-    missing = [k for k in ks if done[k] is None]
+    keys: tuple[SetKey, ...] = (None,)
+    if generator.axis == "k":
+        keys = c.ks
+    elif generator.axis == "epsilon":
+        keys = c.epsilons
+
+    def key_row(key: SetKey) -> str:
+        return row_name(name, *release_setting(generator.axis, key))
+
+    done = {key: rows.reuse(key_row(key), ()) if rows else None for key in keys}
+    missing = [key for key in keys if done[key] is None]
     resume_k = None
-    if missing and generator.uses_k and rows is not None:
-        first = min(k for k in missing if k is not None)
-        reused_now = [k for k, entry in done.items() if k is not None and entry is not None]
-        earlier = _recorded_ks(run, name, skip=set(ks))  # e.g. from a run with other Ks
+    if missing and generator.axis == "k" and rows is not None:
+        first = min(int(k) for k in missing if k is not None)
+        reused_now = [int(k) for k, entry in done.items() if k is not None and entry is not None]
+        earlier = _recorded_ks(run, name, skip=set(c.ks))  # e.g. from a run with other Ks
         resume_k = max((k for k in reused_now + earlier if k < first), default=None)
     if missing:
 
-        def save(k: int | None, synthetic: SyntheticSet) -> None:
-            done[k] = run.row(row_name(name, k), partial(_release, run, name, k, synthetic))
+        def save(key: SetKey, synthetic: SyntheticSet) -> None:
+            done[key] = run.row(
+                key_row(key), partial(_release, run, name, generator.axis, key, synthetic)
+            )
 
         resume = None if resume_k is None else run.store.read_npz(checkpoint_name(name, resume_k))
+        split = run.split()
         request = GenerationRequest(
             teacher=run.target(),
-            ks=tuple(k for k in missing if k is not None) if generator.uses_k else c.ks,
+            ks=tuple(int(k) for k in missing if k is not None) if generator.axis == "k" else c.ks,
             n_images=c.n_synthetic,
             num_classes=len(run.data.classes),
             channels=run.data.channels,
@@ -288,32 +310,39 @@ def _generate_with(run: Run, name: str) -> list[dict[str, Any]]:
             classes=run.data.classes,
             resume=resume,
             on_set=save,  # each K is saved as soon as it is final: a kill keeps it
+            private_images=run.data.images[split.members],
+            private_labels=run.data.labels[split.members],
+            epsilons=tuple(float(e) for e in missing if e is not None)
+            if generator.axis == "epsilon"
+            else (),
         )
         if resume_k is not None:
             log.info("[generate] %s: going on from the checkpoint at K=%d", name, resume_k)
         start = time.perf_counter()
         sets = generator.generate(request)
         run.timings[f"generate.{name}"] = round(time.perf_counter() - start, 3)
-        for k in missing:
-            if done[k] is None:  # a generator that only returns its sets
-                save(k, sets[k])
-    return [entry for entry in done.values() if entry is not None]  # in the order of ks
+        for key in missing:
+            if done[key] is None:  # a generator that only returns its sets
+                save(key, sets[key])
+    return [entry for entry in done.values() if entry is not None]  # in the order of keys
 
 
-def _release(run: Run, name: str, k: int | None, synthetic: SyntheticSet) -> dict[str, Any]:
+def _release(
+    run: Run, name: str, axis: Axis, key: SetKey, synthetic: SyntheticSet
+) -> dict[str, Any]:
     """Write one set (and its checkpoint) and return its generate.json entry."""
-    path = synthetic_name(name, k)
+    k, epsilon = release_setting(axis, key)
+    path = synthetic_name(name, k, epsilon)
     run.store.write_npz(path, images=synthetic.images, labels=synthetic.labels)
     if k is not None and synthetic.checkpoint is not None:
         run.store.write_npz_uncompressed(checkpoint_name(name, k), synthetic.checkpoint)
-    log.info("[generate] %s: %d images -> %s", row_name(name, k), len(synthetic.images), path)
-    return {
-        "generator": name,
-        "k": k,
-        "path": path,
-        "n_synthetic": len(synthetic.images),
-        **synthetic.info,
-    }
+    log.info(
+        "[generate] %s: %d images -> %s", row_name(name, k, epsilon), len(synthetic.images), path
+    )
+    entry: dict[str, Any] = {"generator": name, "k": k}
+    if axis == "epsilon":
+        entry["epsilon"] = epsilon
+    return {**entry, "path": path, "n_synthetic": len(synthetic.images), **synthetic.info}
 
 
 def _recorded_ks(run: Run, name: str, *, skip: set[int | None]) -> list[int]:
@@ -402,7 +431,7 @@ def stage_privacy(run: Run) -> None:
     )
     rows = {}
     for release in run.releases():
-        path, name = release["path"], row_name(release["generator"], release["k"])
+        path, name = release["path"], row_of(release)
         rows[name] = run.row(
             name,
             partial(_privacy_of_release, run, split, path, name, sets),
@@ -480,7 +509,7 @@ def stage_utility(run: Run) -> None:
     members = data.images[split.members], data.labels[split.members]
     rows = {"real": run.row("real", lambda: utility_of(*members, "real"))}
     for release in run.releases():
-        path, name = release["path"], row_name(release["generator"], release["k"])
+        path, name = release["path"], row_of(release)
         rows[name] = run.row(name, partial(release_utility, path, name), reads=(path,))
     run.store.write_json("utility.json", {"rows": rows})
 
@@ -522,7 +551,10 @@ STAGES: list[Stage] = [
     Stage(
         "generate",
         stage_generate,
-        config=("generators", "ks", "n_synthetic", "bn", "synthetic", "seed", "device"),
+        config=(
+            *("generators", "ks", "epsilons", "n_synthetic", "bn", "vae", "dp", "fed"),
+            *("synthetic", "seed", "device"),
+        ),
         reads=("split", "target"),
     ),
     Stage(
@@ -575,6 +607,10 @@ def prepare(config: RunConfig) -> ImageDataset:
     )
     if config.weights:
         load_weights(model, config.weights, model_name=config.model)
+    if config.inception_weights:
+        from audit.fidelity import load_inception
+
+        load_inception(config.inception_weights, "cpu")
     if config.attacker_weights:
         load_weights(
             model, config.attacker_weights, model_name=config.model, flag="--attacker-weights"
@@ -598,7 +634,10 @@ def prepare(config: RunConfig) -> ImageDataset:
     if "bn_match" in config.generators:
         require_bn(model, config.model)
     for name in config.generators:
-        get_generator(name, config)
+        generator = get_generator(name, config)
+        validate = getattr(generator, "validate", None)  # a generator's own input checks
+        if validate is not None:
+            validate(data.channels, data.image_size)
     return data
 
 
@@ -616,7 +655,9 @@ def _open_run_dir(out: Path, overwrite: bool) -> RunDir:
 FINAL_OUTPUTS = ("results.json", "results.csv", "report.html")
 
 
-PLUGINS = ("attacks.stages",)  # modules whose import registers further stages
+# modules whose import registers further stages, in this order (the canary audit, the
+# costliest, last)
+PLUGINS = ("attacks.stages", "audit.fidelity", "attacks.canary_stage")
 
 
 def load_plugins() -> None:
@@ -654,7 +695,7 @@ def execute(config: RunConfig, *, overwrite: bool = False, argv: list[str] | Non
     software["synthaudit_source"] = source_digest()  # an edit without a version bump counts
     input_files = {  # hashed once; each stage's key takes those it declares
         field: path_fingerprint(getattr(config, field))
-        for field in ("weights", "split_file", "synthetic", "attacker_weights")
+        for field in ("weights", "split_file", "synthetic", "attacker_weights", "inception_weights")
     }
     config_values = config.to_dict()
     records: dict[str, StageRecord] = {}

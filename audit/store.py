@@ -9,7 +9,7 @@ import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -129,14 +129,27 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def row_name(generator: str, k: int | None) -> str:
-    """The key of a results row in every stage's output: "bn_match-k200", or "real" (no K)."""
-    return generator if k is None else f"{generator}-k{k}"
+def _setting(k: int | None, epsilon: float | None) -> str | None:
+    if k is not None:
+        return f"k{k}"
+    return None if epsilon is None else f"eps{epsilon:g}"
 
 
-def synthetic_name(generator: str, k: int | None) -> str:
+def row_name(generator: str, k: int | None, epsilon: float | None = None) -> str:
+    """The key of a results row in every stage's output: "bn_match-k200" (a K), "dp_vae-eps10"
+    (a DP generator's target epsilon), or "real" (neither)."""
+    setting = _setting(k, epsilon)
+    return generator if setting is None else f"{generator}-{setting}"
+
+
+def row_of(entry: Mapping[str, Any]) -> str:
+    """row_name of a release entry or results row (its generator, k and epsilon fields)."""
+    return row_name(entry["generator"], entry.get("k"), entry.get("epsilon"))
+
+
+def synthetic_name(generator: str, k: int | None, epsilon: float | None = None) -> str:
     """bn_match keeps the documented DIR/synthetic/k{K}.npz; other generators are prefixed."""
-    suffix = f"k{k}" if k is not None else "set"
+    suffix = _setting(k, epsilon) or "set"
     return (
         f"synthetic/{suffix}.npz"
         if generator == "bn_match"

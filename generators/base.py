@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -19,9 +19,16 @@ class SyntheticSet:
 
     images: np.ndarray
     labels: np.ndarray
-    info: dict[str, float]  # generator diagnostics for this K (e.g. final BN loss)
+    info: dict[str, Any]  # columns for this set's row (BN loss, the DP record...)
     # the optimiser's state at this K, from which a later run can go on to a larger K
     checkpoint: dict[str, np.ndarray] | None = None
+    # a white-box membership score of (images, labels), lower = more likely trained on, where
+    # the generator's released model allows one (the canary audit uses it); not saved
+    score_records: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+
+
+SetKey = int | float | None  # a K, a target epsilon, or None (a single set)
+Axis = Literal["k", "epsilon"] | None
 
 
 @dataclass(frozen=True)
@@ -40,15 +47,22 @@ class GenerationRequest:
     resume: dict[str, np.ndarray] | None = None
     # called with each K's set as soon as it is final, so the caller can save it before the
     # larger Ks finish (a killed run keeps it); generators may instead only return their sets
-    on_set: Callable[[int | None, SyntheticSet], None] | None = None
+    on_set: Callable[[SetKey, SyntheticSet], None] | None = None
+    # the private records (members) for generators that train on them rather than on the
+    # teacher (the VAEs); uint8 NHWC and int labels
+    private_images: np.ndarray | None = None
+    private_labels: np.ndarray | None = None
+    epsilons: tuple[float, ...] = ()  # sorted, positive: a DP generator's targets
 
 
 class Generator(Protocol):
     name: str
-    uses_k: bool  # one set per requested K (else a single set, key None)
+    # what the sets are keyed by: "k" (one per requested K), "epsilon" (one per target
+    # epsilon), or None (a single set, key None: an external set, a non-private ablation)
+    axis: Axis
 
-    def generate(self, request: GenerationRequest) -> dict[int | None, SyntheticSet]:
-        """One synthetic set per requested K (key None: a set with no K, e.g. an external one)."""
+    def generate(self, request: GenerationRequest) -> dict[SetKey, SyntheticSet]:
+        """One synthetic set per requested K or epsilon, or {None: set}."""
         ...
 
 
@@ -67,7 +81,7 @@ def register(
 
 def get_generator(name: str, config: RunConfig) -> Generator:
     # importing the modules fills the registry
-    from generators import bn_match, external  # noqa: F401
+    from generators import bn_match, dp2_vae, dp_vae, dpd_fvae, external, vae  # noqa: F401
 
     if name not in REGISTRY:
         raise AuditError(f"unknown generator {name!r}; choose one of {', '.join(sorted(REGISTRY))}")

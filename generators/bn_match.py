@@ -43,7 +43,7 @@ from audit.config import BNMatchConfig, RunConfig
 from audit.errors import AuditError
 from audit.models import NormalizedClassifier, bn_layers
 from audit.seeding import torch_generator
-from generators.base import GenerationRequest, SyntheticSet, register
+from generators.base import Axis, GenerationRequest, SetKey, SyntheticSet, register
 
 log = logging.getLogger(__name__)
 
@@ -413,14 +413,14 @@ def bn_statistics_distance(
 
 class BNMatchGenerator:
     name = "bn_match"
-    uses_k = True
+    axis: Axis = "k"
 
     def __init__(self, config: BNMatchConfig) -> None:
         self.config = config
 
-    def generate(self, request: GenerationRequest) -> dict[int | None, SyntheticSet]:
+    def generate(self, request: GenerationRequest) -> dict[SetKey, SyntheticSet]:
         labels = balanced_labels(request.n_images, request.num_classes)
-        sets: dict[int | None, SyntheticSet] = {}
+        sets: dict[SetKey, SyntheticSet] = {}
 
         def emit(k: int, images: np.ndarray, loss: float, state: TrajectoryState) -> None:
             distance = bn_statistics_distance(

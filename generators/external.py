@@ -15,7 +15,7 @@ import numpy as np
 from audit.config import RunConfig
 from audit.data import IMAGE_EXTENSIONS, read_image
 from audit.errors import AuditError
-from generators.base import GenerationRequest, SyntheticSet, register
+from generators.base import Axis, GenerationRequest, SetKey, SyntheticSet, register
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -100,14 +100,14 @@ def load_synthetic(
 
 class ExternalSet:
     name = "external"
-    uses_k = False
+    axis: Axis = None
 
     def __init__(self, path: str | None) -> None:
         if not path:
             raise AuditError("the external generator needs --synthetic PATH")
         self.path = path
 
-    def generate(self, request: GenerationRequest) -> dict[int | None, SyntheticSet]:
+    def generate(self, request: GenerationRequest) -> dict[SetKey, SyntheticSet]:
         synthetic = load_synthetic(
             self.path,
             classes=request.classes,

@@ -96,7 +96,11 @@ def tradeoff_figure(rows: list[dict[str, Any]]) -> str | None:
                 zorder=3,
             )
             for x, _lo, _hi, y, r in points:
-                label = f"K={r['k']}" if r["k"] is not None else generator
+                label = generator
+                if r.get("k") is not None:
+                    label = f"K={r['k']}"
+                elif r.get("epsilon") is not None:
+                    label = f"ε={r['epsilon']:g}"
                 axis.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
     real_utility = _number(real.get("utility_acc")) if real else None
     for axis in (left, right):

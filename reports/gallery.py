@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from audit.store import RunDir, mia_scores_name, row_name
+from audit.store import RunDir, mia_scores_name, row_of
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def nearest_panels(
     nearest member by SSIM, its nearest by HaarPSI and the next two by SSIM, with the scores."""
     panels = []
     for release in releases:
-        name = row_name(release["generator"], release["k"])
+        name = row_of(release)
         synthetic = store.read_npz(release["path"])
         privacy = store.read_npz(f"privacy/{name}.npz")
         worst = np.argsort(-privacy["ssim_values"], kind="stable")[:n_show]
@@ -187,7 +187,7 @@ def copy_panels(
     the member it reproduces."""
     panels = []
     for release in releases:
-        name = row_name(release["generator"], release["k"])
+        name = row_of(release)
         privacy = store.read_npz(f"privacy/{name}.npz")
         if "exact_copy_released" not in privacy or not len(privacy["exact_copy_released"]):
             continue

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from audit.store import RunDir, mia_scores_name, row_name
+from audit.store import RunDir, mia_scores_name, row_of
 from reports.figures import hcr_figure, roc_figure, tradeoff_figure
 from reports.gallery import (
     PrivateImages,
@@ -51,7 +51,7 @@ def per_release_tables(rows: list[dict[str, Any]], verdicts: list[Verdict]) -> l
     for row in rows:
         if row["generator"] in ("real", "target"):
             continue
-        name = row_name(row["generator"], row["k"])
+        name = row_of(row)
         tables.append(
             {
                 "name": name,
@@ -105,6 +105,7 @@ def build_report(
         "summary": summary_lines(verdicts),
         "baseline": baseline,
         "release_tables": per_release_tables(results["rows"], verdicts),
+        "real_row": real or {},
         "figures": figures,
         "samples": sample_panels(store, releases),
         "copies": copy_panels(store, releases, classes, private),

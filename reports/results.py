@@ -9,12 +9,13 @@ import pandas as pd
 
 from audit.config import RunConfig
 from audit.data import ImageDataset
-from audit.store import RunDir, row_name
+from audit.store import RunDir, row_of
 
 # Stable leading columns; later issues append, never rename.
 BASE_COLUMNS = (
     "generator",
     "k",
+    "epsilon",
     "n_synthetic",
     "nn_ssim_mean",
     "nn_ssim_p95",
@@ -35,14 +36,14 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
     releases = store.read_json("generate.json")["releases"]
     rows: list[dict[str, Any]] = []
     for release in releases:
-        name = row_name(release["generator"], release["k"])
-        extra = {
-            k: v for k, v in release.items() if k not in ("generator", "k", "path", "n_synthetic")
-        }
+        name = row_of(release)
+        fixed = ("generator", "k", "epsilon", "path", "n_synthetic")
+        extra = {k: v for k, v in release.items() if k not in fixed}
         rows.append(
             {
                 "generator": release["generator"],
                 "k": release["k"],
+                "epsilon": release.get("epsilon"),
                 "n_synthetic": release["n_synthetic"],
                 **privacy[name],
                 **_utility_columns(utility[name]),
@@ -53,6 +54,7 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
         {
             "generator": "real",
             "k": None,
+            "epsilon": None,
             "n_synthetic": len(split["members"]),
             **privacy["real"],
             **_utility_columns(utility["real"]),
@@ -62,6 +64,7 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
         {
             "generator": "target",
             "k": None,
+            "epsilon": None,
             "n_synthetic": None,
             "utility_acc": target["acc_test"],
         }
@@ -71,7 +74,7 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
     for path in extra_columns:
         contributed = store.read_json(f"columns/{path.name}")
         for row in rows:
-            name = row_name(row["generator"], row["k"])
+            name = row_of(row)
             row.update(contributed.get(name, {}))
     for row in rows:  # the worst empirical epsilon over every attack family that scored the row
         bounds = [

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.errors import AuditError
-from audit.store import RunDir, row_name
+from audit.store import RunDir, row_of
 
 DEFAULT_THRESHOLDS = "default_thresholds.toml"  # shipped in this package, documented inline
 BASELINE_ROWS = ("real", "target")
@@ -29,8 +29,15 @@ METRICS: dict[str, tuple[bool, str]] = {
     "max_mia_auc": (True, "strongest membership attack's AUC"),
     "max_tpr_at_1fpr": (True, "strongest membership attack's TPR at 1% FPR"),
     "max_eps_lower": (True, "eps_lower"),
+    "max_dp_claim_excess": (
+        True,
+        "eps_audit - eps_accountant (the canary audit's 95% lower bound beyond the DP claim)",
+    ),
     "min_utility": (False, "utility_acc"),
 }
+# limits that apply only where their figure exists: a DP claim is checked on the rows that make
+# one (eps_accountant) and were audited (--canaries); other rows have nothing to check
+WHERE_MEASURED = ("max_dp_claim_excess",)
 
 
 @dataclass(frozen=True)
@@ -199,7 +206,7 @@ def _is_number(value: Any) -> bool:
 
 def release_values(store: RunDir, row: dict[str, Any], share_level: float) -> dict[str, Any]:
     """What each limit measures on one released row, from results.json and privacy/<row>.npz."""
-    name = row_name(row["generator"], row["k"])
+    name = row_of(row)
     share: float | None = None
     if store.path(f"privacy/{name}.npz").exists():
         ssim = store.read_npz(f"privacy/{name}.npz")["ssim_values"]
@@ -211,6 +218,11 @@ def release_values(store: RunDir, row: dict[str, Any], share_level: float) -> di
         "max_mia_auc": _worst(row, ("mia_release_auc", "mia_model_auc")),
         "max_tpr_at_1fpr": _worst(row, ("mia_release_tpr_at_1fpr", "mia_model_tpr_at_1fpr")),
         "max_eps_lower": row.get("eps_lower"),
+        "max_dp_claim_excess": (
+            float(row["eps_audit"]) - float(row["eps_accountant"])
+            if _is_number(row.get("eps_audit")) and _is_number(row.get("eps_accountant"))
+            else None
+        ),
         "min_utility": row.get("utility_acc"),
     }
 
@@ -226,7 +238,7 @@ def judge_limit(row: dict[str, Any], values: dict[str, Any], metric: str, limit:
     upper = METRICS[metric][0]
     passed = measured and (value <= limit if upper else value >= limit)
     return Verdict(
-        row=row_name(row["generator"], row["k"]),
+        row=row_of(row),
         metric=metric,
         value=float(value) if measured else None,
         limit=limit,
@@ -244,7 +256,7 @@ def judge_test(row: dict[str, Any], test: str, level: float, n_tests: int) -> Ve
         spec.chance if isinstance(spec.chance, float) else _number_or_none(row.get(spec.chance))
     )
     return Verdict(
-        row=row_name(row["generator"], row["k"]),
+        row=row_of(row),
         metric=test,
         value=p_value,
         limit=level,
@@ -271,7 +283,8 @@ def check(
         verdicts.extend(
             judge_limit(row, values, metric, limit)
             for metric, limit in thresholds.limits.items()
-            if not metrics or metric in metrics
+            if (not metrics or metric in metrics)
+            and not (metric in WHERE_MEASURED and values[metric] is None)
         )
         verdicts.extend(judge_test(row, test, level, n_tests) for test in tests)
     return verdicts
@@ -302,6 +315,8 @@ def summary_lines(verdicts: list[Verdict]) -> list[str]:
 def _held(v: Verdict) -> str:
     if v.metric == "max_exact_copies" and v.limit == 0:
         return "no exact copy of a member"
+    if v.metric == "max_dp_claim_excess" and v.limit == 0:
+        return "the canary audit does not refute the DP claim"
     sign = "<=" if METRICS[v.metric][0] else ">="
     return f"{v.metric}: {v.value:.4g} {sign} {v.limit:g}"
 
@@ -313,6 +328,8 @@ def _reason(v: Verdict) -> str:
         return f"{v.metric} {_g(v.statistic)} (chance {_g(v.chance)}, p = {v.value:.2g})"
     if v.metric == "max_exact_copies":
         return f"{v.value:g} exact cop{'y' if v.value == 1 else 'ies'} of members"
+    if v.metric == "max_dp_claim_excess":
+        return f"DP claim violated: eps_audit exceeds eps_accountant by {v.value:.3g}"
     return f"{v.metric}: {v.value:.4g} beyond {v.limit:g}"
 
 

@@ -14,9 +14,11 @@ from audit.pipeline import execute
 from reports.results import BASE_COLUMNS
 
 SMOKE = ["run", "--preset", "smoke", "--device", "cpu"]
+BN_ONLY = [*SMOKE, "--generator", "bn_match"]  # tests of other features skip the DP-VAE's time
 # the shared run exercises the reference pipelines too: 4, the fewest with which every record
 # has 2 IN and 2 OUT models (online LiRA fits a variance to each)
-WITH_REFS = [*SMOKE, "--mia-refs", "4"]
+# epsilon 0.1: DP-SGD with huge noise, whose release no attack should tell from chance
+WITH_REFS = [*SMOKE, "--mia-refs", "4", "--epsilon", "0.1"]
 
 
 @pytest.fixture(scope="module")
@@ -47,15 +49,29 @@ def test_run_writes_every_artifact(smoke_run):
         assert len(split["members"]) == len(split["nonmembers"]) == 150  # equal by default
 
 
+def test_dp_row_states_its_guarantee_and_huge_noise_reads_as_chance(smoke_run):
+    rows = list(csv.DictReader((smoke_run / "results.csv").open()))
+    (dp,) = [r for r in rows if r["generator"] == "dp_vae"]
+    assert dp["k"] == "" and float(dp["epsilon"]) == 0.1
+    assert 0 < float(dp["eps_accountant"]) <= 0.1
+    assert float(dp["dp_noise_multiplier"]) > 5 and dp["dp_accountant"] == "opacus-rdp"
+    assert int(dp["dp_steps"]) > 0 and 0 < float(dp["dp_sample_rate"]) <= 1
+    for family in ("mia_release", "mia_model"):
+        assert float(dp[f"{family}_auc_ci_low"]) <= 0.5 <= float(dp[f"{family}_auc_ci_high"])
+    assert (smoke_run / "synthetic/dp_vae-eps0.1.npz").is_file()
+
+
 def test_results_table(smoke_run):
     rows = list(csv.DictReader((smoke_run / "results.csv").open()))
     assert list(rows[0])[: len(BASE_COLUMNS)] == list(BASE_COLUMNS)
-    assert [(r["generator"], r["k"]) for r in rows] == [
-        ("bn_match", "2"),
-        ("bn_match", "4"),
-        ("real", ""),
-        ("target", ""),
+    assert [(r["generator"], r["k"], r["epsilon"]) for r in rows] == [
+        ("bn_match", "2", ""),
+        ("bn_match", "4", ""),
+        ("dp_vae", "", "0.1"),
+        ("real", "", ""),
+        ("target", "", ""),
     ]
+    rows = [r for r in rows if r["generator"] != "dp_vae"]  # its own test above
     for row in rows[:3]:
         assert 0 <= float(row["nn_ssim_mean"]) <= float(row["nn_ssim_max"]) <= 1
     for row in rows:
@@ -140,14 +156,20 @@ def test_report_warns_about_private_images(smoke_run):
     assert "lira_online" in html  # the reference attacks ran (--mia-refs 4)
     # the reconstruction tables: one inversion row per model and variant, one HCR row per scale
     assert "<h3>Model inversion</h3>" in html and "the HCR bound</h3>" in html
-    assert html.count('<td class="l">miface</td>') == 3
-    assert html.count("n/a (no noise)") == 3
+    models = 4  # the target and the models retrained on bn_match-k2, -k4 and dp_vae-eps0.1
+    assert html.count('<td class="l">miface</td>') == models
+    assert html.count("n/a (no noise)") == models
 
 
 def test_same_seed_same_bytes(smoke_run, tmp_path):
     out = tmp_path / "b"
     assert main([*WITH_REFS, "--out", str(out)]) == 0
-    for name in ("split.npz", "synthetic/k2.npz", "synthetic/k4.npz"):
+    for name in (
+        "split.npz",
+        "synthetic/k2.npz",
+        "synthetic/k4.npz",
+        "synthetic/dp_vae-eps0.1.npz",
+    ):
         with np.load(smoke_run / name) as a, np.load(out / name) as b:
             for key in a.files:
                 assert a[key].tobytes() == b[key].tobytes(), (name, key)
@@ -159,7 +181,7 @@ def test_same_seed_same_bytes(smoke_run, tmp_path):
 
 def test_redacted_report_shows_no_members(tmp_path):
     out = tmp_path / "r"
-    assert main([*SMOKE, "--k", "1", "--redact-originals", "--out", str(out)]) == 0
+    assert main([*BN_ONLY, "--k", "1", "--redact-originals", "--out", str(out)]) == 0
     html = (out / "report.html").read_text()
     assert "private images are redacted" in html.lower()
     assert 'class="private"' not in html and 'class="redacted"' in html
@@ -169,7 +191,7 @@ def test_redacted_report_shows_no_members(tmp_path):
 @pytest.mark.parametrize(
     "args, match",
     [
-        (["--dataset", "mnist"], "unknown dataset"),
+        (["--dataset", "svhn"], "unknown dataset"),
         (["--dataset", "imagefolder", "--data-root", "/nonexistent/x"], "not a directory"),
         (["--dataset", "cifar10"], "needs --data-root"),
         (["--k", "0"], "--k"),
@@ -189,6 +211,19 @@ def test_redacted_report_shows_no_members(tmp_path):
         (["--real-utility-seeds", "0"], "--real-utility-seeds"),
         (["--max-nonmembers", "1"], "--max-nonmembers must be at least 2"),
         (["--attacker-weights", "/nonexistent.pt"], "--attacker-weights file"),
+        (["--epsilon", "0"], "--epsilon"),
+        (["--epsilon", "-1"], "--epsilon"),
+        (["--epsilon", "nan"], "--epsilon"),
+        (["--epsilon", "inf"], "--epsilon"),
+        (["--delta", "0"], "--delta"),
+        (["--delta", "1"], "--delta"),
+        (["--delta", "nan"], "--delta"),
+        (["--generator", "gan"], "unknown generator"),
+        (["--generator", "dp_vae", "dp_vae"], "once"),
+        (["--canaries", "1"], "--canaries"),
+        (["--canaries", "-3"], "--canaries"),
+        (["--dp-clip", "0"], "clip"),
+        (["--generator", "dp_vae", "--image-size", "18"], "divisible by 4"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, args, match):
@@ -255,7 +290,7 @@ def test_run_on_real_cifar_jpeg_folder(cifar_folder, tmp_path):
     """RGB, 32 px, 3 classes (a replaced head), flip augmentation: imagefolder end to end."""
     out = tmp_path / "cifar"
     args = ["--dataset", "imagefolder", "--data-root", str(cifar_folder), "--n-synthetic", "30"]
-    assert main([*SMOKE, *args, "--out", str(out)]) == 0
+    assert main([*BN_ONLY, *args, "--out", str(out)]) == 0
     with np.load(out / "synthetic/k4.npz") as synthetic:
         assert synthetic["images"].shape == (30, 32, 32, 3)
         assert np.bincount(synthetic["labels"]).tolist() == [10, 10, 10]
@@ -276,7 +311,7 @@ def test_privacy_stage_finds_a_planted_member(smoke_run, tmp_path):
     run_dir = tmp_path / "copy"
     shutil.copytree(smoke_run, run_dir)
     manifest = json.loads((run_dir / "config.json").read_text())
-    config = build_config(preset="smoke", out=str(run_dir), mia_refs=4)
+    config = build_config(preset="smoke", out=str(run_dir), mia_refs=4, epsilons=(0.1,))
     assert config.digest() == manifest["config_digest"]
     data = load_dataset("digits", None, image_size=16)
     with np.load(run_dir / "split.npz") as split:
@@ -305,7 +340,7 @@ def test_variant_flags_reach_the_config_and_results(tmp_path):
     out = tmp_path / "variant"
     flags = ["--k", "3", "--bn-loss", "zeroq", "--bn-clamp-pixels", "--bn-groups-per-pass", "1"]
     seeds = ["--utility-seeds", "2", "--real-utility-seeds", "1"]
-    assert main([*SMOKE, *flags, *seeds, "--out", str(out)]) == 0
+    assert main([*BN_ONLY, *flags, *seeds, "--out", str(out)]) == 0
     bn = json.loads((out / "config.json").read_text())["config"]["bn"]
     assert (bn["statistics"], bn["spread"], bn["norm"], bn["ce_weight"]) == (
         "image",
@@ -432,7 +467,7 @@ def test_pretrained_checkpoint_split_follows_what_it_was_trained_on(cifar_folder
     torch.save(net.state_dict(), checkpoint)
     out = tmp_path / "pretrained"
     args = ["--dataset", "imagefolder", "--data-root", str(cifar_folder), "--n-synthetic", "12"]
-    assert main([*SMOKE, *args, "--weights", str(checkpoint), "--out", str(out)]) == 0
+    assert main([*BN_ONLY, *args, "--weights", str(checkpoint), "--out", str(out)]) == 0
     assert "bare pytorchcv checkpoint" in capsys.readouterr().err
     with np.load(out / "split.npz") as split:
         assert split["members"].tolist() == list(range(120))  # the whole train part

@@ -113,7 +113,7 @@ def test_imagefolder_bad_input(tmp_path, problem, match):
 
 def test_unknown_dataset_and_missing_cifar_root(tmp_path):
     with pytest.raises(AuditError, match="unknown dataset"):
-        load_dataset("mnist", None, image_size=None)
+        load_dataset("svhn", None, image_size=None)
     with pytest.raises(AuditError, match="CIFAR-10"):
         load_dataset("cifar10", str(tmp_path), image_size=None)
 

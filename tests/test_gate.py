@@ -11,7 +11,7 @@ import pytest
 from audit.cli import main
 from audit.errors import AuditError
 from audit.store import RunDir
-from reports.thresholds import LEAKAGE_METRICS, TESTS, check, load_thresholds
+from reports.thresholds import LEAKAGE_METRICS, TESTS, check, load_thresholds, summary_lines
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run"
 
@@ -25,7 +25,7 @@ def test_default_gate_is_holdout_relative():
     """The default gates on exact copies and on the tests against held-out records; absolute
     levels (max_nn_ssim, ...) and utility are opt-in."""
     defaults = load_thresholds()
-    assert defaults.limits == {"max_exact_copies": 0}
+    assert defaults.limits == {"max_exact_copies": 0, "max_dp_claim_excess": 0}
     assert set(defaults.tests) == set(TESTS) and defaults.alpha == 0.05
     assert "shipped" in defaults.source
 
@@ -34,10 +34,10 @@ def test_tests_share_one_bonferroni_level(tmp_path):
     results = json.loads((FIXTURE / "results.json").read_text())
     verdicts = check(RunDir(FIXTURE), results, load_thresholds())
     tests = [v for v in verdicts if v.is_test]
-    assert len(tests) == 2 * 6  # two released rows x six tests
-    assert all(v.limit == pytest.approx(0.05 / 12) and v.n_tests == 12 for v in tests)
+    assert len(tests) == 3 * 6  # three released rows x six tests
+    assert all(v.limit == pytest.approx(0.05 / 18) and v.n_tests == 18 for v in tests)
     row = next(r for r in results["rows"] if r["generator"] == "bn_match" and r["k"] == 2)
-    significant = {**row, "holdout_share_ssim_p": 0.004}  # < 0.05 but > 0.05 / 12
+    significant = {**row, "holdout_share_ssim_p": 0.004}  # < 0.05 but > 0.05 / 18
     alone = check(RunDir(tmp_path), {"rows": [significant]}, load_thresholds())
     share = next(v for v in alone if v.metric == "holdout_share_ssim")
     assert share.limit == pytest.approx(0.05 / 6) and not share.passed  # one row: 6 tests
@@ -102,7 +102,7 @@ def test_within_and_beyond_thresholds(tmp_path, capsys):
     # the fixture is a smoke run: leakage at chance, utility at chance
     assert main(["check", str(FIXTURE)]) == 0  # the shipped default: holdout-relative tests
     out = capsys.readouterr().out
-    assert out.splitlines()[-1].startswith("PASS: 2 release(s) within 1 limit(s) and 6 test(s)")
+    assert out.splitlines()[-1].startswith("PASS: 3 release(s) within 2 limit(s) and 6 test(s)")
     assert "PASS bn_match-k2: no exact copy of a member; none of 6 tests" in out
     leakage = write(
         tmp_path / "leak.toml",
@@ -112,16 +112,16 @@ def test_within_and_beyond_thresholds(tmp_path, capsys):
     assert (
         capsys.readouterr()
         .out.splitlines()[-1]
-        .startswith("PASS: 2 release(s) within 3 limit(s) and 0 test(s)")
+        .startswith("PASS: 3 release(s) within 3 limit(s) and 0 test(s)")
     )
     strict = write(tmp_path / "s.toml", "[thresholds]\nmin_utility = 0.99\nmax_nn_ssim = 0.1\n")
     assert main(["check", str(FIXTURE), "--thresholds", str(strict)]) == 1
     out = capsys.readouterr().out.splitlines()
     breaches = [line for line in out if line.startswith("BREACH")]
-    assert len(breaches) == 4  # two releases x two thresholds, one line each
+    assert len(breaches) == 6  # three releases x two thresholds, one line each
     assert "BREACH bn_match-k2: utility_acc = 0.1 < min_utility = 0.99" in out
     assert any(line.startswith("FAIL bn_match-k4: min_utility: 0.08 beyond 0.99") for line in out)
-    assert out[-1].startswith("FAIL: 4 breach(es) in 2 release(s)")
+    assert out[-1].startswith("FAIL: 6 breach(es) in 3 release(s)")
 
 
 def test_gate_fails_closed_on_an_unmeasured_metric(tmp_path, capsys):
@@ -170,3 +170,20 @@ def test_default_gate_flags_copies_and_passes_held_out_images(tmp_path, capsys, 
 
 def test_leakage_metrics_exclude_utility():
     assert "min_utility" not in LEAKAGE_METRICS and "max_mia_auc" in LEAKAGE_METRICS
+
+
+def test_a_refuted_dp_claim_fails_the_gate():
+    results = json.loads((FIXTURE / "results.json").read_text())
+    dp = next(r for r in results["rows"] if r["generator"] == "dp_vae")
+    assert dp["eps_audit"] == 0 and dp["eps_accountant"] > 9  # the fixture's honest claim
+    verdicts = check(RunDir(FIXTURE), results, load_thresholds())
+    claims = [v for v in verdicts if v.metric == "max_dp_claim_excess"]
+    assert [v.row for v in claims] == ["dp_vae-eps10"] and claims[0].passed  # DP rows only
+    refuted = {**dp, "eps_audit": dp["eps_accountant"] + 0.5}
+    (verdict,) = [
+        v
+        for v in check(RunDir(FIXTURE), {"rows": [refuted]}, load_thresholds())
+        if v.metric == "max_dp_claim_excess"
+    ]
+    assert not verdict.passed and verdict.value == pytest.approx(0.5)
+    assert "DP claim violated" in summary_lines([verdict])[0]

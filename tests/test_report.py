@@ -113,11 +113,12 @@ def test_csv_keeps_base_columns_first_and_blank_k_for_real():
     rows = json.loads((FIXTURE / "results.json").read_text())["rows"]
     header, *lines = results_csv(rows).splitlines()
     assert header.split(",")[: len(BASE_COLUMNS)] == list(BASE_COLUMNS)
-    assert [line.split(",")[:2] for line in lines] == [
-        ["bn_match", "2"],
-        ["bn_match", "4"],
-        ["real", ""],
-        ["target", ""],
+    assert [line.split(",")[:3] for line in lines] == [
+        ["bn_match", "2", ""],
+        ["bn_match", "4", ""],
+        ["dp_vae", "", "10"],  # a DP row is keyed by its target epsilon, not a K
+        ["real", "", ""],
+        ["target", "", ""],
     ]
 
 
