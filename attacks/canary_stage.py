@@ -65,7 +65,7 @@ def _audit(scores: dict[str, np.ndarray], included: np.ndarray, delta: float) ->
     return {
         **best.to_dict(),
         "eps_audit_confidence": CONFIDENCE,  # overall, after the split among scores
-        "eps_audit_score": best_name,
+        "eps_audit_score": best_name if best.eps_audit > 0 else None,  # none refutes eps 0
         **{f"eps_audit_{name}": a.eps_audit for name, a in audits.items()},
     }
 

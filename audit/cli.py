@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--clients", type=positive_int, help="DPD-fVAE clients (default 10)")
     run.add_argument(
+        "--fed-noise",
+        type=float,
+        metavar="SIGMA",
+        help="DPD-fVAE: a fixed noise multiplier, clients stopping when their epsilon is spent "
+        "(the public code: 1.2); default: solved per epsilon for the whole plan",
+    )
+    run.add_argument(
         "--client-partition",
         choices=("iid", "dirichlet"),
         help="DPD-fVAE: how the members are split among clients (default iid)",
@@ -224,7 +231,11 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         bn["groups_per_pass"] = args.bn_groups_per_pass
     vae = {"epochs": args.dp_epochs, "batch_size": args.dp_batch_size}
     dp = {"delta": args.delta, "clip": args.dp_clip}
-    fed = {"clients": args.clients, "partition": args.client_partition}
+    fed = {
+        "clients": args.clients,
+        "partition": args.client_partition,
+        "noise_multiplier": args.fed_noise,
+    }
     generators = tuple(args.generator) if args.generator else None
     if args.synthetic and args.generator:
         raise AuditError(

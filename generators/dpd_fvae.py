@@ -9,8 +9,10 @@ records (Opacus: Poisson sampling, clipping at `clip`, noise multiplier `noise_m
 send their decoders back; the server averages the updates and applies them with momentum SGD.
 
 Privacy: one RDP accountant per client, charged for that client's DP steps; a client stops
-(mid-round if need be) when one more step would exceed the target epsilon, so the noise is fixed
-and the training length follows from the budget, as in the public code. A record belongs to one
+(mid-round if need be) when one more step would exceed the target epsilon. With a fixed noise
+multiplier (the public code: 1.2) the training length follows from the budget; at small epsilon
+and few records per client that can be no step at all. By default the noise is instead solved per
+epsilon so that every client can run the whole plan (rounds x local epochs). A record belongs to one
 client, so its guarantee is its client's: the row reports the largest client epsilon.
 
 Caveat (also in the README): the guarantee covers the decoder, and assumes each record's decoder
@@ -34,7 +36,7 @@ import torch
 from audit.config import FedConfig, RunConfig
 from audit.errors import AuditError
 from audit.seeding import numpy_rng, seeded_global_rng
-from generators.accounting import DPRecord, rdp_epsilon, steps_within
+from generators.accounting import DPRecord, rdp_epsilon, solve_noise, steps_within
 from generators.base import Axis, GenerationRequest, SetKey, SyntheticSet, register
 from generators.dp_sgd import Schedule, train_dp_sgd
 from generators.vae import (
@@ -123,6 +125,17 @@ class DPDfVAE(VAEGenerator):
                 request.on_set(epsilon, sets[epsilon])
         return sets
 
+    def noise_for(self, epsilon: float, parts: list[np.ndarray]) -> float:
+        """The fixed noise multiplier if one is set (the public code's rule: clients stop when
+        their budget is spent), else the noise that lets the client with the largest sample rate
+        run its whole plan (rounds x local epochs, were it sampled every round) within epsilon."""
+        fed = self.fed
+        if fed.noise_multiplier is not None:
+            return fed.noise_multiplier
+        smallest = min(len(p) for p in parts)
+        plan = Schedule.of(smallest, fed.batch_size, fed.rounds * fed.local_epochs)
+        return solve_noise(epsilon, self.delta, plan.sample_rate, plan.steps)
+
     def train(self, request: GenerationRequest, epsilon: float) -> tuple[Decoder, DPRecord]:
         fed, data = self.fed, private_data(request)
         stream = f"{self.name}-eps{epsilon:g}"
@@ -136,7 +149,8 @@ class DPDfVAE(VAEGenerator):
             encoders = [Encoder(*shape).to(request.device) for _ in parts]
         encoder_opts = [torch.optim.Adam(e.parameters(), lr=fed.lr) for e in encoders]
         rates = [Schedule.of(len(p), fed.batch_size, 1).sample_rate for p in parts]
-        budgets = [steps_within(epsilon, self.delta, fed.noise_multiplier, q) for q in rates]
+        noise = self.noise_for(epsilon, parts)
+        budgets = [steps_within(epsilon, self.delta, noise, q) for q in rates]
         spent = [0] * len(parts)
         velocity = [torch.zeros_like(p) for p in server.parameters()]
         per_round = max(1, round(fed.client_fraction * len(parts)))
@@ -155,7 +169,7 @@ class DPDfVAE(VAEGenerator):
                     ClientLoss(encoders[c], fed.kl_weight),
                     data.x[idx],
                     data.y[idx],
-                    noise_multiplier=fed.noise_multiplier,
+                    noise_multiplier=noise,
                     clip=fed.clip,
                     batch_size=fed.batch_size,
                     epochs=fed.local_epochs,
@@ -176,13 +190,10 @@ class DPDfVAE(VAEGenerator):
             rounds_run += 1
         # the worst-off client's guarantee is the row's (each record belongs to one client)
         client_eps = [
-            rdp_epsilon([(fed.noise_multiplier, q, n)], self.delta)
-            for q, n in zip(rates, spent, strict=True)
+            rdp_epsilon([(noise, q, n)], self.delta) for q, n in zip(rates, spent, strict=True)
         ]
         worst = int(np.argmax(client_eps))
-        record = DPRecord(
-            epsilon, self.delta, ((fed.noise_multiplier, rates[worst], spent[worst]),)
-        )
+        record = DPRecord(epsilon, self.delta, ((noise, rates[worst], spent[worst]),))
         log.info(
             "[generate] %s: %d clients (%s), %d rounds, %d-%d DP steps per client; largest "
             "client epsilon %.3g at delta %.0e",
@@ -201,7 +212,7 @@ class DPDfVAE(VAEGenerator):
                 "sample rates (%.3g and up): the release is the untrained decoder. Give each "
                 "client more records (fewer --clients) or a larger epsilon",
                 stream,
-                fed.noise_multiplier,
+                noise,
                 epsilon,
                 min(rates),
             )
