@@ -82,14 +82,7 @@ class DP2VAE(VAEGenerator):
                 epsilon, self.dp.delta, stage1.sample_rate, stage1.steps + stage2.steps
             )
             stream = f"{self.name}-eps{epsilon:g}"
-            model = build_vae(
-                request.channels,
-                request.image_size,
-                request.num_classes,
-                self.vae,
-                seed=request.seed,
-                stream=stream,
-            ).to(request.device)
+            model = build_vae(request, self.vae, stream=stream)
             train = partial(
                 train_dp_sgd,
                 x=data.x,

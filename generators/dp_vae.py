@@ -10,7 +10,6 @@ score computed from the trained model is post-processing and covered by the guar
 from __future__ import annotations
 
 import logging
-from functools import partial
 
 import torch
 
@@ -22,10 +21,9 @@ from generators.vae import (
     ConditionalVAE,
     VAEGenerator,
     build_vae,
-    negative_elbo,
     per_record_loss,
     private_data,
-    sample_release,
+    release_of,
 )
 
 log = logging.getLogger(__name__)
@@ -55,14 +53,7 @@ class DPVAE(VAEGenerator):
         for epsilon in request.epsilons:
             noise = solve_noise(epsilon, self.dp.delta, schedule.sample_rate, schedule.steps)
             stream = f"{self.name}-eps{epsilon:g}"
-            model = build_vae(
-                request.channels,
-                request.image_size,
-                request.num_classes,
-                self.vae,
-                seed=request.seed,
-                stream=stream,
-            ).to(request.device)
+            model = build_vae(request, self.vae, stream=stream)
             ran = train_dp_sgd(
                 model,
                 vae_loss(self.vae.kl_weight),
@@ -87,14 +78,6 @@ def release(
     request: GenerationRequest, model: ConditionalVAE, record: DPRecord, stream: str
 ) -> SyntheticSet:
     """Sample the release from a trained VAE and label it with its DP record."""
-    images, labels = sample_release(
-        model.decoder,
-        request.n_images,
-        request.num_classes,
-        latent=model.latent,
-        seed=request.seed,
-        device=request.device,
-    )
     columns = record.columns()
     log.info(
         "[generate] %s: noise multiplier %.3g, %d steps at sample rate %.3g, accountant epsilon "
@@ -106,8 +89,7 @@ def release(
         columns["eps_accountant"],
         record.delta,
     )
-    score = partial(negative_elbo, model, device=request.device)
-    return SyntheticSet(images, labels, columns, score_records=score)
+    return release_of(model, request, columns)
 
 
 @register("dp_vae")
