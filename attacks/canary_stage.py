@@ -23,13 +23,12 @@ import torch
 import torch.nn.functional as F
 
 from attacks.canary import CONFIDENCE, CanaryAudit, audit_canaries
-from audit.errors import AuditError
-from audit.pipeline import Run, Stage, register_stage, release_setting
+from audit.pipeline import Run, Stage, check_canary_room, register_stage, release_setting
 from audit.seeding import numpy_rng
 from audit.similarity import nearest_neighbours
 from audit.store import row_name, row_of
 from audit.training import predict_logits, train_classifier
-from generators.base import GenerationRequest, get_generator
+from generators.base import get_generator
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +41,7 @@ def choose_canaries(
     """(dataset indices, images, wrong labels, included coins) of the run's canaries."""
     c, data, split = run.config, run.data, run.split()
     m, classes = c.canaries, len(data.classes)
-    if m > len(split.test):
-        raise AuditError(
-            f"--canaries {m} needs as many test-split records; the split has {len(split.test)}"
-        )
+    check_canary_room(c, split)  # again: a reused split may predate a larger --canaries
     rng = numpy_rng(c.seed, "canaries")
     index = np.sort(rng.choice(split.test, m, replace=False))
     labels = (data.labels[index] + rng.integers(1, classes, m)) % classes
@@ -114,20 +110,7 @@ def stage_canaries(run: Run) -> None:
         if name == "external" or (name == "bn_match" and c.weights):
             continue
         generator = get_generator(name, c)
-        request = GenerationRequest(
-            teacher=teacher,
-            ks=c.ks,
-            n_images=c.n_synthetic,
-            num_classes=len(data.classes),
-            channels=data.channels,
-            image_size=data.image_size,
-            seed=c.seed,
-            device=c.device,
-            classes=data.classes,
-            private_images=train_images,
-            private_labels=train_labels,
-            epsilons=c.epsilons,
-        )
+        request = run.generation_request(teacher, train_images, train_labels)
         for key, synthetic in generator.generate(request).items():
             row = row_name(name, *release_setting(generator.axis, key))
             nearest, _ = nearest_neighbours(images, synthetic.images, "ssim", k=1, device=c.device)

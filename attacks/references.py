@@ -22,7 +22,7 @@ from audit.pipeline import Run, release_setting
 from audit.seeding import derive_seed, numpy_rng
 from audit.store import row_name, row_of
 from audit.training import predict_logits, train_classifier
-from generators.base import GenerationRequest, get_generator
+from generators.base import get_generator
 
 log = logging.getLogger(__name__)
 
@@ -137,19 +137,11 @@ def stage_mia_refs(run: Run) -> None:
         arrays: dict[str, np.ndarray] = {"keep": keep[i]}
         arrays.update(_logits(run, model, TARGET_ROW, records))
         for name in sorted({r["generator"] for r in rows}):
-            request = GenerationRequest(
-                teacher=model,
-                ks=c.ks,
-                n_images=c.n_synthetic,
-                num_classes=len(data.classes),
-                channels=data.channels,
-                image_size=data.image_size,
+            request = run.generation_request(
+                model,
+                data.images[train_idx],
+                data.labels[train_idx],
                 seed=derive_seed(c.seed, "reference", i),
-                device=c.device,
-                classes=data.classes,
-                private_images=data.images[train_idx],
-                private_labels=data.labels[train_idx],
-                epsilons=c.epsilons,
             )
             generator = get_generator(name, c)
             for key, synthetic in generator.generate(request).items():

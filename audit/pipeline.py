@@ -123,6 +123,36 @@ class Run:
         load_weights(model, str(self.store.path(name)), model_name=self.config.model)
         return model.eval()
 
+    def generation_request(
+        self,
+        teacher: NormalizedClassifier,
+        images: np.ndarray,
+        labels: np.ndarray,
+        **settings: Any,
+    ) -> GenerationRequest:
+        """A request for this run's data shape and settings: the teacher, the private records
+        (images, labels) generators train on, and any field to override (seed, ks, epsilons,
+        resume, on_set)."""
+        c, data = self.config, self.data
+        fields: dict[str, Any] = {
+            "ks": c.ks,
+            "epsilons": c.epsilons,
+            "seed": c.seed,
+            **settings,
+        }
+        return GenerationRequest(
+            teacher=teacher,
+            n_images=c.n_synthetic,
+            num_classes=len(data.classes),
+            channels=data.channels,
+            image_size=data.image_size,
+            device=c.device,
+            classes=data.classes,
+            private_images=images,
+            private_labels=labels,
+            **fields,
+        )
+
     def releases(self) -> list[dict]:
         return list(self.store.read_json("generate.json")["releases"])
 
@@ -166,6 +196,15 @@ def membership_basis(config: RunConfig, data: ImageDataset) -> tuple[bool, str |
     return False, ASSUMED_NOTE
 
 
+def check_canary_room(config: RunConfig, split: Split) -> None:
+    """--canaries draws from the test split (attacks/canary_stage.py): it must hold that many."""
+    if config.canaries > len(split.test):
+        raise AuditError(
+            f"--canaries {config.canaries} needs as many test-split records; the split has "
+            f"{len(split.test)}"
+        )
+
+
 def stage_split(run: Run) -> None:
     c = run.config
     pretrained, note = membership_basis(c, run.data)
@@ -186,6 +225,7 @@ def stage_split(run: Run) -> None:
             nonmember_fraction=c.nonmember_fraction,
             **caps,
         )
+    check_canary_room(c, split)  # before any training, not only at the last stage
     run.store.write_npz(
         "split.npz", members=split.members, nonmembers=split.nonmembers, test=split.test
     )
@@ -298,23 +338,16 @@ def _generate_with(run: Run, name: str) -> list[dict[str, Any]]:
 
         resume = None if resume_k is None else run.store.read_npz(checkpoint_name(name, resume_k))
         split = run.split()
-        request = GenerationRequest(
-            teacher=run.target(),
+        request = run.generation_request(
+            run.target(),
+            run.data.images[split.members],
+            run.data.labels[split.members],
             ks=tuple(int(k) for k in missing if k is not None) if generator.axis == "k" else c.ks,
-            n_images=c.n_synthetic,
-            num_classes=len(run.data.classes),
-            channels=run.data.channels,
-            image_size=run.data.image_size,
-            seed=c.seed,
-            device=c.device,
-            classes=run.data.classes,
-            resume=resume,
-            on_set=save,  # each K is saved as soon as it is final: a kill keeps it
-            private_images=run.data.images[split.members],
-            private_labels=run.data.labels[split.members],
             epsilons=tuple(float(e) for e in missing if e is not None)
             if generator.axis == "epsilon"
             else (),
+            resume=resume,
+            on_set=save,  # each set is saved as soon as it is final: a kill keeps it
         )
         if resume_k is not None:
             log.info("[generate] %s: going on from the checkpoint at K=%d", name, resume_k)

@@ -96,23 +96,24 @@ def train_dp_sgd(
     generator = torch_generator(seed, stream, "latent", device=str(device))
     steps = 0
     private.train()
-    # "full backward hook firing ... no inputs require gradients": Opacus's hooks on the first
-    # layer, whose input (the images) needs no gradient; harmless
-    warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
     limit = epochs * len(loader) if max_steps is None else min(max_steps, epochs * len(loader))
-    while steps < limit:
-        for xb, yb in dp_loader:
-            dp_optimizer.zero_grad(set_to_none=True)
-            if companion is not None:
-                companion.zero_grad(set_to_none=True)
-            # mean over the batch: Opacus's loss_reduction="mean" rescales it per record
-            loss_fn(module, xb, yb, generator).mean().backward()
-            dp_optimizer.step()
-            if companion is not None:
-                companion.step()
-            steps += 1
-            if steps == limit:
-                break
+    with warnings.catch_warnings():
+        # "full backward hook firing ... no inputs require gradients": Opacus's hooks on the
+        # first layer, whose input (the images) needs no gradient; harmless
+        warnings.filterwarnings("ignore", "Full backward hook is firing", category=UserWarning)
+        while steps < limit:
+            for xb, yb in dp_loader:
+                dp_optimizer.zero_grad(set_to_none=True)
+                if companion is not None:
+                    companion.zero_grad(set_to_none=True)
+                # mean over the batch: Opacus's loss_reduction="mean" rescales it per record
+                loss_fn(module, xb, yb, generator).mean().backward()
+                dp_optimizer.step()
+                if companion is not None:
+                    companion.step()
+                steps += 1
+                if steps == limit:
+                    break
     private.remove_hooks()
     module.eval()
     schedule = Schedule(1.0 / len(loader), steps)

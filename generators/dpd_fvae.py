@@ -102,12 +102,11 @@ class DPDfVAE(VAEGenerator):
 
     def __init__(self, fed: FedConfig, delta: float) -> None:
         self.fed, self.delta = fed, delta
-        self.extra: dict[str, int] = {}  # the last training's federation figures
 
     def generate(self, request: GenerationRequest) -> dict[SetKey, SyntheticSet]:
         sets: dict[SetKey, SyntheticSet] = {}
         for epsilon in request.epsilons:
-            decoder, record = self.train(request, epsilon)
+            decoder, record, federation = self.train(request, epsilon)
             images, labels = sample_release(
                 decoder,
                 request.n_images,
@@ -119,7 +118,7 @@ class DPDfVAE(VAEGenerator):
             score = partial(
                 decoder_fit_loss, decoder, latent=self.fed.latent, device=request.device
             )
-            info = {**record.columns(), **self.extra}
+            info = {**record.columns(), **federation}
             sets[epsilon] = SyntheticSet(images, labels, info, score_records=score)
             if request.on_set is not None:
                 request.on_set(epsilon, sets[epsilon])
@@ -136,7 +135,10 @@ class DPDfVAE(VAEGenerator):
         plan = Schedule.of(smallest, fed.batch_size, fed.rounds * fed.local_epochs)
         return solve_noise(epsilon, self.delta, plan.sample_rate, plan.steps)
 
-    def train(self, request: GenerationRequest, epsilon: float) -> tuple[Decoder, DPRecord]:
+    def train(
+        self, request: GenerationRequest, epsilon: float
+    ) -> tuple[Decoder, DPRecord, dict[str, int]]:
+        """The trained shared decoder, its DP record and the federation's figures."""
         fed, data = self.fed, private_data(request)
         stream = f"{self.name}-eps{epsilon:g}"
         rng = numpy_rng(request.seed, stream, "clients")
@@ -216,8 +218,7 @@ class DPDfVAE(VAEGenerator):
                 epsilon,
                 min(rates),
             )
-        self.extra = {"dp_clients": len(parts), "fl_rounds": rounds_run}
-        return server.eval(), record
+        return server.eval(), record, {"dp_clients": len(parts), "fl_rounds": rounds_run}
 
 
 @register("dpd_fvae")
