@@ -5,7 +5,8 @@ similarity (SSIM, HaarPSI), negative nearest distance in pixels (L2) and in the 
 feature space of a classifier the attacker could hold (one trained on population records, never
 the private target: an overfit target separates members from non-members in its own features
 whatever was released). Members the generator memorised score higher than non-members. The
-calibrated variants (attacks/stages.py) subtract the same score against reference pipelines' sets.
+calibrated variants (attacks/tasks/mia_release.py) subtract the same score against reference
+pipelines' sets.
 """
 
 from __future__ import annotations

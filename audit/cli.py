@@ -36,6 +36,12 @@ def positive_int(text: str) -> int:
     return value
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="audit", description="Privacy and utility audit of synthetic image sets.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -121,6 +127,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="delete an earlier run in --out and start afresh (without it, the run resumes)",
     )
     run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    run.add_argument(
+        "--threads",
+        type=positive_int,
+        metavar="N",
+        help="torch threads per task, in either executor (default: torch's, "
+        f"{torch_threads()} here); results depend on it, so it is recorded",
+    )
+    run.add_argument(
+        "--executor",
+        choices=("serial", "ray"),
+        default="serial",
+        help="run the tasks one at a time here (default) or as Ray tasks (the ray extra); "
+        "both give the same bytes",
+    )
+    run.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="a running Ray cluster (its nodes share the run directory's filesystem); default: "
+        "start one on this machine, bound to loopback",
+    )
+    run.add_argument(
+        "--ray-cpus",
+        type=positive_int,
+        metavar="N",
+        help="CPUs of the local Ray cluster (default: all); each task takes --threads of them",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the task graph, each task's estimated cost and what --out already holds; "
+        "run nothing",
+    )
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--preset", default="quick", choices=tuple(PRESETS))
     run.add_argument(
@@ -222,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
-    from audit.pipeline import execute, resolve_device
+    from audit.pipeline import dry_run, execute, resolve_device
 
     if args.synthetic and args.k:
         raise AuditError("--k sets BN-matching steps; an external set (--synthetic) has none")
@@ -274,18 +312,28 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         generators=("external",) if args.synthetic else generators,
         split_file=args.split,
         similarity_thresholds=tuple(args.similarity_levels) if args.similarity_levels else None,
+        threads=args.threads,
     )
     out = args.out or f"runs/{dt.datetime.now():%Y%m%d-%H%M%S}-{config.digest()[:8]}"
     config = dataclasses.replace(config, out=out)  # the digest ignores where results go
+    if args.dry_run:
+        print(dry_run(dataclasses.replace(config, out=args.out or "")))
+        return 0
+    if args.executor != "ray" and (args.ray_address or args.ray_cpus):
+        raise AuditError("--ray-address and --ray-cpus need --executor ray")
     if config.mia_refs:
         logging.getLogger("audit").info(
-            "--mia-refs %d: %d reference pipelines run after the main one, roughly %d times its "
-            "cost; a timed estimate is printed before they start",
-            config.mia_refs,
+            "--mia-refs %d: %d reference pipelines, each roughly the main pipeline's cost "
+            "(`audit run --dry-run` estimates every task)",
             config.mia_refs,
             config.mia_refs,
         )
-    root = execute(config, overwrite=args.overwrite, argv=argv)
+    executor = None
+    if args.executor == "ray":
+        from audit.ray_executor import RayExecutor
+
+        executor = RayExecutor(args.ray_address, args.ray_cpus)
+    root = execute(config, overwrite=args.overwrite, argv=argv, executor=executor)
     from reports.thresholds import gate_run, summary_lines
 
     thresholds, verdicts = gate_run(root)

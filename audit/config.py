@@ -159,6 +159,9 @@ class RunConfig:
     n_synthetic: int = 100
     out: str = ""
     device: str = "cpu"
+    # torch threads per task, in either executor (a Ray task asks for as many CPUs): float sums
+    # depend on the count, so it keys results; None = torch's default (the CLI records it)
+    threads: int | None = None
     seed: int = 0
     preset: str = "quick"
     # of a dataset with no own test split (digits): members and non-members equal in size, so a
@@ -186,7 +189,7 @@ class RunConfig:
     attacker_weights: str | None = None  # the release attacker's feature extractor (else trained)
     mia_refs: int = 0  # reference pipelines for LiRA/RMIA (0: single-model attacks only)
     mia_augment: bool = True  # LiRA queries each record shifted (and mirrored) too (Carlini et al.)
-    canaries: int = 0  # one-run epsilon audit (attacks/canary_stage.py); 0 = off
+    canaries: int = 0  # one-run epsilon audit (attacks/tasks/canaries.py); 0 = off
     inception_weights: str | None = None  # torchvision inception_v3 state dict: fid_inception
     synthetic: str | None = None  # audit this existing set (generator "external") instead
     split_file: str | None = None  # members/non-members/test indices from a split.npz
@@ -323,6 +326,10 @@ def build_config(
         "features": features,
     }
     fields["ks"] = tuple(sorted(set(fields["ks"])))
+    if fields.get("threads") is None:  # recorded: results depend on it
+        import torch
+
+        fields["threads"] = torch.get_num_threads()
     if "epsilons" in fields:
         fields["epsilons"] = tuple(sorted(set(map(float, fields["epsilons"]))))
     if "similarity_thresholds" in fields:
@@ -339,6 +346,8 @@ def validate(config: RunConfig) -> None:
     for k in config.ks:
         if k <= 0:
             raise AuditError(f"--k must be positive integers, got {k}")
+    if config.threads is not None and config.threads < 1:
+        raise AuditError(f"--threads must be a positive integer, got {config.threads}")
     if config.mia_refs == 1 or config.mia_refs < 0:
         raise AuditError(
             f"--mia-refs needs 0 or at least 2 reference models (each record must be IN for "

@@ -1,8 +1,10 @@
-"""`audit run` as named stages over a run directory.
+"""`audit run`: the list of what an audit is, and the driver that runs it.
 
-Each stage reads what it needs from the run directory and writes its outputs there. Stages declare
-the settings they depend on and the stages they read, so a rerun on the same directory reuses what
-is still valid (audit/stagecache.py); new stages (attacks) register without editing the others.
+Each stage declares the settings it depends on and the stages it reads, and is done as one or
+more tasks (audit/graph.py). The graph is built from the config before anything runs; a task
+whose key and outputs check is reused (audit/stagecache.py); the rest run through an executor,
+one at a time here or as Ray tasks (audit/scheduler.py, audit/ray_executor.py), with the same
+bytes either way.
 """
 
 from __future__ import annotations
@@ -12,560 +14,52 @@ import logging
 import shutil
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from attacks.tasks.canaries import stage_canaries
+from attacks.tasks.features import features_tasks, write_features
+from attacks.tasks.inversion import inversion_tasks, write_inversion
+from attacks.tasks.mia_model import mia_model_tasks, write_mia_model
+from attacks.tasks.mia_release import mia_release_tasks, write_mia_release
+from attacks.tasks.population import stage_population_model
+from attacks.tasks.refs import refs_tasks, write_refs
+from audit import costs
 from audit.config import RunConfig
-from audit.data import (
-    ImageDataset,
-    Split,
-    load_dataset,
-    load_split_file,
-    split_dataset,
-    split_for_pretrained,
-)
+from audit.data import ImageDataset, load_dataset, load_split_file
 from audit.errors import AuditError
-from audit.holdout import HoldoutSets, choose_holdout, memorisation_statistics
-from audit.models import (
-    NormalizedClassifier,
-    build_model,
-    load_weights,
-    require_bn,
-    weights_format,
-)
+from audit.graph import Graph, Plan, Stage, build_graph, describe, planned_releases
+from audit.models import build_model, load_weights, require_bn
 from audit.provenance import environment, package_versions, source_digest
-from audit.seeding import numpy_rng
-from audit.similarity import Metric, nearest_neighbours, summarise
+from audit.run import Run, remember_dataset
+from audit.scheduler import Executor, Keys, Scheduler, SerialExecutor
 from audit.stagecache import (
-    RECORD_DIR,
-    ROW_EXEMPT_FIELDS,
     RowCache,
     StageRecord,
-    as_json,
     check_record,
     load_record,
     path_fingerprint,
-    save_record,
-    stage_key,
 )
-from audit.store import RunDir, row_name, row_of, synthetic_name
-from audit.training import accuracy, train_classifier
-from audit.utility import retrain
-from generators.base import Axis, GenerationRequest, SetKey, SyntheticSet, get_generator
+from audit.store import RunDir
+from audit.tasks.fidelity import stage_fidelity
+from audit.tasks.generate import generate_tasks, write_releases
+from audit.tasks.privacy import privacy_tasks, write_privacy
+from audit.tasks.report import stage_report
+from audit.tasks.split import stage_split, stage_target
+from audit.tasks.utility import utility_tasks, write_utility
+from generators.base import get_generator
 
 log = logging.getLogger(__name__)
 
-METRICS: tuple[Metric, ...] = ("ssim", "haarpsi")
-
-
-@dataclass
-class Run:
-    """What every stage gets: the frozen config, the loaded dataset and the run directory."""
-
-    config: RunConfig
-    data: ImageDataset
-    store: RunDir
-    timings: dict[str, float] = field(default_factory=dict)
-    recorded: dict[str, float] = field(default_factory=dict)  # reused stages' earlier seconds
-    rows: RowCache | None = None  # the running stage's per-row cache (set by execute)
-
-    def row(self, name: str, compute: Callable[[], Any], *, reads: tuple[str, ...] = ()) -> Any:
-        """One row of the running stage (a release, the target, the real baseline): its recorded
-        result if an earlier run computed it under the same key, else compute() now. reads: the
-        files of row_reads stages this row's work reads."""
-        if self.rows is None:
-            return as_json(compute())
-        return self.rows.get(name, reads, compute)
-
-    def seconds(self, stage: str) -> float:
-        """What a stage cost: this run's time, or the recorded time of a reused stage."""
-        return self.timings.get(stage) or self.recorded.get(stage, 0.0)
-
-    def split(self) -> Split:
-        arrays = self.store.read_npz("split.npz")
-        return Split(arrays["members"], arrays["nonmembers"], arrays["test"])
-
-    def new_model(self, stream: str) -> NormalizedClassifier:
-        return build_model(
-            self.config.model,
-            channels=self.data.channels,
-            num_classes=len(self.data.classes),
-            seed=self.config.seed,
-            stream=stream,
-        )
-
-    def retrain(self, images: np.ndarray, labels: np.ndarray, stream: str) -> NormalizedClassifier:
-        """A fresh model trained on (images, labels) with the run's utility recipe."""
-        c = self.config
-        return retrain(
-            images,
-            labels,
-            model_name=c.model,
-            num_classes=len(self.data.classes),
-            cfg=c.utility,
-            seed=c.seed,
-            stream=stream,
-            device=c.device,
-        )
-
-    def target(self) -> NormalizedClassifier:
-        return self.saved_model("target.pt")
-
-    def saved_model(self, name: str) -> NormalizedClassifier:
-        """A classifier this run saved (target.pt, models/<row>.pt)."""
-        model = self.new_model("saved")
-        load_weights(model, str(self.store.path(name)), model_name=self.config.model)
-        return model.eval()
-
-    def generation_request(
-        self,
-        teacher: NormalizedClassifier,
-        images: np.ndarray,
-        labels: np.ndarray,
-        **settings: Any,
-    ) -> GenerationRequest:
-        """A request for this run's data shape and settings: the teacher, the private records
-        (images, labels) generators train on, and any field to override (seed, ks, epsilons,
-        resume, on_set)."""
-        c, data = self.config, self.data
-        fields: dict[str, Any] = {
-            "ks": c.ks,
-            "epsilons": c.epsilons,
-            "seed": c.seed,
-            **settings,
-        }
-        return GenerationRequest(
-            teacher=teacher,
-            n_images=c.n_synthetic,
-            num_classes=len(data.classes),
-            channels=data.channels,
-            image_size=data.image_size,
-            device=c.device,
-            classes=data.classes,
-            private_images=images,
-            private_labels=labels,
-            **fields,
-        )
-
-    def releases(self) -> list[dict]:
-        return list(self.store.read_json("generate.json")["releases"])
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A named step. config: the RunConfig fields its outputs depend on; reads: the stages whose
-    outputs it reads. Both key its outputs for reuse (audit/stagecache.py); a stage with
-    cached=False runs every time (the report: cheap, and it must reflect the whole run)."""
-
-    name: str
-    run: Callable[[Run], None]
-    config: tuple[str, ...] = ()
-    reads: tuple[str, ...] = ()
-    cached: bool = True
-    # stages among `reads` whose outputs this stage reads one row at a time (run.row(reads=...)):
-    # they key each row through the files it names, not the whole stage
-    row_reads: tuple[str, ...] = ()
-
-
-# --------------------------------------------------------------------------- stages
-
-
-PRETRAINED_NOTE = (
-    "The --weights file is a bare pytorchcv checkpoint, trained on the dataset's whole train "
-    "part: members are that part, non-members and test are disjoint halves of its test part."
-)
-ASSUMED_NOTE = (
-    "Membership figures assume the --weights model was trained on this run's members only (the "
-    "seeded split). If it was trained on other records, give their split with --split: a "
-    "'non-member' it was trained on makes every attack read near chance."
-)
-
-
-def membership_basis(config: RunConfig, data: ImageDataset) -> tuple[bool, str | None]:
-    """(split follows a pretrained checkpoint, the note on what membership means, if any)."""
-    if not config.weights or config.split_file:
-        return False, None
-    if weights_format(config.weights) == "pytorchcv" and data.n_train is not None:
-        return True, PRETRAINED_NOTE
-    return False, ASSUMED_NOTE
-
-
-def check_canary_room(config: RunConfig, split: Split) -> None:
-    """--canaries draws from the test split (attacks/canary_stage.py): it must hold that many."""
-    if config.canaries > len(split.test):
-        raise AuditError(
-            f"--canaries {config.canaries} needs as many test-split records; the split has "
-            f"{len(split.test)}"
-        )
-
-
-def stage_split(run: Run) -> None:
-    c = run.config
-    pretrained, note = membership_basis(c, run.data)
-    caps = {
-        "max_members": c.max_members,
-        "max_nonmembers": c.max_nonmembers,
-        "max_test": c.max_test,
-    }
-    if c.split_file:
-        split = load_split_file(c.split_file, len(run.data.images))
-    elif pretrained:
-        split = split_for_pretrained(run.data, seed=c.seed, **caps)
-    else:
-        split = split_dataset(
-            run.data,
-            seed=c.seed,
-            member_fraction=c.member_fraction,
-            nonmember_fraction=c.nonmember_fraction,
-            **caps,
-        )
-    check_canary_room(c, split)  # before any training, not only at the last stage
-    run.store.write_npz(
-        "split.npz", members=split.members, nonmembers=split.nonmembers, test=split.test
-    )
-    log.info(
-        "[split] %s: %d members, %d non-members, %d test images of %dx%dx%d",
-        run.data.name,
-        len(split.members),
-        len(split.nonmembers),
-        len(split.test),
-        run.data.image_size,
-        run.data.image_size,
-        run.data.channels,
-    )
-    if note:
-        log.warning("[split] %s", note)
-
-
-def stage_target(run: Run) -> None:
-    c, data, split = run.config, run.data, run.split()
-    model = run.new_model("target")
-    if c.weights:
-        load_weights(model, c.weights, model_name=c.model)
-        source = f"loaded from {c.weights}"
-    else:
-        train_classifier(
-            model,
-            data.images[split.members],
-            data.labels[split.members],
-            c.target,
-            seed=c.seed,
-            stream="target",
-            device=c.device,
-            desc="target",
-        )
-        source = "trained on the members"
-    acc = {
-        f"acc_{part}": accuracy(model, data.images[idx], data.labels[idx], device=c.device)
-        for part, idx in (
-            ("members", split.members),
-            ("nonmembers", split.nonmembers),
-            ("test", split.test),
-        )
-    }
-    run.store.write_state_dict("target.pt", model.state_dict())
-    note = membership_basis(c, data)[1]
-    run.store.write_json(
-        "target.json", {"model": c.model, "source": source, "membership_note": note, **acc}
-    )
-    log.info(
-        "[target] %s %s: accuracy members %.3f, non-members %.3f, test %.3f",
-        c.model,
-        source,
-        acc["acc_members"],
-        acc["acc_nonmembers"],
-        acc["acc_test"],
-    )
-
-
-def stage_generate(run: Run) -> None:
-    """Each generator's set at each K. A K an earlier run on this directory already released is
-    reused; a new K goes on from the checkpoint of the largest smaller K that run saved (one
-    trajectory serves every K), so adding --k 4000 to a 500/2000 run costs 2,000 steps."""
-    releases = []
-    for name in run.config.generators:
-        releases += _generate_with(run, name)
-    run.store.write_json("generate.json", {"releases": releases})
-
-
-def checkpoint_name(generator: str, k: int) -> str:
-    return f"checkpoints/{row_name(generator, k)}.npz"
-
-
-def release_setting(axis: Axis, key: SetKey) -> tuple[int | None, float | None]:
-    """(k, epsilon) of a generator's set: its key is a K, a target epsilon, or neither."""
-    if axis == "k":
-        assert isinstance(key, int)
-        return key, None
-    if axis == "epsilon":
-        assert key is not None
-        return None, float(key)
-    return None, None
-
-
-def _generate_with(run: Run, name: str) -> list[dict[str, Any]]:
-    c, rows = run.config, run.rows
-    generator = get_generator(name, c)
-    keys: tuple[SetKey, ...] = (None,)
-    if generator.axis == "k":
-        keys = c.ks
-    elif generator.axis == "epsilon":
-        keys = c.epsilons
-
-    def key_row(key: SetKey) -> str:
-        return row_name(name, *release_setting(generator.axis, key))
-
-    done = {key: rows.reuse(key_row(key), ()) if rows else None for key in keys}
-    missing = [key for key in keys if done[key] is None]
-    resume_k = None
-    if missing and generator.axis == "k" and rows is not None:
-        first = min(int(k) for k in missing if k is not None)
-        reused_now = [int(k) for k, entry in done.items() if k is not None and entry is not None]
-        earlier = _recorded_ks(run, name, skip=set(c.ks))  # e.g. from a run with other Ks
-        resume_k = max((k for k in reused_now + earlier if k < first), default=None)
-    if missing:
-
-        def save(key: SetKey, synthetic: SyntheticSet) -> None:
-            done[key] = run.row(
-                key_row(key), partial(_release, run, name, generator.axis, key, synthetic)
-            )
-
-        resume = None if resume_k is None else run.store.read_npz(checkpoint_name(name, resume_k))
-        split = run.split()
-        request = run.generation_request(
-            run.target(),
-            run.data.images[split.members],
-            run.data.labels[split.members],
-            ks=tuple(int(k) for k in missing if k is not None) if generator.axis == "k" else c.ks,
-            epsilons=tuple(float(e) for e in missing if e is not None)
-            if generator.axis == "epsilon"
-            else (),
-            resume=resume,
-            on_set=save,  # each set is saved as soon as it is final: a kill keeps it
-        )
-        if resume_k is not None:
-            log.info("[generate] %s: going on from the checkpoint at K=%d", name, resume_k)
-        start = time.perf_counter()
-        sets = generator.generate(request)
-        run.timings[f"generate.{name}"] = round(time.perf_counter() - start, 3)
-        for key in missing:
-            if done[key] is None:  # a generator that only returns its sets
-                save(key, sets[key])
-    return [entry for entry in done.values() if entry is not None]  # in the order of keys
-
-
-def _release(
-    run: Run, name: str, axis: Axis, key: SetKey, synthetic: SyntheticSet
-) -> dict[str, Any]:
-    """Write one set (and its checkpoint) and return its generate.json entry."""
-    k, epsilon = release_setting(axis, key)
-    path = synthetic_name(name, k, epsilon)
-    run.store.write_npz(path, images=synthetic.images, labels=synthetic.labels)
-    if k is not None and synthetic.checkpoint is not None:
-        run.store.write_npz_uncompressed(checkpoint_name(name, k), synthetic.checkpoint)
-    log.info(
-        "[generate] %s: %d images -> %s", row_name(name, k, epsilon), len(synthetic.images), path
-    )
-    entry: dict[str, Any] = {"generator": name, "k": k}
-    if axis == "epsilon":
-        entry["epsilon"] = epsilon
-    return {**entry, "path": path, "n_synthetic": len(synthetic.images), **synthetic.info}
-
-
-def _recorded_ks(run: Run, name: str, *, skip: set[int | None]) -> list[int]:
-    """Ks (outside skip) of this generator whose rows (set and checkpoint) an earlier run on this
-    directory left valid under the current settings."""
-    assert run.rows is not None
-    found = []
-    for record in run.store.path(f"{RECORD_DIR}/generate").glob(f"{name}-k*.json"):
-        suffix = record.stem.removeprefix(f"{name}-k")
-        if not suffix.isdigit() or int(suffix) in skip:
-            continue
-        k = int(suffix)
-        hit = run.rows.valid(row_name(name, k), ())
-        if hit is not None and checkpoint_name(name, k) in hit[0].files:
-            found.append(k)
-    return found
-
-
-def _privacy_row(
-    query: np.ndarray, split: Split, run: Run, name: str, sets: HoldoutSets | None
-) -> dict[str, Any]:
-    """The k nearest members of each query image by each metric (top-1 summarised in the row,
-    top-k kept for the report) and, given the held-out sets, the holdout-relative statistics:
-    summary row + privacy/{name}.npz. sets=None: the held-out calibration row itself."""
-    members = run.data.images[split.members]
-    summary: dict[str, Any] = {"n_scored": len(query)}
-    arrays: dict[str, np.ndarray] = {}
-    k = min(run.config.nn_k, len(members))
-    calibration = None if sets is None else run.store.read_npz(HOLDOUT_SCORES)
-    device = run.config.device
-    for metric in METRICS:
-        values, indices = nearest_neighbours(query, members, metric, k=k, device=device)
-        summary.update(
-            summarise(
-                values[:, 0], prefix=f"nn_{metric}", thresholds=run.config.similarity_thresholds
-            )
-        )
-        arrays[f"{metric}_values"] = values[:, 0]
-        arrays[f"{metric}_member"] = indices[:, 0]  # position within split.members
-        arrays[f"{metric}_index"] = split.members[indices[:, 0]]  # index in the dataset's order
-        arrays[f"{metric}_topk_values"] = values  # (n, k), best first
-        arrays[f"{metric}_topk_member"] = indices
-    if sets is not None and calibration is not None:
-        images = run.data.images
-        stats, extra = memorisation_statistics(
-            query,
-            {metric: arrays[f"{metric}_values"] for metric in METRICS},
-            members=members,
-            member_sample=members[sets.member_sample],
-            holdout=images[sets.holdout],
-            calibration={metric: calibration[f"{metric}_values"] for metric in METRICS},
-            rng=numpy_rng(run.config.seed, "holdout", "permutations", name),
-            device=device,
-        )
-        summary.update(stats)
-        arrays.update(extra)
-        arrays["exact_copy_index"] = split.members[extra["exact_copy_member"]]  # dataset index
-    run.store.write_npz(f"privacy/{name}.npz", **arrays)
-    return summary
-
-
-HOLDOUT_SCORES = "privacy/holdout.npz"  # held-out non-members' nearest-member scores
-
-
-def _privacy_of_release(
-    run: Run, split: Split, path: str, name: str, sets: HoldoutSets
-) -> dict[str, Any]:
-    return _privacy_row(run.store.read_npz(path)["images"], split, run, name, sets)
-
-
-def stage_privacy(run: Run) -> None:
-    """Nearest members of each released image, and how that compares with records never used:
-    the non-members split into a held-out yardstick (calibrating copy detection; as many members
-    sampled beside it for the holdout share) and the `real` row's release, which is what an
-    independent draw from the private distribution scores on the same tests."""
-    c, data, split = run.config, run.data, run.split()
-    sets = choose_holdout(
-        split.nonmembers,
-        len(split.members),
-        numpy_rng(c.seed, "holdout"),
-        max_holdout=c.max_holdout,
-        max_real=c.max_reference,
-    )
-    holdout = run.row(
-        "holdout", lambda: _privacy_row(data.images[sets.holdout], split, run, "holdout", None)
-    )
-    rows = {}
-    for release in run.releases():
-        path, name = release["path"], row_of(release)
-        rows[name] = run.row(
-            name,
-            partial(_privacy_of_release, run, split, path, name, sets),
-            reads=(path, HOLDOUT_SCORES),
-        )
-        _log_privacy(name, rows[name])
-    rows["real"] = run.row(
-        "real",
-        lambda: _privacy_row(data.images[sets.real_release], split, run, "real", sets),
-        reads=(HOLDOUT_SCORES,),
-    )
-    _log_privacy("real", rows["real"])
-    run.store.write_json(
-        "privacy.json",
-        {
-            "rows": rows,
-            "holdout": holdout,
-            "holdout_nonmembers": sets.holdout,
-            "member_sample": split.members[sets.member_sample],
-            "reference_nonmembers": sets.real_release,
-        },
-    )
-
-
-def _log_privacy(name: str, row: dict[str, Any]) -> None:
-    log.info(
-        "[privacy] %s: holdout share SSIM %.2f (p %.2g), HaarPSI %.2f (p %.2g); copy share SSIM "
-        "%.3f (p %.2g), HaarPSI %.3f (p %.2g); %d exact copies; nearest-member SSIM mean %.3f",
-        name,
-        row["holdout_share_ssim"],
-        row["holdout_share_ssim_p"],
-        row["holdout_share_haarpsi"],
-        row["holdout_share_haarpsi_p"],
-        row["copy_share_ssim"],
-        row["copy_share_ssim_p"],
-        row["copy_share_haarpsi"],
-        row["copy_share_haarpsi_p"],
-        row["exact_copies"],
-        row["nn_ssim_mean"],
-    )
-
-
-def stage_utility(run: Run) -> None:
-    """Retrain from scratch on each release (and on the real members) with utility_seeds seeds;
-    report the mean test accuracy and, with more than one seed, its standard deviation. The first
-    seed's model of each release is kept (models/<row>.pt) for the attacks on retrained models."""
-    c, data, split = run.config, run.data, run.split()
-    test_images, test_labels = data.images[split.test], data.labels[split.test]
-
-    def utility_of(images: np.ndarray, labels: np.ndarray, name: str) -> dict[str, Any]:
-        accs = []
-        seeds = c.utility_seeds
-        if name == "real" and c.real_utility_seeds is not None:
-            seeds = c.real_utility_seeds
-        for repeat in range(seeds):
-            model = run.retrain(images, labels, f"utility-{name}-{repeat}")
-            accs.append(accuracy(model, test_images, test_labels, device=c.device))
-            if repeat == 0 and name != "real":
-                run.store.write_state_dict(f"models/{name}.pt", model.state_dict())
-        row = {"utility_acc": float(np.mean(accs)), "utility_accs": accs}
-        if len(accs) > 1:
-            row["utility_acc_std"] = float(np.std(accs, ddof=1))
-        log.info(
-            "[utility] %s: test accuracy %s",
-            name,
-            " ".join(f"{a:.3f}" for a in accs)
-            + (f" (mean {row['utility_acc']:.3f})" if len(accs) > 1 else ""),
-        )
-        return row
-
-    def release_utility(path: str, name: str) -> dict[str, Any]:
-        synthetic = run.store.read_npz(path)
-        return utility_of(synthetic["images"], synthetic["labels"], name)
-
-    members = data.images[split.members], data.labels[split.members]
-    rows = {"real": run.row("real", lambda: utility_of(*members, "real"))}
-    for release in run.releases():
-        path, name = release["path"], row_of(release)
-        rows[name] = run.row(name, partial(release_utility, path, name), reads=(path,))
-    run.store.write_json("utility.json", {"rows": rows})
-
-
-def stage_report(run: Run) -> None:
-    from reports.gallery import PrivateImages
-    from reports.render import build_report, save_exhibits
-    from reports.results import collect_results, results_csv
-    from reports.thresholds import load_thresholds
-
-    results = collect_results(run.store, run.config, run.data)
-    images = run.data.images
-    private = PrivateImages(None if run.config.redact_private else images.__getitem__)
-    # render before writing anything, so a failure leaves no results file looking final
-    html = build_report(run.store, results, private=private, thresholds=load_thresholds())
-    if not private.redacted:  # what `audit report` needs to re-render without the dataset
-        save_exhibits(run.store, private, images)
-    run.store.write_json("results.json", results)
-    run.store.write_text("results.csv", results_csv(results["rows"]))
-    run.store.write_text("report.html", html)
-
-
 _DATA = ("dataset", "data_root", "image_size")  # + the loaded images' fingerprint
+_COMPUTE = ("seed", "device", "threads")  # threads: torch's reductions depend on the count
+_ATTACK = (*_DATA, "model", *_COMPUTE)
+_CANDIDATES = ("mia_candidates", "max_reference", "mia_refs", "mia_augment")
+_GENERATION = ("generators", "ks", "epsilons", "n_synthetic", "bn", "vae", "dp", "fed")
+
 STAGES: list[Stage] = [
     Stage(
         "split",
@@ -574,60 +68,112 @@ STAGES: list[Stage] = [
             *(*_DATA, "seed", "member_fraction", "nonmember_fraction", "max_members"),
             *("max_nonmembers", "max_test", "split_file", "weights"),
         ),
+        device=False,
     ),
     Stage(
         "target",
         stage_target,
-        config=(*_DATA, "model", "weights", "target", "seed", "device"),
+        config=(*_DATA, "model", "weights", "target", *_COMPUTE),
         reads=("split",),
+        cost=costs.target_cost,
     ),
     Stage(
         "generate",
-        stage_generate,
-        config=(
-            *("generators", "ks", "epsilons", "n_synthetic", "bn", "vae", "dp", "fed"),
-            *("synthetic", "seed", "device"),
-        ),
+        config=(*_GENERATION, "synthetic", *_COMPUTE),
         reads=("split", "target"),
+        tasks=generate_tasks,
+        combine=write_releases,
     ),
     Stage(
         "privacy",
-        stage_privacy,
         config=(
             *(*_DATA, "similarity_thresholds", "nn_k", "max_reference", "max_holdout"),
-            *("seed", "device"),
+            *_COMPUTE,
         ),
         reads=("split", "generate"),
         row_reads=("generate",),
+        tasks=privacy_tasks,
+        combine=write_privacy,
     ),
     Stage(
         "utility",
-        stage_utility,
-        config=(
-            *_DATA,
-            "model",
-            "utility",
-            "utility_seeds",
-            "real_utility_seeds",
-            "seed",
-            "device",
-        ),
+        config=(*_DATA, "model", "utility", "utility_seeds", "real_utility_seeds", *_COMPUTE),
         reads=("split", "generate"),
         row_reads=("generate",),
+        tasks=utility_tasks,
+        combine=write_utility,
     ),
-    Stage("report", stage_report, cached=False),
+    Stage(
+        "mia_refs",
+        config=(*_ATTACK, *_CANDIDATES, "target", "utility", "utility_seeds", "weights"),
+        reads=("split", "target", "generate"),
+        tasks=refs_tasks,
+        combine=write_refs,
+        row_exempt=(),  # a reference pipeline runs every generator at every K and epsilon
+    ),
+    Stage(
+        "population_model",
+        stage_population_model,
+        config=(*_ATTACK, "inversion", "target", "attacker_weights"),
+        reads=("split",),
+        cost=costs.population_cost,
+    ),
+    Stage(
+        "mia_release",
+        config=(*_ATTACK, *_CANDIDATES, "eps_delta"),
+        reads=("split", "target", "generate", "mia_refs", "population_model"),
+        row_reads=("generate",),
+        tasks=mia_release_tasks,
+        combine=write_mia_release,
+    ),
+    Stage(
+        "mia_model",
+        config=(*_ATTACK, *_CANDIDATES, "eps_delta"),
+        reads=("split", "target", "generate", "utility", "mia_refs"),
+        row_reads=("generate", "utility"),
+        tasks=mia_model_tasks,
+        combine=write_mia_model,
+    ),
+    Stage(
+        "inversion",
+        config=(*_ATTACK, "inversion", "target"),
+        reads=("split", "target", "generate", "utility", "population_model"),
+        row_reads=("generate", "utility"),
+        tasks=inversion_tasks,
+        combine=write_inversion,
+    ),
+    Stage(
+        "features",
+        config=(*_ATTACK, "features"),
+        reads=("split", "target", "generate", "utility"),
+        row_reads=("generate", "utility"),
+        tasks=features_tasks,
+        combine=write_features,
+    ),
+    Stage(
+        "fidelity",
+        stage_fidelity,
+        config=(*_ATTACK, "inception_weights"),
+        reads=("split", "generate", "privacy", "population_model"),
+    ),
+    Stage(  # the one-run epsilon audit, the costliest, last
+        "canaries",
+        stage_canaries,
+        config=(*_ATTACK, "weights", "canaries", "target", *_GENERATION),
+        reads=("split", "generate"),
+        cost=costs.canary_cost,
+    ),
 ]
+# the report reads every stage's outputs: it runs last, every time
+STAGES.append(Stage("report", stage_report, reads=tuple(s.name for s in STAGES), cached=False))
 
 
 def register_stage(stage: Stage, *, before: str = "report") -> None:
-    """Insert a stage (e.g. an attack) ahead of another without editing this module."""
+    """Insert a stage ahead of another without editing this module."""
     names = [s.name for s in STAGES]
     if stage.name in names:
         raise ValueError(f"stage {stage.name!r} already registered")
     STAGES.insert(names.index(before), stage)
-
-
-# --------------------------------------------------------------------------- driver
 
 
 def prepare(config: RunConfig) -> ImageDataset:
@@ -688,40 +234,16 @@ def _open_run_dir(out: Path, overwrite: bool) -> RunDir:
 FINAL_OUTPUTS = ("results.json", "results.csv", "report.html")
 
 
-# modules whose import registers further stages, in this order (the canary audit, the
-# costliest, last)
-PLUGINS = ("attacks.stages", "audit.fidelity", "attacks.canary_stage")
+def plan_of(config: RunConfig, data: ImageDataset) -> Plan:
+    return Plan(config, planned_releases(config), len(data.images), data.image_size, data.channels)
 
 
-def load_plugins() -> None:
-    import importlib
-
-    for module in PLUGINS:
-        importlib.import_module(module)
+def graph_of(config: RunConfig, data: ImageDataset) -> Graph:
+    """Every task of the run, built from the config and the data's shape alone."""
+    return build_graph(STAGES, plan_of(config, data))
 
 
-def execute(config: RunConfig, *, overwrite: bool = False, argv: list[str] | None = None) -> Path:
-    """Run every stage; returns the run directory. results.* and report.html exist only when every
-    stage succeeded; config.json says "running", "complete" or "failed"."""
-    load_plugins()
-    data = prepare(config)
-    store = _open_run_dir(Path(config.out), overwrite)
-    run = Run(config, data, store)
-    manifest = {
-        "status": "running",
-        "command": ["audit", *(argv if argv is not None else sys.argv[1:])],
-        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "seed": config.seed,
-        "config_digest": config.digest(),
-        "config": config.to_dict(),
-        "environment": environment(),
-        "timings_s": run.timings,
-    }
-    for name in FINAL_OUTPUTS:  # a resumed run's old results must not look final meanwhile
-        store.path(name).unlink(missing_ok=True)
-    store.write_json("config.json", manifest)
-    total = time.perf_counter()
-    fingerprint = data_fingerprint(data)
+def run_keys(config: RunConfig, data: ImageDataset) -> Keys:
     # another version of the suite or of the numerics under it may compute other bytes: an
     # upgrade recomputes rather than mixing old outputs with new
     software = {n: v for n, v in package_versions().items() if n in KEYED_PACKAGES}
@@ -730,86 +252,117 @@ def execute(config: RunConfig, *, overwrite: bool = False, argv: list[str] | Non
         field: path_fingerprint(getattr(config, field))
         for field in ("weights", "split_file", "synthetic", "attacker_weights", "inception_weights")
     }
-    config_values = config.to_dict()
-    records: dict[str, StageRecord] = {}
-    reused: list[str] = []
-    reused_rows: dict[str, list[str]] = {}  # stage -> rows an earlier run computed
+    return Keys(config, {"data": data_fingerprint(data), "software": software}, input_files)
+
+
+def execute(
+    config: RunConfig,
+    *,
+    overwrite: bool = False,
+    argv: list[str] | None = None,
+    executor: Executor | None = None,
+) -> Path:
+    """Run every task; returns the run directory. results.* and report.html exist only when every
+    stage succeeded; config.json says "running", "complete" or "failed"."""
+    data = prepare(config)
+    graph = graph_of(config, data)
+    store = _open_run_dir(Path(config.out), overwrite)
+    run = Run(config, data, store)
+    remember_dataset(config, data)  # serial tasks use the loaded images, not a second copy
+    executor = executor or SerialExecutor()
+    manifest: dict[str, Any] = {
+        "status": "running",
+        "command": ["audit", *(argv if argv is not None else sys.argv[1:])],
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "seed": config.seed,
+        "config_digest": config.digest(),
+        "config": config.to_dict(),
+        "environment": environment(),
+        "executor": executor.name,
+        "tasks": len(graph),
+        "timings_s": run.timings,
+    }
+    for name in FINAL_OUTPUTS:  # a resumed run's old results must not look final meanwhile
+        store.path(name).unlink(missing_ok=True)
+    store.write_json("config.json", manifest)
+    total = time.perf_counter()
+    scheduler = Scheduler(run, graph, run_keys(config, data), executor)
+
+    def reused() -> list[str]:  # in the order of the stage list, whatever order they ran in
+        return [s.name for s in STAGES if s.name in scheduler.reused]
+
+    def progress() -> None:  # what a killed run shows, and what the report reads
+        manifest["reused_stages"] = reused()
+        manifest["reused_rows"] = scheduler.reused_rows
+        store.write_json("config.json", manifest)
+
+    scheduler.on_commit = progress
     try:
-        for stage in STAGES:
-            extra = {"data": fingerprint, "software": software} | {
-                field: digest for field, digest in input_files.items() if field in stage.config
-            }
-            inputs = {name: records[name] for name in stage.reads if name in records}
-            key = stage_key(stage.name, config_values, stage.config, inputs, extra)
-            previous = load_record(store, stage.name) if stage.cached else None
-            why = check_record(store, previous, key) if stage.cached else "always runs"
-            if why is None and previous is not None:
-                records[stage.name] = previous
-                run.timings[stage.name] = 0.0
-                run.recorded[stage.name] = previous.seconds
-                reused.append(stage.name)
-                log.info("[%s] reused from an earlier run (same settings and inputs)", stage.name)
-                continue
-            if previous is not None:
-                log.info("[%s] running again: %s", stage.name, why)
-            # progress so far on disk: what a killed run shows, and what the report reads
-            manifest["reused_stages"] = reused
-            manifest["reused_rows"] = reused_rows
-            store.write_json("config.json", manifest)
-            store.written.clear()
-            run.rows = _row_cache(store, stage, config_values, inputs, extra)
-            start = time.perf_counter()
-            stage.run(run)
-            seconds = time.perf_counter() - start
-            run.timings[stage.name] = round(seconds, 3)
-            if run.rows.reused:
-                reused_rows[stage.name] = run.rows.reused
-                log.info("[%s] reused rows: %s", stage.name, ", ".join(run.rows.reused))
-            run.rows = None
-            if stage.cached:
-                records[stage.name] = save_record(store, stage.name, key, seconds)
+        scheduler.execute()
     except BaseException as exc:
         manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}")
         store.write_json("config.json", manifest)
         raise
+    finally:
+        executor.close()
     run.timings["total"] = round(time.perf_counter() - total, 3)
     manifest.update(
         status="complete",
         finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        reused_stages=reused,
-        reused_rows=reused_rows,
+        reused_stages=reused(),
+        reused_rows={
+            s.name: scheduler.reused_rows[s.name] for s in STAGES if s.name in scheduler.reused_rows
+        },
         # what each stage cost when it was computed, in this run or the one it was reused from
         stage_seconds={stage.name: run.seconds(stage.name) for stage in STAGES},
     )
+    if scheduler.nodes:
+        manifest["task_nodes"] = scheduler.nodes
     store.write_json("config.json", manifest)
-    if reused:
-        log.info("reused %d of %d stages: %s", len(reused), len(STAGES), ", ".join(reused))
+    if scheduler.reused:
+        log.info("reused %d of %d stages: %s", len(reused()), len(STAGES), ", ".join(reused()))
     return store.root
 
 
-def _row_cache(
-    store: RunDir,
-    stage: Stage,
-    config_values: dict[str, Any],
-    inputs: dict[str, StageRecord],
-    extra: dict[str, Any],
-) -> RowCache:
-    """The stage's per-row cache: its key without the K/generator lists and the row_reads
-    stages, whose files each row names instead."""
-    base_key = stage_key(
-        stage.name,
-        config_values,
-        tuple(f for f in stage.config if f not in ROW_EXEMPT_FIELDS),
-        {name: record for name, record in inputs.items() if name not in stage.row_reads},
-        extra,
-    )
-    upstream = {
-        file: digest
-        for name in stage.row_reads
-        if name in inputs
-        for file, digest in inputs[name].files.items()
-    }
-    return RowCache(store, stage.name, base_key, upstream)
+def dry_run(config: RunConfig) -> str:
+    """The graph `audit run` would execute, each task's estimated cost, and what an earlier run in
+    --out already did (so would be reused). Nothing is written."""
+    data = prepare(config)
+    graph = graph_of(config, data)
+    done: dict[str, float] = {}
+    root = Path(config.out) if config.out else None
+    if root is not None and (root / "config.json").exists():
+        done = done_tasks(graph, RunDir(root), run_keys(config, data))
+    return describe(graph, done)
+
+
+def done_tasks(graph: Graph, store: RunDir, keys: Keys) -> dict[str, float]:
+    """Task id -> recorded seconds, for the tasks a rerun would reuse as things stand. Stages are
+    keyed on their inputs' records, so only stages whose inputs are all reusable can say."""
+    records: dict[str, StageRecord] = {}
+    done: dict[str, float] = {}
+    for stage in graph.stages:
+        if not stage.cached or any(u not in records for u in graph.upstream(stage)):
+            continue
+        inputs = {name: records[name] for name in graph.upstream(stage)}
+        previous = load_record(store, stage.name)
+        if (
+            previous is not None
+            and check_record(store, previous, keys.stage_key(stage, inputs)) is None
+        ):
+            records[stage.name] = previous
+            tasks = graph.tasks[stage.name]
+            for task in tasks:
+                done[task.id] = previous.seconds / max(len(tasks), 1)
+            continue
+        rows = RowCache(store, stage.name, *keys.row_base(stage, inputs))
+        for task in graph.tasks[stage.name]:
+            if not task.row or not all(store.path(f).is_file() for f in task.reads):
+                continue
+            hit = rows.valid(task.name, task.reads)
+            if hit is not None:
+                done[task.id] = hit[0].seconds
+    return done
 
 
 KEYED_PACKAGES = ("synthaudit", "torch", "pytorchcv", "piq", "numpy")

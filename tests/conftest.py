@@ -13,6 +13,22 @@ from audit.training import train_classifier
 
 torch.set_num_threads(2)
 
+SMOKE = ["run", "--preset", "smoke", "--device", "cpu"]
+# the shared run exercises the reference pipelines too: 4, the fewest with which every record
+# has 2 IN and 2 OUT models (online LiRA fits a variance to each)
+# epsilon 0.1: DP-SGD with huge noise, whose release no attack should tell from chance
+WITH_REFS = [*SMOKE, "--mia-refs", "4", "--epsilon", "0.1"]
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """One serial smoke run with reference pipelines, shared by the CLI and executor tests."""
+    from audit.cli import main
+
+    out = tmp_path_factory.mktemp("runs") / "a"
+    assert main([*WITH_REFS, "--out", str(out)]) == 0
+    return out
+
 
 @pytest.fixture(scope="session")
 def digits() -> ImageDataset:

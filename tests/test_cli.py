@@ -12,20 +12,9 @@ from audit.config import build_config
 from audit.errors import AuditError
 from audit.pipeline import execute
 from reports.results import BASE_COLUMNS
+from tests.conftest import SMOKE
 
-SMOKE = ["run", "--preset", "smoke", "--device", "cpu"]
 BN_ONLY = [*SMOKE, "--generator", "bn_match"]  # tests of other features skip the DP-VAE's time
-# the shared run exercises the reference pipelines too: 4, the fewest with which every record
-# has 2 IN and 2 OUT models (online LiRA fits a variance to each)
-# epsilon 0.1: DP-SGD with huge noise, whose release no attack should tell from chance
-WITH_REFS = [*SMOKE, "--mia-refs", "4", "--epsilon", "0.1"]
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "a"
-    assert main([*WITH_REFS, "--out", str(out)]) == 0
-    return out
 
 
 def test_run_writes_every_artifact(smoke_run):
@@ -161,24 +150,6 @@ def test_report_warns_about_private_images(smoke_run):
     assert html.count("n/a (no noise)") == models
 
 
-def test_same_seed_same_bytes(smoke_run, tmp_path):
-    out = tmp_path / "b"
-    assert main([*WITH_REFS, "--out", str(out)]) == 0
-    for name in (
-        "split.npz",
-        "synthetic/k2.npz",
-        "synthetic/k4.npz",
-        "synthetic/dp_vae-eps0.1.npz",
-    ):
-        with np.load(smoke_run / name) as a, np.load(out / name) as b:
-            for key in a.files:
-                assert a[key].tobytes() == b[key].tobytes(), (name, key)
-    assert (smoke_run / "results.csv").read_text() == (out / "results.csv").read_text()
-    ta = torch.load(smoke_run / "target.pt", weights_only=True)
-    tb = torch.load(out / "target.pt", weights_only=True)
-    assert all(torch.equal(ta[k], tb[k]) for k in ta)
-
-
 def test_redacted_report_shows_no_members(tmp_path):
     out = tmp_path / "r"
     assert main([*BN_ONLY, "--k", "1", "--redact-originals", "--out", str(out)]) == 0
@@ -305,8 +276,9 @@ def test_privacy_stage_finds_a_planted_member(smoke_run, tmp_path):
     import shutil
 
     from audit.data import load_dataset
-    from audit.pipeline import Run, stage_privacy
+    from audit.run import Run
     from audit.store import RunDir
+    from audit.tasks.privacy import privacy_of_release
 
     run_dir = tmp_path / "copy"
     shutil.copytree(smoke_run, run_dir)
@@ -320,7 +292,9 @@ def test_privacy_stage_finds_a_planted_member(smoke_run, tmp_path):
         images, labels = synthetic["images"].copy(), synthetic["labels"]
     images[3], images[11] = data.images[members[17]], data.images[members[120]]
     np.savez(run_dir / "synthetic/k2.npz", images=images, labels=labels)
-    stage_privacy(Run(config, data, RunDir(run_dir)))
+    # the release's task alone, as the serial executor runs it (the holdout row is on disk)
+    run = Run(config, data, RunDir(run_dir))
+    row = privacy_of_release(run, "synthetic/k2.npz", "bn_match-k2")
     with np.load(run_dir / "privacy/bn_match-k2.npz") as found:
         for metric in ("ssim", "haarpsi"):
             assert found[f"{metric}_values"][[3, 11]].min() > 0.999
@@ -328,7 +302,6 @@ def test_privacy_stage_finds_a_planted_member(smoke_run, tmp_path):
             topk = found[f"{metric}_topk_values"]
             assert topk.shape == (20, 3) and (np.diff(topk, axis=1) <= 0).all()
             assert found[f"{metric}_topk_member"][3, 0] == 17
-    row = json.loads((run_dir / "privacy.json").read_text())["rows"]["bn_match-k2"]
     assert row["nn_ssim_max"] > 0.999 and row["nn_ssim_frac_above_0.9"] == pytest.approx(2 / 20)
     assert row["exact_copies"] == 2  # and the planted copies are exact copies
     with np.load(run_dir / "privacy/bn_match-k2.npz") as found:
@@ -481,7 +454,7 @@ def test_pretrained_checkpoint_split_follows_what_it_was_trained_on(cifar_folder
 
 def test_other_weights_state_the_membership_assumption(smoke_run):
     from audit.data import load_dataset
-    from audit.pipeline import ASSUMED_NOTE, membership_basis
+    from audit.tasks.split import ASSUMED_NOTE, membership_basis
 
     data = load_dataset("digits", None, image_size=16)
     suite_weights = build_config(preset="smoke", weights=str(smoke_run / "target.pt"))

@@ -16,7 +16,7 @@ import pytest
 
 from audit.cli import main
 from audit.config import RunConfig
-from audit.pipeline import STAGES, load_plugins
+from audit.pipeline import STAGES
 from audit.stagecache import StageRecord, stage_key
 from audit.store import row_name
 
@@ -30,7 +30,6 @@ def manifest(run: Path) -> dict:
 
 
 def cached_stages() -> list[str]:
-    load_plugins()
     return [s.name for s in STAGES if s.cached]
 
 
@@ -74,7 +73,8 @@ def test_killed_mid_generation_finishes_byte_identical(base, tmp_path, capsys):
     assert manifest(out)["status"] == "running"  # what a kill -9 leaves: nothing marked final
     assert not (out / "results.json").exists()
     assert main([*ARGS, "--out", str(out)]) == 0
-    assert manifest(out)["reused_stages"] == ["split", "target"]
+    # the population model reads only the split: the graph runs it before generation
+    assert manifest(out)["reused_stages"] == ["split", "target", "population_model"]
     assert manifest(out)["reused_rows"]["generate"] == ["bn_match-k2"]
     assert "bn_match: going on from the checkpoint at K=2" in capsys.readouterr().err
     same_outputs(base, out)
@@ -159,7 +159,6 @@ def test_another_torch_version_recomputes(base, tmp_path, monkeypatch):
 
 
 def test_every_setting_that_changes_results_keys_some_stage():
-    load_plugins()
     declared = {field for stage in STAGES for field in stage.config}
     ignored = {"out", "preset", "redact_private", "download"}  # no effect on any stage output
     fields = {f.name for f in dataclasses.fields(RunConfig)}

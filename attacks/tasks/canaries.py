@@ -23,10 +23,12 @@ import torch
 import torch.nn.functional as F
 
 from attacks.canary import CONFIDENCE, CanaryAudit, audit_canaries
-from audit.pipeline import Run, Stage, check_canary_room, register_stage, release_setting
+from audit.graph import release_setting
+from audit.run import Run
 from audit.seeding import numpy_rng
 from audit.similarity import nearest_neighbours
 from audit.store import row_name, row_of
+from audit.tasks.split import check_canary_room
 from audit.training import predict_logits, train_classifier
 from generators.base import get_generator
 
@@ -149,17 +151,3 @@ def stage_canaries(run: Run) -> None:
         },
     )
     run.store.write_json("columns/canaries.json", columns)
-
-
-register_stage(
-    Stage(
-        "canaries",
-        stage_canaries,
-        config=(
-            *("dataset", "data_root", "image_size", "model", "seed", "device", "weights"),
-            *("canaries", "target", "generators", "ks", "epsilons", "n_synthetic"),
-            *("bn", "vae", "dp", "fed"),
-        ),
-        reads=("split", "generate"),
-    )
-)

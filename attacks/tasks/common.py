@@ -1,0 +1,106 @@
+"""What every membership attack stage shares: the metrics summary and the worst-case choice."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from attacks.metrics import AttackMetrics, evaluate_attack, select_strongest, selection_halves
+from attacks.references import AttackRecords
+from audit.run import Run
+from audit.seeding import numpy_rng
+
+log = logging.getLogger(__name__)
+
+
+def metrics_summary(m: AttackMetrics) -> dict[str, Any]:
+    return {
+        "auc": m.auc,
+        "auc_ci": list(m.auc_ci),
+        "p_value": m.p_value,
+        "tpr_at_0.1%fpr": m.tpr_at_fpr[0.001],
+        "tpr_at_1%fpr": m.tpr_at_fpr[0.01],
+        "min_resolvable_fpr": 1 / m.n_nonmembers,
+        "balanced_accuracy": m.balanced_accuracy,
+        "eps_lower": m.eps_lower,
+        "eps_delta": m.eps_delta,
+        "n_members": m.n_members,
+        "n_nonmembers": m.n_nonmembers,
+    }
+
+
+def evaluate_all(
+    run: Run,
+    family: str,
+    row: str,
+    scores: dict[str, np.ndarray],
+    is_member: np.ndarray,
+    *,
+    diagnostics: tuple[str, ...] = (),
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """Metrics of every attack on one row (all candidates), and the row's worst-case columns for
+    the family: the attack chosen on one half of the candidates, measured on the other half.
+    diagnostics: attacks reported beside the others but outside the worst case (and the gate)."""
+    c = run.config
+    metrics = {
+        attack: evaluate_attack(
+            s[is_member],
+            s[~is_member],
+            rng=numpy_rng(c.seed, family, "bootstrap", row, attack),
+            delta=c.eps_delta,
+        )
+        for attack, s in scores.items()
+    }
+    eligible = {a: s for a, s in scores.items() if a not in diagnostics}
+    select = selection_halves(is_member, numpy_rng(c.seed, "mia", "selection"))
+    chosen = select_strongest(
+        eligible,
+        is_member,
+        select,
+        rng=numpy_rng(c.seed, family, "bootstrap-selected", row),
+        delta=c.eps_delta,
+    )
+    m = chosen.metrics
+    columns = {
+        f"{family}_attack": chosen.attack,
+        f"{family}_auc": m.auc,
+        f"{family}_auc_ci_low": m.auc_ci[0],
+        f"{family}_auc_ci_high": m.auc_ci[1],
+        f"{family}_p": chosen.p_value,
+        f"{family}_tpr_at_1fpr": m.tpr_at_fpr[0.01],
+        f"{family}_eps_lower": m.eps_lower,
+    }
+    log.info(
+        "[%s] %s: AUC %s; strongest on the selection half: %s, AUC %.3f (95%% CI %.3f-%.3f, "
+        "p %.2g) on the other half",
+        family,
+        row,
+        ", ".join(f"{a} {m.auc:.3f}" for a, m in metrics.items()),
+        chosen.attack,
+        m.auc,
+        m.auc_ci[0],
+        m.auc_ci[1],
+        chosen.p_value,
+    )
+    report = {a: metrics_summary(m) for a, m in metrics.items()}
+    selection = {
+        "attack": chosen.attack,
+        "selection_auc": chosen.selection_auc,
+        **metrics_summary(m),
+        "p_value_auc": m.p_value,
+        "threshold": chosen.threshold,
+        "p_value_threshold": chosen.p_threshold,
+        "p_value": chosen.p_value,  # the gate's: 2 x min of the two tests
+    }
+    return report, selection, columns
+
+
+def candidates_of(records: AttackRecords) -> tuple[np.ndarray, np.ndarray]:
+    """Dataset indices of the candidates and whether each is a member."""
+    return records.pool[records.candidates], records.pool_is_member[records.candidates]
+
+
+def candidate_counts(is_member: np.ndarray) -> dict[str, int]:
+    return {"n_members": int(is_member.sum()), "n_nonmembers": int((~is_member).sum())}

@@ -1,0 +1,144 @@
+"""Feature inversion with noisy features and the HCR bounds at the same noise scales, for the
+target and each retrained model."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from attacks.feature_inversion import feature_inversion
+from attacks.features import split_classifier
+from attacks.hcr import hcr_bounds
+from audit.costs import attack_cost
+from audit.graph import Plan, Task
+from audit.run import Run
+from audit.seeding import numpy_rng, torch_generator
+from audit.training import to_tensor
+from generators.bn_match import frozen
+
+log = logging.getLogger(__name__)
+
+
+def features_tasks(plan: Plan) -> list[Task]:
+    releases = plan.releases
+    tasks = []
+    for row, path in plan.attacked_models().items():
+        source = None  # the attacker's training images: non-members, or a release
+        if plan.config.features.attacker_data == "synthetic" and releases:
+            release = next((r for r in releases if r.row == row), None)
+            source = (release or releases[-1]).path
+        tasks.append(
+            Task(
+                "features",
+                row,
+                invert_features,
+                (row, path, source),
+                reads=(path,) if source is None else (path, source),
+                cost=attack_cost(plan, "features"),
+            )
+        )
+    return tasks
+
+
+def choose_victims(run: Run) -> tuple[np.ndarray, np.ndarray]:
+    """(members whose features are inverted, the first of them whose HCR bounds are computed)."""
+    c, split = run.config, run.split()
+    f = c.features
+    rng = numpy_rng(c.seed, "features", "victims")
+    victims = np.sort(rng.choice(split.members, min(f.victims, len(split.members)), replace=False))
+    return victims, victims[: f.hcr_images]
+
+
+def write_features(run: Run, results: dict[str, Any]) -> None:
+    f = run.config.features
+    victims, hcr_victims = choose_victims(run)
+    for row, report in results.items():
+        log.info(
+            "[features] %s: reconstruction SSIM %s; HCR median std %s",
+            row,
+            " ".join(f"{s['scale']}:{s['ssim_mean']:.2f}" for s in report["scales"]),
+            " ".join(
+                f"{s['scale']}:{s['hcr_median_std']:.3g}"
+                for s in report["scales"]
+                if "hcr_median_std" in s
+            ),
+        )
+    run.store.write_json(
+        "features.json",
+        {
+            "models": results,
+            "attacker_data": f.attacker_data,
+            "n_victims": len(victims),
+            "n_hcr_images": len(hcr_victims),
+        },
+    )
+
+
+def invert_features(run: Run, row: str, path: str, attacker_source: str | None) -> dict[str, Any]:
+    """Feature inversion and HCR bounds for one saved model; arrays to features/<row>.npz."""
+    c, data, split, f = run.config, run.data, run.split(), run.config.features
+    victims, hcr_victims = choose_victims(run)
+    model = run.saved_model(path)
+    attacker_images = (
+        data.images[split.nonmembers]
+        if attacker_source is None
+        else run.store.read_npz(attacker_source)["images"]
+    )
+    start = time.perf_counter()
+    inverted = feature_inversion(
+        model,
+        attacker_images=attacker_images,
+        victims=data.images[victims],
+        eval_images=data.images[split.test],
+        eval_labels=data.labels[split.test],
+        scales=f.noise_scales,
+        steps=f.decoder_steps,
+        seed=c.seed,
+        stream=f"features-{row}",
+        device=c.device,
+    )
+    decoder_seconds = time.perf_counter() - start
+    sigmas = [s["sigma"] for s in inverted["scales"] if s["sigma"] > 0]
+    start = time.perf_counter()
+    feature_map, _ = split_classifier(model)
+    theta = model.normalize(to_tensor(data.images[hcr_victims], c.device))
+    with frozen(model):
+        bounds = hcr_bounds(
+            feature_map,
+            theta,
+            sigmas,
+            generator=torch_generator(c.seed, "hcr", row, device=c.device),
+            draws=f.hcr_draws,
+            rounds=f.hcr_rounds,
+            lsqr_iters=f.hcr_lsqr_iters,
+            perturbation=f.hcr_perturbation,
+        )
+    hcr_seconds = time.perf_counter() - start
+    arrays: dict[str, np.ndarray] = {"victims": victims, "hcr_victims": hcr_victims}
+    for entry in inverted["scales"]:
+        scale, sigma = entry["scale"], entry["sigma"]
+        arrays[f"reconstructions_{scale}"] = inverted["reconstructions"][scale].numpy()
+        if sigma > 0:
+            std = bounds.std_bounds[sigma].flatten().cpu().numpy().astype(np.float64)
+            arrays[f"hcr_std_{scale}"] = std
+            entry.update(hcr_summary(std))
+    run.store.write_npz(f"features/{row}.npz", **arrays)
+    # timings go to config.json, not into results: the same inputs give the same bytes
+    run.timings[f"features.{row}.feature_inversion"] = round(decoder_seconds, 3)
+    run.timings[f"features.{row}.hcr"] = round(hcr_seconds, 3)
+    return {"feature_rms": inverted["feature_rms"], "scales": inverted["scales"]}
+
+
+def hcr_summary(std: np.ndarray, bins: int = 30) -> dict[str, Any]:
+    """Median, quantiles and a log10 histogram of per-coefficient std bounds (positive part)."""
+    positive = std[std > 0]
+    counts, edges = np.histogram(np.log10(positive) if len(positive) else np.zeros(1), bins=bins)
+    return {
+        "hcr_median_std": float(np.median(std)),
+        "hcr_quantiles": {str(q): float(np.quantile(std, q)) for q in (0.1, 0.25, 0.5, 0.75, 0.9)},
+        "hcr_log10_histogram": {"counts": counts.tolist(), "edges": edges.tolist()},
+        "hcr_zero_share": float((std <= 0).mean()),
+    }

@@ -1,0 +1,109 @@
+"""Membership inference on classifiers: the target (what releasing the model itself would leak)
+and each release's retrained model. Reference attacks (LiRA, RMIA) run where reference pipelines
+cover the row; the single-model attacks, raw and class-calibrated, run everywhere."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from attacks.membership import REFERENCE_ATTACKS, model_attack_scores
+from attacks.references import attack_records, load_references, query_logits
+from attacks.tasks.common import candidate_counts, candidates_of, evaluate_all
+from audit.costs import attack_cost
+from audit.graph import Plan, Task
+from audit.run import Run
+from audit.store import mia_scores_name
+from audit.training import predict_logits
+
+log = logging.getLogger(__name__)
+
+
+def mia_model_tasks(plan: Plan) -> list[Task]:
+    return [
+        Task(
+            "mia_model",
+            row,
+            attack_model,
+            (row, path),
+            reads=(path,),
+            cost=attack_cost(plan, "mia_model"),
+        )
+        for row, path in plan.attacked_models().items()
+    ]
+
+
+def attack_model(run: Run, row: str, path: str) -> tuple[Any, ...]:
+    """(attacks run, reference notes, every attack's metrics, the selected attack, columns)."""
+    c, data = run.config, run.data
+    records = attack_records(run)
+    chosen, is_member = candidates_of(records)
+    labels, population_labels = data.labels[chosen], data.labels[records.population]
+    model = run.saved_model(path)
+    logits = predict_logits(model, data.images[chosen], device=c.device).numpy()
+    population = predict_logits(model, data.images[records.population], device=c.device)
+    references = load_references(run, row)
+    reference_inputs: dict[str, np.ndarray] = {}
+    if references is not None:
+        keep, ref_logits, ref_population = references
+        reference_inputs = {
+            "reference_in": keep[:, records.candidates],
+            "reference_logits": ref_logits[:, :, records.candidates],
+            "reference_population_logits": ref_population,
+            "target_query_logits": query_logits(run, model, data.images[chosen]),
+        }
+    scores, notes = model_attack_scores(
+        logits, labels, population.numpy(), population_labels, **reference_inputs
+    )
+    for attack, note in notes.items():
+        log.warning("[mia_model] %s: %s %s", row, attack, note)
+    run.store.write_npz(
+        mia_scores_name("mia_model", row),
+        candidates=chosen,
+        is_member=is_member,
+        **{f"score_{a}": s for a, s in scores.items()},
+    )
+    return (list(scores), notes, *evaluate_all(run, "mia_model", row, scores, is_member))
+
+
+def write_mia_model(run: Run, results: dict[str, Any]) -> None:
+    c = run.config
+    records = attack_records(run)
+    _, is_member = candidates_of(records)
+    refs_info = run.store.read_json("refs.json")
+    n_refs = refs_info["n_references"]
+    run.store.write_json(
+        "mia_model.json",
+        {
+            "attacks": {row: r[2] for row, r in results.items()},
+            "selected": {row: r[3] for row, r in results.items()},
+            "attacks_run": {row: r[0] for row, r in results.items()},
+            "n_references": n_refs,
+            "reference_notes": {row: r[1] for row, r in results.items() if r[1]},
+            "note": (
+                f"LiRA and RMIA ran with {n_refs} reference pipelines"
+                + (
+                    " (the online LiRA variants need 2 IN and 2 OUT references per record, "
+                    "so --mia-refs 4 or more; they did not run here)"
+                    if n_refs < 4
+                    else ""
+                )
+                + (
+                    ", with augmented queries (shifted and mirrored copies)"
+                    if c.mia_augment
+                    else ""
+                )
+                + (f". {refs_info['size_note']}" if refs_info.get("size_note") else "")
+                if n_refs
+                else "no reference models (--mia-refs 0): only the single-model attacks ran, "
+                "raw and class-calibrated against population records; LiRA and RMIA ("
+                + ", ".join(REFERENCE_ATTACKS)
+                + ") need --mia-refs N"
+            ),
+            **candidate_counts(is_member),
+            "n_population": len(records.population),
+        },
+    )
+    run.store.write_json("columns/mia_model.json", {row: r[4] for row, r in results.items()})

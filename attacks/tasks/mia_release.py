@@ -1,0 +1,117 @@
+"""Membership inference on each release: GAN-Leaks full black-box, with what a release attacker
+could hold: pixels, SSIM, HaarPSI and distances in the population model's features (trained on
+records no audited pipeline saw, or the user's --attacker-weights). With reference pipelines also
+the calibrated variants: the score minus the mean score against the reference synthetic sets of
+the reference models that did not train on the candidate. The same distance in the private
+target's features is kept as a labelled insider diagnostic, outside the worst case."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+from attacks.references import AttackRecords, attack_records
+from attacks.release import nearest_l2, penultimate_features, release_scores
+from attacks.tasks.common import candidate_counts, candidates_of, evaluate_all
+from attacks.tasks.population import POPULATION_MODEL
+from audit.costs import attack_cost
+from audit.graph import Plan, Task
+from audit.run import Run
+from audit.store import mia_scores_name
+
+INSIDER = "target_feature_l2"  # a diagnostic: needs the private target, which no attacker holds
+
+
+def mia_release_tasks(plan: Plan) -> list[Task]:
+    return [
+        Task(
+            "mia_release",
+            r.row,
+            attack_release,
+            (r.path, r.row),
+            reads=(r.path, POPULATION_MODEL),
+            cost=attack_cost(plan, "mia_release"),
+        )
+        for r in plan.releases
+    ]
+
+
+def attack_release(run: Run, path: str, name: str) -> tuple[Any, Any, Any]:
+    """(every attack's metrics, the selected attack, the row's columns) for one release."""
+    c, data = run.config, run.data
+    records = attack_records(run)
+    chosen, is_member = candidates_of(records)
+    candidates = data.images[chosen]
+    extractor, target = run.saved_model(POPULATION_MODEL), run.target()
+
+    @cache
+    def candidate_features(insider: bool = False) -> Any:
+        return penultimate_features(target if insider else extractor, candidates, device=c.device)
+
+    def scores_against(synthetic: np.ndarray) -> dict[str, np.ndarray]:
+        return release_scores(
+            candidates,
+            synthetic,
+            candidate_features=candidate_features(),
+            synthetic_features=penultimate_features(extractor, synthetic, device=c.device),
+            device=c.device,
+        )
+
+    refs_info = run.store.read_json("refs.json")
+    synthetic = run.store.read_npz(path)["images"]
+    scores = scores_against(synthetic)
+    if refs_info["n_references"] and name in refs_info["rows"]:
+        scores.update(
+            _calibrated(run, name, refs_info["n_references"], records, scores, scores_against)
+        )
+    scores[INSIDER] = -nearest_l2(
+        candidate_features(True), penultimate_features(target, synthetic, device=c.device)
+    )
+    run.store.write_npz(
+        mia_scores_name("mia_release", name),
+        candidates=chosen,
+        is_member=is_member,
+        **{f"score_{d}": s for d, s in scores.items()},
+    )
+    report, selected, columns = evaluate_all(
+        run, "mia_release", name, scores, is_member, diagnostics=(INSIDER,)
+    )
+    columns[f"mia_release_{INSIDER}_auc"] = report[INSIDER]["auc"]
+    return report, selected, columns
+
+
+def write_mia_release(run: Run, results: dict[str, Any]) -> None:
+    _, is_member = candidates_of(attack_records(run))
+    run.store.write_json(
+        "mia_release.json",
+        {
+            "attacks": {name: r[0] for name, r in results.items()},
+            "selected": {name: r[1] for name, r in results.items()},
+            "diagnostics": [INSIDER],
+            "feature_extractor": run.store.read_json("population_model.json")["source"],
+            **candidate_counts(is_member),
+        },
+    )
+    run.store.write_json("columns/mia_release.json", {name: r[2] for name, r in results.items()})
+
+
+def _calibrated(
+    run: Run,
+    row: str,
+    n_refs: int,
+    records: AttackRecords,
+    scores: dict[str, np.ndarray],
+    scores_against: Any,
+) -> dict[str, np.ndarray]:
+    out_sum = {d: np.zeros(len(records.candidates)) for d in scores}
+    out_count = np.zeros(len(records.candidates))
+    for i in range(n_refs):
+        ref = run.store.read_npz(f"refs/ref{i}.npz")
+        is_out = ~ref["keep"][records.candidates]
+        ref_scores = scores_against(ref[f"images_{row}"])
+        for d in scores:
+            out_sum[d] += np.where(is_out, ref_scores[d], 0.0)
+        out_count += is_out
+    return {f"{d}_calibrated": scores[d] - out_sum[d] / out_count for d in scores}

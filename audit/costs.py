@@ -1,0 +1,104 @@
+"""Estimated seconds per task, for `audit run --dry-run` and the executor's progress.
+
+Work units (image-epochs of training, image-steps of BN matching, image pairs compared) times
+rates measured on the reference machine: the 2-core CPU of this project's CI, from the default
+digits run's stage timings (16x16 images). Rates scale with the pixel count; on a GPU the real
+times are far lower. These are estimates for planning, never figures to report.
+"""
+
+from __future__ import annotations
+
+from audit.graph import Plan
+
+REFERENCE_PIXELS = 16 * 16
+TRAIN_IMAGE_EPOCH_S = 2.5e-4  # ResNet20 training, per image and epoch
+BN_IMAGE_STEP_S = 7.4e-4  # BN matching, per synthetic image and step
+VAE_IMAGE_EPOCH_S = 2.3e-4  # the DP generators' VAE, per image and epoch (DP-SGD included)
+PAIR_S = 2.5e-8  # nearest-member search, SSIM and HaarPSI, per (query, member) pair
+ATTACK_ROW_S = {"mia_release": 1.7, "mia_model": 2.6, "inversion": 4.5, "features": 6.3}
+
+
+def _scale(plan: Plan) -> float:
+    return plan.image_size**2 / REFERENCE_PIXELS
+
+
+def _capped(n: float, cap: int | None) -> int:
+    return int(min(n, cap) if cap else n)
+
+
+def n_members(plan: Plan) -> int:
+    c = plan.config
+    return _capped(plan.n_images * c.member_fraction, c.max_members)
+
+
+def n_test(plan: Plan) -> int:
+    c = plan.config
+    rest = 1 - c.member_fraction - c.nonmember_fraction
+    return _capped(plan.n_images * rest, c.max_test)
+
+
+def training_cost(plan: Plan, epochs: int, n: int) -> float:
+    return TRAIN_IMAGE_EPOCH_S * epochs * n * _scale(plan)
+
+
+def generation_cost(plan: Plan, generator: str, members: int | None = None) -> float:
+    c = plan.config
+    n = n_members(plan) if members is None else members
+    if generator == "bn_match":
+        return BN_IMAGE_STEP_S * max(c.ks) * c.n_synthetic * _scale(plan)
+    if generator == "dpd_fvae":
+        epochs = c.fed.rounds * c.fed.local_epochs * len(c.epsilons)
+        return VAE_IMAGE_EPOCH_S * epochs * n * _scale(plan)
+    if generator in ("dp_vae", "dp2_vae"):
+        return VAE_IMAGE_EPOCH_S * c.vae.epochs * n * len(c.epsilons) * _scale(plan)
+    if generator == "vae":
+        return VAE_IMAGE_EPOCH_S * c.vae.epochs * n * _scale(plan)
+    return 0.0  # an external set is only read
+
+
+def similarity_cost(plan: Plan) -> float:
+    return PAIR_S * plan.config.n_synthetic * n_members(plan) * _scale(plan)
+
+
+def attack_cost(plan: Plan, family: str) -> float:
+    c = plan.config
+    work = 1.0
+    if family == "inversion":
+        work = c.inversion.steps / 100
+    elif family == "features":
+        work = c.features.decoder_steps / 100
+    return ATTACK_ROW_S[family] * work * _scale(plan)
+
+
+def reference_cost(plan: Plan) -> float:
+    """One reference pipeline: a target on half the pool, every generator, the retrainings."""
+    c = plan.config
+    half = (n_members(plan) + _capped(plan.n_images * c.nonmember_fraction, c.max_nonmembers)) // 2
+    generators = [g for g in c.generators if g != "external"]
+    retrained = [r for r in plan.releases if r.generator != "external"]
+    return (
+        training_cost(plan, c.target.epochs, half)
+        + sum(generation_cost(plan, g, half) for g in generators)
+        + len(retrained) * training_cost(plan, c.utility.epochs, c.n_synthetic)
+    )
+
+
+def target_cost(plan: Plan) -> float:
+    return (
+        0.0
+        if plan.config.weights
+        else training_cost(plan, plan.config.target.epochs, n_members(plan))
+    )
+
+
+def population_cost(plan: Plan) -> float:
+    c = plan.config
+    return 0.0 if c.attacker_weights else training_cost(plan, c.inversion.eval_epochs, n_test(plan))
+
+
+def canary_cost(plan: Plan) -> float:
+    c = plan.config
+    if not c.canaries:
+        return 0.0
+    generators = [g for g in c.generators if g != "external"]
+    return target_cost(plan) + sum(generation_cost(plan, g) for g in generators)

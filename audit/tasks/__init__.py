@@ -1,0 +1,2 @@
+"""The core stages' tasks (split, target, generate, privacy, utility, fidelity, report): module-
+level functions of (run, *args), so any executor can run them. audit/pipeline.py lists them."""

@@ -1,0 +1,120 @@
+"""Synthetic sets: one task per generator (each generator's Ks or epsilons on one trajectory).
+
+A K an earlier run on this directory already released is reused; a new K goes on from the
+checkpoint of the largest smaller K that run saved (one trajectory serves every K), so adding
+--k 4000 to a 500/2000 run costs 2,000 steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from functools import partial
+from typing import Any
+
+from audit.costs import generation_cost
+from audit.graph import Plan, Task, release_setting, set_keys
+from audit.run import Run
+from audit.stagecache import RECORD_DIR
+from audit.store import row_name, synthetic_name
+from generators.base import Axis, SetKey, SyntheticSet, get_generator
+
+log = logging.getLogger(__name__)
+
+
+def generate_tasks(plan: Plan) -> list[Task]:
+    return [
+        Task("generate", name, generate_with, (name,), row=False, cost=generation_cost(plan, name))
+        for name in plan.config.generators
+    ]
+
+
+def write_releases(run: Run, results: dict[str, Any]) -> None:
+    """generate.json: every generator's release entries, in the config's order."""
+    releases = [entry for name in run.config.generators for entry in results[name]]
+    run.store.write_json("generate.json", {"releases": releases})
+
+
+def checkpoint_name(generator: str, k: int) -> str:
+    return f"checkpoints/{row_name(generator, k)}.npz"
+
+
+def generate_with(run: Run, name: str) -> list[dict[str, Any]]:
+    c, rows = run.config, run.rows
+    generator = get_generator(name, c)
+    keys = set_keys(generator.axis, c)
+
+    def key_row(key: SetKey) -> str:
+        return row_name(name, *release_setting(generator.axis, key))
+
+    done = {key: rows.reuse(key_row(key), ()) if rows else None for key in keys}
+    missing = [key for key in keys if done[key] is None]
+    resume_k = None
+    if missing and generator.axis == "k" and rows is not None:
+        first = min(int(k) for k in missing if k is not None)
+        reused_now = [int(k) for k, entry in done.items() if k is not None and entry is not None]
+        earlier = _recorded_ks(run, name, skip=set(c.ks))  # e.g. from a run with other Ks
+        resume_k = max((k for k in reused_now + earlier if k < first), default=None)
+    if missing:
+
+        def save(key: SetKey, synthetic: SyntheticSet) -> None:
+            done[key] = run.row(
+                key_row(key), partial(_release, run, name, generator.axis, key, synthetic)
+            )
+
+        resume = None if resume_k is None else run.store.read_npz(checkpoint_name(name, resume_k))
+        split = run.split()
+        request = run.generation_request(
+            run.target(),
+            run.data.images[split.members],
+            run.data.labels[split.members],
+            ks=tuple(int(k) for k in missing if k is not None) if generator.axis == "k" else c.ks,
+            epsilons=tuple(float(e) for e in missing if e is not None)
+            if generator.axis == "epsilon"
+            else (),
+            resume=resume,
+            on_set=save,  # each set is saved as soon as it is final: a kill keeps it
+        )
+        if resume_k is not None:
+            log.info("[generate] %s: going on from the checkpoint at K=%d", name, resume_k)
+        start = time.perf_counter()
+        sets = generator.generate(request)
+        run.timings[f"generate.{name}"] = round(time.perf_counter() - start, 3)
+        for key in missing:
+            if done[key] is None:  # a generator that only returns its sets
+                save(key, sets[key])
+    return [entry for entry in done.values() if entry is not None]  # in the order of keys
+
+
+def _release(
+    run: Run, name: str, axis: Axis, key: SetKey, synthetic: SyntheticSet
+) -> dict[str, Any]:
+    """Write one set (and its checkpoint) and return its generate.json entry."""
+    k, epsilon = release_setting(axis, key)
+    path = synthetic_name(name, k, epsilon)
+    run.store.write_npz(path, images=synthetic.images, labels=synthetic.labels)
+    if k is not None and synthetic.checkpoint is not None:
+        run.store.write_npz_uncompressed(checkpoint_name(name, k), synthetic.checkpoint)
+    log.info(
+        "[generate] %s: %d images -> %s", row_name(name, k, epsilon), len(synthetic.images), path
+    )
+    entry: dict[str, Any] = {"generator": name, "k": k}
+    if axis == "epsilon":
+        entry["epsilon"] = epsilon
+    return {**entry, "path": path, "n_synthetic": len(synthetic.images), **synthetic.info}
+
+
+def _recorded_ks(run: Run, name: str, *, skip: set[int | None]) -> list[int]:
+    """Ks (outside skip) of this generator whose rows (set and checkpoint) an earlier run on this
+    directory left valid under the current settings."""
+    assert run.rows is not None
+    found = []
+    for record in run.store.path(f"{RECORD_DIR}/generate").glob(f"{name}-k*.json"):
+        suffix = record.stem.removeprefix(f"{name}-k")
+        if not suffix.isdigit() or int(suffix) in skip:
+            continue
+        k = int(suffix)
+        hit = run.rows.valid(row_name(name, k), ())
+        if hit is not None and checkpoint_name(name, k) in hit[0].files:
+            found.append(k)
+    return found

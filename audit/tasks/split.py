@@ -1,0 +1,128 @@
+"""The split (members, non-members, test) and the target model trained on the members."""
+
+from __future__ import annotations
+
+import logging
+
+from audit.config import RunConfig
+from audit.data import (
+    ImageDataset,
+    Split,
+    load_split_file,
+    split_dataset,
+    split_for_pretrained,
+)
+from audit.errors import AuditError
+from audit.models import load_weights, weights_format
+from audit.run import Run
+from audit.training import accuracy, train_classifier
+
+log = logging.getLogger(__name__)
+
+
+PRETRAINED_NOTE = (
+    "The --weights file is a bare pytorchcv checkpoint, trained on the dataset's whole train "
+    "part: members are that part, non-members and test are disjoint halves of its test part."
+)
+ASSUMED_NOTE = (
+    "Membership figures assume the --weights model was trained on this run's members only (the "
+    "seeded split). If it was trained on other records, give their split with --split: a "
+    "'non-member' it was trained on makes every attack read near chance."
+)
+
+
+def membership_basis(config: RunConfig, data: ImageDataset) -> tuple[bool, str | None]:
+    """(split follows a pretrained checkpoint, the note on what membership means, if any)."""
+    if not config.weights or config.split_file:
+        return False, None
+    if weights_format(config.weights) == "pytorchcv" and data.n_train is not None:
+        return True, PRETRAINED_NOTE
+    return False, ASSUMED_NOTE
+
+
+def check_canary_room(config: RunConfig, split: Split) -> None:
+    """--canaries draws from the test split (attacks/tasks/canaries.py): it must hold that many."""
+    if config.canaries > len(split.test):
+        raise AuditError(
+            f"--canaries {config.canaries} needs as many test-split records; the split has "
+            f"{len(split.test)}"
+        )
+
+
+def stage_split(run: Run) -> None:
+    c = run.config
+    pretrained, note = membership_basis(c, run.data)
+    caps = {
+        "max_members": c.max_members,
+        "max_nonmembers": c.max_nonmembers,
+        "max_test": c.max_test,
+    }
+    if c.split_file:
+        split = load_split_file(c.split_file, len(run.data.images))
+    elif pretrained:
+        split = split_for_pretrained(run.data, seed=c.seed, **caps)
+    else:
+        split = split_dataset(
+            run.data,
+            seed=c.seed,
+            member_fraction=c.member_fraction,
+            nonmember_fraction=c.nonmember_fraction,
+            **caps,
+        )
+    check_canary_room(c, split)  # before any training, not only at the last stage
+    run.store.write_npz(
+        "split.npz", members=split.members, nonmembers=split.nonmembers, test=split.test
+    )
+    log.info(
+        "[split] %s: %d members, %d non-members, %d test images of %dx%dx%d",
+        run.data.name,
+        len(split.members),
+        len(split.nonmembers),
+        len(split.test),
+        run.data.image_size,
+        run.data.image_size,
+        run.data.channels,
+    )
+    if note:
+        log.warning("[split] %s", note)
+
+
+def stage_target(run: Run) -> None:
+    c, data, split = run.config, run.data, run.split()
+    model = run.new_model("target")
+    if c.weights:
+        load_weights(model, c.weights, model_name=c.model)
+        source = f"loaded from {c.weights}"
+    else:
+        train_classifier(
+            model,
+            data.images[split.members],
+            data.labels[split.members],
+            c.target,
+            seed=c.seed,
+            stream="target",
+            device=c.device,
+            desc="target",
+        )
+        source = "trained on the members"
+    acc = {
+        f"acc_{part}": accuracy(model, data.images[idx], data.labels[idx], device=c.device)
+        for part, idx in (
+            ("members", split.members),
+            ("nonmembers", split.nonmembers),
+            ("test", split.test),
+        )
+    }
+    run.store.write_state_dict("target.pt", model.state_dict())
+    note = membership_basis(c, data)[1]
+    run.store.write_json(
+        "target.json", {"model": c.model, "source": source, "membership_note": note, **acc}
+    )
+    log.info(
+        "[target] %s %s: accuracy members %.3f, non-members %.3f, test %.3f",
+        c.model,
+        source,
+        acc["acc_members"],
+        acc["acc_nonmembers"],
+        acc["acc_test"],
+    )
