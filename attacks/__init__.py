@@ -1,5 +1,5 @@
 """Attacks on a release and on models trained on it (membership inference, inversion, HCR bounds).
 
-Empty until the membership-inference issue; attack stages register through
-``audit.pipeline.register_stage``.
+The maths lives in this package's modules; attacks/tasks/ holds the stages' tasks, which
+audit/pipeline.py lists.
 """

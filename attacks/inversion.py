@@ -28,7 +28,8 @@ from audit.errors import AuditError
 from audit.models import NormalizedClassifier, bn_layers
 from audit.seeding import numpy_rng, torch_generator
 from audit.similarity import nearest_neighbours
-from generators.bn_match import bn_inputs, frozen, group_losses, quantise
+from generators.bn_loss import bn_inputs, frozen, group_losses
+from generators.bn_match import quantise
 
 Variant = Literal["priors", "miface"]
 VARIANTS: tuple[Variant, ...] = ("priors", "miface")

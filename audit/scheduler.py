@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import random
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -110,13 +111,10 @@ def _trace(event: str, task: Task, node: str) -> None:
 
 
 def node_id() -> str:
-    try:
-        import ray
-
-        if ray.is_initialized():
-            return str(ray.get_runtime_context().get_node_id())
-    except ImportError:
-        pass
+    """The Ray node running this task, or "" outside Ray (which is then never imported)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return str(ray.get_runtime_context().get_node_id())
     return ""
 
 

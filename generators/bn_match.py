@@ -27,23 +27,27 @@ Two properties the audit relies on:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
 from audit.config import BNMatchConfig, RunConfig
 from audit.errors import AuditError
-from audit.models import NormalizedClassifier, bn_layers
+from audit.models import NormalizedClassifier
 from audit.seeding import torch_generator
 from generators.base import Axis, GenerationRequest, SetKey, SyntheticSet, register
+from generators.bn_loss import (
+    bn_inputs,
+    bn_statistics_distance,
+    frozen,
+    group_losses,
+    group_matrix,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,45 +87,6 @@ class BNMatchResult:
     states: dict[int, TrajectoryState] = field(default_factory=dict)  # K -> state after K steps
 
 
-@contextlib.contextmanager
-def frozen(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode (BN normalises with running statistics and never updates them) and no parameter
-    gradients; the previous mode and flags are restored afterwards."""
-    was_training = model.training
-    flags = [p.requires_grad for p in model.parameters()]
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, flag in zip(model.parameters(), flags, strict=True):
-            p.requires_grad_(flag)
-        model.train(was_training)
-
-
-@contextlib.contextmanager
-def bn_inputs(
-    model: nn.Module,
-) -> Iterator[list[tuple[nn.modules.batchnorm._BatchNorm, torch.Tensor]]]:
-    """Record each BN layer's input during a forward pass. Inputs, not outputs: pytorchcv's
-    ReLU(inplace=True) right after BN would overwrite a recorded output."""
-    layers = bn_layers(model)
-    if not layers:
-        raise AuditError("the teacher has no BatchNorm layers; BN-statistics matching needs them")
-    records: list[tuple[nn.modules.batchnorm._BatchNorm, torch.Tensor]] = []
-
-    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        records.append((module, inputs[0]))  # type: ignore[arg-type]
-
-    handles = [layer.register_forward_pre_hook(hook) for layer in layers]
-    try:
-        yield records
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def activation_bytes_per_image(
     teacher: NormalizedClassifier, image_shape: tuple[int, int, int], *, device: str
 ) -> int:
@@ -152,60 +117,6 @@ def groups_within_budget(
     backward's temporaries, within budget bytes (at least one group)."""
     per_image = activation_bytes_per_image(teacher, image_shape, device=device)
     return max(1, budget // (2 * per_image * group_size))
-
-
-def group_matrix(group_index: torch.Tensor, n_groups: int) -> torch.Tensor:
-    """(G, N) averaging matrix: row g holds 1/n_g at the images of group g."""
-    onehot = F.one_hot(group_index, n_groups).T.to(torch.float32)
-    return onehot / onehot.sum(dim=1, keepdim=True)
-
-
-def _norm(diff: torch.Tensor, cfg: BNMatchConfig) -> torch.Tensor:
-    return (
-        (diff * diff).sum(-1) if cfg.norm == "squared" else torch.linalg.vector_norm(diff, dim=-1)
-    )
-
-
-def _spread(var: torch.Tensor, eps: float, cfg: BNMatchConfig) -> torch.Tensor:
-    return torch.sqrt(var + eps) if cfg.spread == "std" else var
-
-
-def group_losses(
-    records: list[tuple[nn.modules.batchnorm._BatchNorm, torch.Tensor]],
-    logits: torch.Tensor,
-    labels: torch.Tensor,
-    z: torch.Tensor,
-    averaging: torch.Tensor,
-    cfg: BNMatchConfig,
-) -> torch.Tensor:
-    """The loss of each group, shape (G,). Only images of group g contribute to entry g."""
-    total = torch.zeros(averaging.shape[0], device=z.device, dtype=torch.float32)
-    group_of_image = averaging.argmax(dim=0)
-    for layer, act in records:
-        act = act.float()
-        assert layer.running_mean is not None and layer.running_var is not None
-        target_mean = layer.running_mean.float()
-        target_spread = _spread(layer.running_var.float(), layer.eps, cfg)
-        image_mean = act.mean(dim=(2, 3))  # (N, C)
-        if cfg.statistics == "batch":
-            mean = averaging @ image_mean  # (G, C) = mean over the group's images, H and W
-            centred = act - mean[group_of_image][:, :, None, None]
-            var = averaging @ (centred * centred).mean(dim=(2, 3))  # biased, as BN's batch var
-            total = total + _norm(mean - target_mean, cfg)
-            total = total + _norm(_spread(var, layer.eps, cfg) - target_spread, cfg)
-        else:  # per-image statistics over (H, W), averaged within the group (ZeroQ)
-            var = act.var(dim=(2, 3), unbiased=False)
-            per_image = _norm(image_mean - target_mean, cfg)
-            per_image = per_image + _norm(_spread(var, layer.eps, cfg) - target_spread, cfg)
-            total = total + averaging @ per_image
-    if cfg.ce_weight:
-        ce = F.cross_entropy(logits.float(), labels, reduction="none")
-        total = total + cfg.ce_weight * (averaging @ ce)
-    if cfg.tv_weight:
-        tv = (z[:, :, 1:, :] - z[:, :, :-1, :]).abs().mean(dim=(1, 2, 3))
-        tv = tv + (z[:, :, :, 1:] - z[:, :, :, :-1]).abs().mean(dim=(1, 2, 3))
-        total = total + cfg.tv_weight * (averaging @ tv)
-    return total
 
 
 def quantise(teacher: NormalizedClassifier, z: torch.Tensor) -> np.ndarray:
@@ -373,42 +284,6 @@ def _checked_mean(losses: torch.Tensor, z: torch.Tensor, step: int) -> float:
             "lower the BN learning rate"
         )
     return float(mean_loss)
-
-
-DISTANCE_IMAGES_PER_PASS = 1000  # whole groups, at most this many images per forward pass
-
-
-@torch.no_grad()
-def bn_statistics_distance(
-    teacher: NormalizedClassifier,
-    images: np.ndarray,
-    *,
-    group_size: int,
-    device: str,
-    images_per_pass: int = DISTANCE_IMAGES_PER_PASS,
-) -> float:
-    """Mean over groups of sum_l ||mu_l - mu||_2 + ||var_l - var||_2 for released uint8 images:
-    how closely what leaves the building matches the private model's statistics. Whole groups
-    go through the teacher a few at a time (at least one group per pass): every BN input of
-    10,000 CIFAR images at once would hold about 8 GB."""
-    from audit.training import to_tensor
-
-    cfg = BNMatchConfig(group_size=group_size, ce_weight=0.0)
-    n = len(images)
-    groups_per_pass = max(1, images_per_pass // group_size)
-    losses = []
-    with frozen(teacher.to(device)):
-        for start in range(0, n, groups_per_pass * group_size):
-            chunk = images[start : start + groups_per_pass * group_size]
-            m = len(chunk)
-            group_index = torch.arange(m, device=device) // group_size
-            averaging = group_matrix(group_index, math.ceil(m / group_size))
-            with bn_inputs(teacher.net) as records:
-                z = teacher.normalize(to_tensor(chunk, device))
-                logits = teacher.net(z)
-                labels = torch.zeros(m, dtype=torch.long, device=device)
-                losses.append(group_losses(records, logits, labels, z, averaging, cfg).cpu())
-    return float(torch.cat(losses).mean())
 
 
 class BNMatchGenerator:

@@ -82,3 +82,19 @@ def test_ray_tasks_ran_on_both_nodes_and_survived_a_node_kill(second_run):
     manifest = json.loads((out / "config.json").read_text())
     assert manifest["status"] == "complete" and manifest["executor"] == "ray"
     assert manifest["task_nodes"][killed] != summary["victim"]
+
+
+def test_ray_flags_without_the_ray_executor_are_refused(capsys):
+    from audit.cli import main
+
+    assert main([*WITH_REFS, "--ray-cpus", "2", "--out", "/nonexistent/never"]) == 2
+    assert "--ray-address and --ray-cpus need --executor ray" in capsys.readouterr().err
+
+
+def test_ray_executor_without_ray_says_how_to_install(monkeypatch):
+    from audit.errors import AuditError
+    from audit.ray_executor import RayExecutor
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    with pytest.raises(AuditError, match=r'pip install -e "\.\[ray\]"'):
+        RayExecutor()

@@ -17,7 +17,7 @@ from audit.graph import Plan, Task
 from audit.run import Run
 from audit.seeding import numpy_rng, torch_generator
 from audit.training import to_tensor
-from generators.bn_match import frozen
+from generators.bn_loss import frozen
 
 log = logging.getLogger(__name__)
 
