@@ -188,6 +188,8 @@ def describe(graph: Graph, done: dict[str, float]) -> str:
     for stage in graph.stages:
         for task in graph.tasks[stage.name]:
             waits = [*graph.upstream(stage), *(f"{stage.name}:{a}" for a in task.after)]
+            if len(waits) > 1 and len(waits) == len(graph.stages) - 1:
+                waits = ["every other stage"]
             if task.id in done:
                 status = f"done ({done[task.id]:.1f} s)"
             else:
