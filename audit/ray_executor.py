@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from typing import Any
 
 from audit.errors import AuditError
@@ -26,6 +27,17 @@ def _ray_task(spec: TaskSpec) -> Outcome:
     if not logging.getLogger().handlers:  # a fresh worker: its log lines reach the driver
         logging.basicConfig(level=logging.INFO, format="%(message)s")
     return run_task(spec)
+
+
+def _check_reachable(address: str) -> None:
+    """A host:port that does not answer fails now, in one line: ray.init would retry for minutes."""
+    host, _, port = address.rpartition(":")
+    if "://" in address or not host or not port.isdigit():
+        return  # "auto", ray://...: Ray's own resolution
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise AuditError(f"--ray-address {address}: no Ray cluster answers there ({exc})") from exc
 
 
 class RayExecutor:
@@ -44,6 +56,7 @@ class RayExecutor:
         if self.owned:
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
             if address:
+                _check_reachable(address)
                 options["address"] = address
             else:  # a cluster of this machine only: bind to loopback
                 options["num_cpus"] = num_cpus

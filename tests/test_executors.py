@@ -98,3 +98,15 @@ def test_ray_executor_without_ray_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(AuditError, match=r'pip install -e "\.\[ray\]"'):
         RayExecutor()
+
+
+def test_a_ray_address_nobody_answers_is_one_line_and_exit_2(tmp_path, capsys):
+    """Without the check ray.init retries for minutes; loopback only, nothing leaves."""
+    from audit.cli import main
+
+    pytest.importorskip("ray")
+    out = tmp_path / "never"
+    flags = ["--executor", "ray", "--ray-address", "127.0.0.1:1", "--out", str(out)]
+    assert main([*WITH_REFS, *flags]) == 2
+    assert "--ray-address 127.0.0.1:1: no Ray cluster answers there" in capsys.readouterr().err
+    assert not out.exists()
