@@ -12,6 +12,15 @@ from audit.presets import PRESETS
 EXIT_BAD_INPUT = 2
 
 
+def by_preset(key: str, fallback: object = None) -> str:
+    """A preset setting's value in each preset, for help texts: "quick 100, smoke 20, ..."."""
+
+    def shown(value: object) -> str:
+        return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+    return ", ".join(f"{name} {shown(p.get(key, fallback))}" for name, p in PRESETS.items())
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr and exit status 2."""
 
@@ -44,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         type=positive_int,
         metavar="K",
-        help="BN-matching steps to release at (one trajectory serves all)",
+        help="BN-matching steps to release at (one trajectory serves all; default: the "
+        f"preset's: {by_preset('ks')})",
     )
     run.add_argument(
         "--generator",
@@ -62,12 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="target epsilons of the DP generators, one row each (default 10)",
     )
     run.add_argument("--delta", type=float, help="delta of the DP generators (default 1e-5)")
-    run.add_argument("--dp-clip", type=float, help="DP-VAE / DP^2-VAE per-record clip norm (1.0)")
+    run.add_argument(
+        "--dp-clip", type=float, help="DP-VAE / DP^2-VAE per-record clip norm (default 1.0)"
+    )
     run.add_argument(
         "--dp-epochs", type=positive_int, help="VAE training epochs (default: the preset's)"
     )
     run.add_argument(
-        "--dp-batch-size", type=positive_int, help="VAE expected batch size (Poisson; 64)"
+        "--dp-batch-size",
+        type=positive_int,
+        help="VAE expected batch size (Poisson sampling; default 64)",
     )
     run.add_argument("--clients", type=positive_int, help="DPD-fVAE clients (default 10)")
     run.add_argument(
@@ -94,17 +108,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--inception-weights",
         metavar="FILE",
         help="a local state dict of torchvision's inception_v3: adds fid_inception beside fd_eval "
-        "(nothing is downloaded)",
+        "(nothing is downloaded; default: none, no fid_inception)",
     )
     run.add_argument(
         "--dataset", default="digits", help=f"one of {', '.join(DATASETS)} (default digits)"
     )
-    run.add_argument("--data-root", help="directory of cifar10 (torchvision format) or imagefolder")
+    run.add_argument(
+        "--data-root",
+        help="directory of cifar10, mnist, fashion-mnist (torchvision format) or imagefolder "
+        "(default: none; digits is embedded)",
+    )
     run.add_argument("--download", action="store_true", help="let torchvision download CIFAR-10")
-    run.add_argument("--image-size", type=positive_int, help="resize images to this many px")
-    run.add_argument("--model", default="resnet20_cifar10", help="pytorchcv CIFAR model name")
-    run.add_argument("--weights", help="target weights file (suite or pytorchcv state dict)")
-    run.add_argument("--n-synthetic", type=positive_int, help="synthetic images per K")
+    run.add_argument(
+        "--image-size",
+        type=positive_int,
+        help="resize images to this many px (default: the dataset's own size; digits, 8 px, is "
+        f"upscaled to the preset's: {by_preset('digits_image_size')})",
+    )
+    run.add_argument(
+        "--model",
+        default="resnet20_cifar10",
+        help="pytorchcv CIFAR model name (default resnet20_cifar10)",
+    )
+    run.add_argument(
+        "--weights",
+        help="target weights file, a suite or pytorchcv state dict (default: none, the target "
+        "is trained on the members)",
+    )
+    run.add_argument(
+        "--n-synthetic",
+        type=positive_int,
+        help=f"synthetic images per K and per epsilon (default: the preset's: "
+        f"{by_preset('n_synthetic')})",
+    )
     for part in ("members", "nonmembers", "test"):
         run.add_argument(
             f"--max-{part}",
@@ -119,7 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="delete an earlier run in --out and start afresh (without it, the run resumes)",
     )
-    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    run.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda"),
+        help="where the tensors live; auto: cuda when torch sees a GPU, else cpu (default auto)",
+    )
     run.add_argument(
         "--threads",
         type=positive_int,
@@ -152,8 +193,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the task graph, each task's estimated cost and what --out already holds; "
         "run nothing",
     )
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--preset", default="quick", choices=tuple(PRESETS))
+    run.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="fixes the split, the noise, the sampling and every model's initialisation "
+        "(default 0)",
+    )
+    run.add_argument(
+        "--preset",
+        default="quick",
+        choices=tuple(PRESETS),
+        help="sizes and recipes: quick (sized for a 2-core CPU in minutes), smoke (seconds: checks "
+        "an install, its numbers mean nothing), paper (the paper's recipe, for a GPU); explicit "
+        "flags override it (default quick)",
+    )
     run.add_argument(
         "--bn-loss",
         choices=tuple(BN_LOSS_VARIANTS),
@@ -175,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--utility-seeds",
         type=positive_int,
-        help="retrain each utility model with this many seeds and report mean and std",
+        help="retrain each utility model with this many seeds and report mean and std "
+        f"(default: the preset's: {by_preset('utility_seeds', 1)})",
     )
     run.add_argument(
         "--real-utility-seeds",
@@ -214,13 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--synthetic",
         metavar="PATH",
         help="audit this existing set instead of generating one: an .npz with images (uint8 "
-        "N x H x W x C) and labels, or a folder PATH/<class>/*",
+        "N x H x W x C) and labels, or a folder PATH/<class>/* (default: none, generate)",
     )
     run.add_argument(
         "--split",
         metavar="FILE",
         help="members/non-members/test indices from a split.npz (e.g. of the run whose set "
-        "--synthetic audits) instead of the seeded split",
+        "--synthetic audits) instead of the seeded split (default: the seeded split)",
     )
     run.add_argument(
         "--redact-originals",
@@ -236,8 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace every private image with a placeholder",
     )
-    report.add_argument("--thresholds", metavar="FILE.toml", help="judge the verdict by this file")
-    report.add_argument("--out", help="write here instead of DIR/report.html")
+    report.add_argument(
+        "--thresholds",
+        metavar="FILE.toml",
+        help="judge the verdict by this file (default: the shipped default_thresholds.toml)",
+    )
+    report.add_argument("--out", help="write here (default DIR/report.html)")
     check = sub.add_parser(
         "check",
         help="gate: exit 1 if a release breaches a leakage threshold, 0 if all hold, 2 on bad "

@@ -466,3 +466,28 @@ def test_other_weights_state_the_membership_assumption(smoke_run):
     )
     assert membership_basis(given_split, data) == (False, None)
     assert membership_basis(build_config(preset="smoke"), data) == (False, None)
+
+
+def test_help_states_every_default():
+    """Every option that takes a value says what happens without it (issue 17), and the preset
+    defaults it quotes are the presets' own."""
+    import argparse
+
+    from audit.arguments import build_parser
+    from audit.presets import PRESETS
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    silent = [
+        f"{name} {action.option_strings[0]}"
+        for name, command in commands.choices.items()
+        for action in command._actions
+        if action.option_strings
+        and action.nargs != 0  # flags (store_true) have no value to default
+        and "default" not in (action.help or "")
+    ]
+    assert silent == []
+    text = commands.choices["run"].format_help().replace("\n", " ")
+    text = " ".join(text.split())
+    ks = " ".join(map(str, PRESETS["paper"]["ks"]))
+    assert f"paper {ks}" in text and f"quick {PRESETS['quick']['n_synthetic']}" in text
