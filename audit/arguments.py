@@ -308,4 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE.toml",
         help="thresholds file (default: the shipped reports/default_thresholds.toml)",
     )
+    check.add_argument(
+        "--json",
+        action="store_true",
+        help="print the verdicts as one JSON document (reports/thresholds.py: verdict_document) "
+        "instead of lines; the exit status is the same",
+    )
     return parser

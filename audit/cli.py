@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import json
 import logging
 import sys
 import warnings
@@ -120,10 +121,15 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from reports.thresholds import gate_run, summary_lines
+    from reports.thresholds import gate_run, summary_lines, verdict_document
 
     thresholds, verdicts = gate_run(args.dir, args.thresholds)
     breaches = [v for v in verdicts if not v.passed]
+    if args.json:
+        if not verdicts:
+            raise AuditError(f"{args.dir}: no released rows to check")
+        print(json.dumps(verdict_document(args.dir, thresholds, verdicts), indent=2))
+        return EXIT_BREACH if breaches else 0
     for verdict in breaches:
         print(f"BREACH {verdict.line()}")
     releases = len({v.row for v in verdicts})

@@ -352,6 +352,46 @@ def load_run_results(run_dir: str | Path) -> tuple[RunDir, dict[str, Any]]:
     return store, results
 
 
+VERDICT_SCHEMA_VERSION = 1
+
+
+def verdict_document(
+    run_dir: str | Path, thresholds: Thresholds, verdicts: list[Verdict]
+) -> dict[str, Any]:
+    """`audit check --json`: per release, whether it passed and every check behind it: a limit
+    (metric, value, limit) or a test against the held-out baseline (p-value, the Bonferroni
+    level it must stay above, the statistic, its chance level and CI). Values not measured (or
+    NaN) are null, so jq and pandas read the document as written."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, tuple | list):
+            return [clean(v) for v in value]
+        return value
+
+    releases: dict[str, Any] = {}
+    for v in verdicts:
+        entry = releases.setdefault(v.row, {"passed": True, "checks": []})
+        entry["passed"] = entry["passed"] and v.passed
+        check: dict[str, Any]
+        if v.is_test:  # a test's value is its p-value, its limit the corrected level
+            check = {"kind": "test", "test": v.metric, "p_value": v.value, "level": v.limit}
+            check |= {"statistic": v.statistic, "chance": v.chance, "ci": v.ci}
+            check |= {"n_tests": v.n_tests}
+        else:
+            check = {"kind": "limit", "metric": v.metric, "value": v.value, "limit": v.limit}
+        entry["checks"].append({k: clean(x) for k, x in check.items()} | {"passed": v.passed})
+    return {
+        "schema_version": VERDICT_SCHEMA_VERSION,
+        "run": str(run_dir),
+        "thresholds": thresholds.source,
+        "alpha": thresholds.alpha,
+        "passed": all(v.passed for v in verdicts),
+        "releases": releases,
+    }
+
+
 def gate_run(
     run_dir: str | Path, thresholds: str | Path | None = None, metrics: tuple[str, ...] = ()
 ) -> tuple[Thresholds, list[Verdict]]:

@@ -10,7 +10,7 @@ import pytest
 
 from audit.cli import main
 from audit.errors import AuditError
-from audit.store import RunDir
+from audit.store import RunDir, row_of
 from reports.thresholds import LEAKAGE_METRICS, TESTS, check, load_thresholds, summary_lines
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run"
@@ -187,3 +187,27 @@ def test_a_refuted_dp_claim_fails_the_gate():
     ]
     assert not verdict.passed and verdict.value == pytest.approx(0.5)
     assert "DP claim violated" in summary_lines([verdict])[0]
+
+
+def test_check_json_agrees_with_the_lines_and_the_results(tmp_path, capsys):
+    """`audit check --json`: the same verdict and exit status as the text, each limit's value
+    taken from results.json, and strict JSON (no NaN) for jq and pandas."""
+    assert main(["check", str(FIXTURE), "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    results = json.loads((FIXTURE / "results.json").read_text())
+    released = {row_of(r) for r in results["rows"] if r["generator"] not in ("real", "target")}
+    assert document["schema_version"] == 1 and document["passed"] is True
+    assert set(document["releases"]) == released
+    tests = [c for r in document["releases"].values() for c in r["checks"] if c["kind"] == "test"]
+    assert tests and all(c["p_value"] is None or c["p_value"] > c["level"] for c in tests)
+    strict = write(tmp_path / "s.toml", "[thresholds]\nmin_utility = 0.99\nmax_nn_ssim = 0.1\n")
+    assert main(["check", str(FIXTURE), "--thresholds", str(strict), "--json"]) == 1
+    text = capsys.readouterr().out
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in the JSON"))
+    document = json.loads(text)
+    assert document["passed"] is False
+    for row in results["rows"]:
+        if row_of(row) in released:
+            checks = {c.get("metric"): c for c in document["releases"][row_of(row)]["checks"]}
+            assert checks["min_utility"]["value"] == row["utility_acc"]
+            assert checks["min_utility"]["passed"] is False
