@@ -20,8 +20,6 @@ from audit.run import Run
 from audit.seeding import numpy_rng
 from audit.training import predict_logits
 
-TARGET_ROW = "target"
-
 
 @dataclass(frozen=True)
 class AttackRecords:

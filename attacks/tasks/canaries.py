@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from attacks.canary import CONFIDENCE, CanaryAudit, audit_canaries
-from audit.graph import release_setting
+from audit.graph import TARGET_ROW, release_setting
 from audit.run import Run
 from audit.seeding import numpy_rng
 from audit.similarity import nearest_neighbours
@@ -33,8 +33,6 @@ from audit.training import predict_logits, train_classifier
 from generators.base import get_generator
 
 log = logging.getLogger(__name__)
-
-TARGET_ROW = "target"
 
 
 def choose_canaries(

@@ -16,7 +16,6 @@ import numpy as np
 
 from attacks.membership import assign_halves
 from attacks.references import (
-    TARGET_ROW,
     AttackRecords,
     attack_records,
     query_logits,
@@ -24,7 +23,7 @@ from attacks.references import (
     reference_size_note,
 )
 from audit.costs import reference_cost
-from audit.graph import Plan, Task, release_setting
+from audit.graph import TARGET_ROW, Plan, Task, release_setting
 from audit.models import NormalizedClassifier
 from audit.run import Run
 from audit.seeding import derive_seed, numpy_rng
