@@ -18,19 +18,33 @@ FeatureMap = Callable[[torch.Tensor], torch.Tensor]  # normalised NCHW -> (N, D)
 
 
 def split_classifier(model: NormalizedClassifier) -> tuple[FeatureMap, nn.Linear]:
-    """pytorchcv CIFAR nets are `features` (ending in the global pool) then a Linear `output`.
-    The feature map takes *normalised* input, so perturbations live in the model's input space."""
+    """The feature map (normalised NCHW -> penultimate features) and the Linear head. pytorchcv
+    CIFAR nets are `features` (ending in the global pool) then a Linear `output`; any other
+    model (--model module:function) is split at its last Linear layer, the feature map running
+    the net up to that layer's input (the head's own computation is discarded). The feature map
+    takes *normalised* input, so perturbations live in the model's input space."""
     features, output = getattr(model.net, "features", None), getattr(model.net, "output", None)
-    if not isinstance(features, nn.Module) or not isinstance(output, nn.Linear):
-        raise AuditError(
-            "feature attacks need a model made of `features` and a Linear `output` head "
-            "(pytorchcv CIFAR ResNets are)"
-        )
+    if isinstance(features, nn.Module) and isinstance(output, nn.Linear):
 
-    def feature_map(z: torch.Tensor) -> torch.Tensor:
-        return features(z).flatten(1)
+        def feature_map(z: torch.Tensor) -> torch.Tensor:
+            return features(z).flatten(1)
 
-    return feature_map, output
+        return feature_map, output
+    linears = [m for m in model.net.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise AuditError("feature attacks need a model whose last layer is Linear")
+    head = linears[-1]
+
+    def head_input(z: torch.Tensor) -> torch.Tensor:
+        captured: list[torch.Tensor] = []
+        handle = head.register_forward_pre_hook(lambda _m, inputs: captured.append(inputs[0]))
+        try:
+            model.net(z)
+        finally:
+            handle.remove()
+        return captured[-1].flatten(1)
+
+    return head_input, head
 
 
 def dct_matrix(n: int) -> torch.Tensor:

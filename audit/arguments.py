@@ -12,10 +12,17 @@ from audit.presets import PRESETS
 EXIT_BAD_INPUT = 2
 
 
+def by_section(section: str, key: str) -> str:
+    """A preset's setting inside a section ("vae", "epochs"), for help texts."""
+    return ", ".join(f"{name} {p.get(section, {}).get(key)}" for name, p in PRESETS.items())
+
+
 def by_preset(key: str, fallback: object = None) -> str:
     """A preset setting's value in each preset, for help texts: "quick 100, smoke 20, ..."."""
 
     def shown(value: object) -> str:
+        if value is None:
+            return "none"
         return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
     return ", ".join(f"{name} {shown(p.get(key, fallback))}" for name, p in PRESETS.items())
@@ -38,10 +45,45 @@ def positive_int(text: str) -> int:
     return value
 
 
-def torch_threads() -> int:
-    import torch
+# flag dest -> the setting it sets, in config.json's names ("bn.clamp_pixels"): a flag's name
+# is its setting's, dots and underscores written as dashes (older spellings stay as aliases)
+SETTING_OF: dict[str, str] = {}
+SHORTHANDS = ("bn_loss",)  # flags that expand into several settings
+NOT_SETTINGS = ("config", "overwrite", "executor", "ray_address", "ray_cpus", "dry_run")
 
-    return torch.get_num_threads()
+
+def flag_of(setting: str) -> str:
+    return "--" + setting.replace(".", "-").replace("_", "-")
+
+
+def add_setting(
+    parser: argparse.ArgumentParser, setting: str, *aliases: str, **options: object
+) -> None:
+    """A flag for one setting: named after it, default None ("not given": the config file's or
+    the preset's value holds)."""
+    dest = setting.replace(".", "__")
+    SETTING_OF[dest] = setting
+    parser.add_argument(flag_of(setting), *aliases, dest=dest, default=None, **options)  # type: ignore[arg-type]
+
+
+def flag_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The settings the flags give, nested as in config.json ({"bn": {"lr": ...}}); the
+    --bn-loss shorthand expands beneath explicit --bn-* flags."""
+    settings: dict[str, object] = {}
+    if getattr(args, "bn_loss", None):
+        settings["bn"] = dict(BN_LOSS_VARIANTS[args.bn_loss])
+    for dest, setting in SETTING_OF.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if isinstance(value, list):
+            value = tuple(value)
+        if "." in setting:
+            section, key = setting.split(".")
+            settings.setdefault(section, {})[key] = value  # type: ignore[index]
+        else:
+            settings[setting] = value
+    return settings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,124 +91,159 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="generate synthetic sets and audit them")
     run.add_argument(
-        "--k",
+        "--config",
+        metavar="FILE.toml",
+        help="settings in config.json's names (top-level keys, sections [bn] [vae] [dp] [fed] "
+        "[target] [utility] [inversion] [features]); flags override it (default: none)",
+    )
+    add_setting(
+        run,
+        "k",
         nargs="+",
         type=positive_int,
         metavar="K",
         help="BN-matching steps to release at (one trajectory serves all; default: the "
-        f"preset's: {by_preset('ks')})",
+        f"preset's: {by_preset('k')})",
     )
-    run.add_argument(
-        "--generator",
+    add_setting(
+        run,
+        "generator",
         nargs="+",
         metavar="NAME",
         help="generators to audit side by side: bn_match, dp_vae, dp2_vae, dpd_fvae, and vae "
         "(the DP-VAE trained without privacy: an ablation, NOT PRIVATE) "
         "(default: bn_match dp_vae)",
     )
-    run.add_argument(
-        "--epsilon",
+    add_setting(
+        run,
+        "epsilon",
         nargs="+",
         type=float,
         metavar="EPS",
         help="target epsilons of the DP generators, one row each (default 10)",
     )
-    run.add_argument("--delta", type=float, help="delta of the DP generators (default 1e-5)")
-    run.add_argument(
-        "--dp-clip", type=float, help="DP-VAE / DP^2-VAE per-record clip norm (default 1.0)"
+    add_setting(
+        run, "dp.delta", "--delta", type=float, help="delta of the DP generators (default 1e-5)"
     )
-    run.add_argument(
-        "--dp-epochs", type=positive_int, help="VAE training epochs (default: the preset's)"
+    add_setting(
+        run, "dp.clip", type=float, help="DP-VAE / DP^2-VAE per-record clip norm (default 1.0)"
     )
-    run.add_argument(
+    add_setting(
+        run,
+        "vae.epochs",
+        "--dp-epochs",
+        type=positive_int,
+        help=f"VAE training epochs (default: the preset's: {by_section('vae', 'epochs')})",
+    )
+    add_setting(
+        run,
+        "vae.batch_size",
         "--dp-batch-size",
         type=positive_int,
         help="VAE expected batch size (Poisson sampling; default 64)",
     )
-    run.add_argument("--clients", type=positive_int, help="DPD-fVAE clients (default 10)")
-    run.add_argument(
+    add_setting(
+        run, "fed.clients", "--clients", type=positive_int, help="DPD-fVAE clients (default 10)"
+    )
+    add_setting(
+        run,
+        "fed.noise_multiplier",
         "--fed-noise",
         type=float,
         metavar="SIGMA",
         help="DPD-fVAE: a fixed noise multiplier, clients stopping when their epsilon is spent "
         "(the public code: 1.2); default: solved per epsilon for the whole plan",
     )
-    run.add_argument(
+    add_setting(
+        run,
+        "fed.partition",
         "--client-partition",
         choices=("iid", "dirichlet"),
         help="DPD-fVAE: how the members are split among clients (default iid)",
     )
-    run.add_argument(
-        "--canaries",
+    add_setting(
+        run,
+        "canaries",
         type=int,
-        default=0,
         metavar="M",
         help="audit every generator's epsilon in one extra run (Steinke et al. 2023): M "
         "mislabelled test records, each included by a fair coin (default 0: off)",
     )
-    run.add_argument(
-        "--inception-weights",
+    add_setting(
+        run,
+        "inception_weights",
         metavar="FILE",
         help="a local state dict of torchvision's inception_v3: adds fid_inception beside fd_eval "
         "(nothing is downloaded; default: none, no fid_inception)",
     )
-    run.add_argument(
-        "--dataset", default="digits", help=f"one of {', '.join(DATASETS)} (default digits)"
-    )
-    run.add_argument(
-        "--data-root",
+    add_setting(run, "dataset", help=f"one of {', '.join(DATASETS)} (default digits)")
+    add_setting(
+        run,
+        "data_root",
         help="directory of cifar10, mnist, fashion-mnist (torchvision format) or imagefolder "
         "(default: none; digits is embedded)",
     )
-    run.add_argument("--download", action="store_true", help="let torchvision download CIFAR-10")
-    run.add_argument(
-        "--image-size",
+    add_setting(
+        run,
+        "download",
+        action=argparse.BooleanOptionalAction,
+        help="let torchvision download the dataset into --data-root (default: no)",
+    )
+    add_setting(
+        run,
+        "image_size",
         type=positive_int,
         help="resize images to this many px (default: the dataset's own size; digits, 8 px, is "
         f"upscaled to the preset's: {by_preset('digits_image_size')})",
     )
-    run.add_argument(
-        "--model",
-        default="resnet20_cifar10",
-        help="pytorchcv CIFAR model name (default resnet20_cifar10)",
+    add_setting(
+        run,
+        "model",
+        help="the target's architecture: a pytorchcv CIFAR model name, or module:function, "
+        "your own code building a classifier with BatchNorm layers as function(channels=, "
+        "num_classes=, image_size=) (default resnet20_cifar10)",
     )
-    run.add_argument(
-        "--weights",
+    add_setting(
+        run,
+        "weights",
         help="target weights file, a suite or pytorchcv state dict (default: none, the target "
         "is trained on the members)",
     )
-    run.add_argument(
-        "--n-synthetic",
+    add_setting(
+        run,
+        "n_synthetic",
         type=positive_int,
         help=f"synthetic images per K and per epsilon (default: the preset's: "
         f"{by_preset('n_synthetic')})",
     )
-    for part in ("members", "nonmembers", "test"):
-        run.add_argument(
-            f"--max-{part}",
+    for part, noun in (("members", "member"), ("nonmembers", "non-member"), ("test", "test")):
+        add_setting(
+            run,
+            f"max_{part}",
             type=positive_int,
             metavar="N",
-            help=f"at most N {part.replace('nonmembers', 'non-members')} images "
-            "(a CPU subset of a large dataset; default: the preset's cap)",
+            help=f"at most N {noun} images "
+            f"(a CPU subset of a large dataset; default: the preset's: {by_preset('max_' + part)})",
         )
-    run.add_argument("--out", help="run directory (default runs/<time>-<config digest>)")
+    add_setting(run, "out", help="run directory (default runs/<time>-<config digest>)")
     run.add_argument(
         "--overwrite",
         action="store_true",
         help="delete an earlier run in --out and start afresh (without it, the run resumes)",
     )
-    run.add_argument(
-        "--device",
-        default="auto",
+    add_setting(
+        run,
+        "device",
         choices=("auto", "cpu", "cuda"),
         help="where the tensors live; auto: cuda when torch sees a GPU, else cpu (default auto)",
     )
-    run.add_argument(
-        "--threads",
+    add_setting(
+        run,
+        "threads",
         type=positive_int,
         metavar="N",
-        help="torch threads per task, in either executor (default: torch's, "
-        f"{torch_threads()} here); results depend on it, so it is recorded",
+        help="torch threads per task, in either executor (default: torch's, the physical cores); "
+        "results depend on it, so it is recorded",
     )
     run.add_argument(
         "--executor",
@@ -193,16 +270,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the task graph, each task's estimated cost and what --out already holds; "
         "run nothing",
     )
-    run.add_argument(
-        "--seed",
+    add_setting(
+        run,
+        "seed",
         type=int,
-        default=0,
         help="fixes the split, the noise, the sampling and every model's initialisation "
         "(default 0)",
     )
-    run.add_argument(
-        "--preset",
-        default="quick",
+    add_setting(
+        run,
+        "preset",
         choices=tuple(PRESETS),
         help="sizes and recipes: quick (sized for a 2-core CPU in minutes), smoke (seconds: checks "
         "an install, its numbers mean nothing), paper (the paper's recipe, for a GPU); explicit "
@@ -211,78 +288,96 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--bn-loss",
         choices=tuple(BN_LOSS_VARIANTS),
-        default="paper",
-        help="BN-matching loss variant (default: the paper's)",
+        help="BN-matching loss variant, a shorthand for bn.statistics, bn.spread, bn.norm and "
+        "bn.ce_weight (default: the paper's)",
     )
-    run.add_argument(
-        "--bn-clamp-pixels",
-        action="store_true",
+    add_setting(
+        run,
+        "bn.clamp_pixels",
+        action=argparse.BooleanOptionalAction,
         help="keep BN-matched images in the valid pixel range during optimisation "
-        "(the paper does not; without it the release is clipped afterwards)",
+        "(the paper does not; without it the release is clipped afterwards; default: no)",
     )
-    run.add_argument(
-        "--bn-groups-per-pass",
+    add_setting(
+        run,
+        "bn.groups_per_pass",
         type=positive_int,
         help="BN groups optimised in one forward pass (default: as many as fit a 6 GiB "
         "activation budget, measured on the model; set it higher on a large GPU)",
     )
-    run.add_argument(
-        "--utility-seeds",
+    add_setting(
+        run,
+        "utility_seeds",
         type=positive_int,
         help="retrain each utility model with this many seeds and report mean and std "
         f"(default: the preset's: {by_preset('utility_seeds', 1)})",
     )
-    run.add_argument(
-        "--real-utility-seeds",
+    add_setting(
+        run,
+        "real_utility_seeds",
         type=positive_int,
-        help="seeds for the real-members baseline (default: the preset's, else --utility-seeds)",
+        help="seeds for the real-members baseline (default: the quick preset's 1, otherwise "
+        "--utility-seeds)",
     )
-    run.add_argument(
-        "--similarity-levels",
+    add_setting(
+        run,
+        "similarity_levels",
         nargs="+",
         type=float,
         metavar="T",
         help="report the share of released images whose nearest-member SSIM/HaarPSI exceeds T "
         "(default 0.5 0.7 0.9)",
     )
-    run.add_argument(
-        "--mia-refs",
+    add_setting(
+        run,
+        "mia_refs",
         type=int,
-        default=0,
         metavar="N",
         help="train N reference pipelines (target -> synthesis -> retraining, each on a random "
         "half of members + non-members) for LiRA and RMIA; costs about N times the main "
         "pipeline (default 0: single-model attacks only)",
     )
-    run.add_argument(
-        "--mia-no-augment",
-        action="store_true",
-        help="LiRA queries each record once instead of with shifted (and mirrored) copies",
+    add_setting(
+        run,
+        "mia_augment",
+        action=argparse.BooleanOptionalAction,
+        help="LiRA queries each record shifted (and mirrored) too; --no-mia-augment: once "
+        "(default: yes)",
     )
-    run.add_argument(
-        "--attacker-weights",
+    run.add_argument(  # the earlier spelling of --no-mia-augment
+        "--mia-no-augment",
+        dest="mia_augment",
+        action="store_const",
+        const=False,
+        help=argparse.SUPPRESS,
+    )
+    add_setting(
+        run,
+        "attacker_weights",
         metavar="FILE",
         help="the release attacker's feature extractor (--model architecture, a suite or "
         "pytorchcv state dict); default: one trained on the population (test) records",
     )
-    run.add_argument(
-        "--synthetic",
+    add_setting(
+        run,
+        "synthetic",
         metavar="PATH",
         help="audit this existing set instead of generating one: an .npz with images (uint8 "
         "N x H x W x C) and labels, or a folder PATH/<class>/* (default: none, generate)",
     )
-    run.add_argument(
-        "--split",
+    add_setting(
+        run,
+        "split",
         metavar="FILE",
         help="members/non-members/test indices from a split.npz (e.g. of the run whose set "
         "--synthetic audits) instead of the seeded split (default: the seeded split)",
     )
-    run.add_argument(
-        "--redact-originals",
+    add_setting(
+        run,
+        "redact_originals",
         "--redact-private",
-        dest="redact_originals",
-        action="store_true",
-        help="show no private images in report.html (and keep none for re-rendering)",
+        action=argparse.BooleanOptionalAction,
+        help="show no private images in report.html (and keep none for re-rendering; default: no)",
     )
     report = sub.add_parser("report", help="re-render DIR/report.html from its saved results")
     report.add_argument("dir", help="a finished run directory")

@@ -5,82 +5,27 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as dt
 import json
 import logging
 import sys
 import warnings
 import zipfile
 
-from audit.arguments import EXIT_BAD_INPUT, build_parser
-from audit.config import BN_LOSS_VARIANTS, build_config
+from audit.arguments import EXIT_BAD_INPUT, build_parser, flag_settings
 from audit.errors import AuditError
 
 EXIT_BREACH = 1  # audit check: a release crossed a threshold
 
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
-    from audit.pipeline import dry_run, execute, resolve_device
+    from audit.api import configure, run_audit
+    from audit.pipeline import dry_run
 
-    if args.synthetic and args.k:
-        raise AuditError("--k sets BN-matching steps; an external set (--synthetic) has none")
-    bn = {**BN_LOSS_VARIANTS[args.bn_loss], "clamp_pixels": args.bn_clamp_pixels}
-    if args.bn_groups_per_pass:
-        bn["groups_per_pass"] = args.bn_groups_per_pass
-    vae = {"epochs": args.dp_epochs, "batch_size": args.dp_batch_size}
-    dp = {"delta": args.delta, "clip": args.dp_clip}
-    fed = {
-        "clients": args.clients,
-        "partition": args.client_partition,
-        "noise_multiplier": args.fed_noise,
-    }
-    generators = tuple(args.generator) if args.generator else None
-    if args.synthetic and args.generator:
-        raise AuditError(
-            "--synthetic audits an existing set; it cannot be combined with --generator"
-        )
-    config = build_config(
-        preset=args.preset,
-        bn_overrides=bn,
-        vae_overrides={k: v for k, v in vae.items() if v is not None},
-        dp_overrides={k: v for k, v in dp.items() if v is not None},
-        fed_overrides={k: v for k, v in fed.items() if v is not None},
-        epsilons=tuple(args.epsilon) if args.epsilon else None,
-        canaries=args.canaries,
-        inception_weights=args.inception_weights,
-        utility_seeds=args.utility_seeds,
-        real_utility_seeds=args.real_utility_seeds,
-        dataset=args.dataset,
-        data_root=args.data_root,
-        download=args.download,
-        image_size=args.image_size,
-        model=args.model,
-        weights=args.weights,
-        ks=tuple(args.k) if args.k else None,
-        n_synthetic=args.n_synthetic,
-        max_members=args.max_members,
-        max_nonmembers=args.max_nonmembers,
-        max_test=args.max_test,
-        out="",
-        device=resolve_device(args.device),
-        seed=args.seed,
-        redact_private=args.redact_originals,
-        mia_refs=args.mia_refs,
-        mia_augment=False if args.mia_no_augment else None,
-        attacker_weights=args.attacker_weights,
-        synthetic=args.synthetic,
-        generators=("external",) if args.synthetic else generators,
-        split_file=args.split,
-        similarity_thresholds=tuple(args.similarity_levels) if args.similarity_levels else None,
-        threads=args.threads,
-    )
-    out = args.out or f"runs/{dt.datetime.now():%Y%m%d-%H%M%S}-{config.digest()[:8]}"
-    config = dataclasses.replace(config, out=out)  # the digest ignores where results go
+    config = configure(args.config, flag_settings(args))
     if args.dry_run:
-        print(dry_run(dataclasses.replace(config, out=args.out or "")))
+        out = config.out if (args.out or _file_sets_out(args.config)) else ""
+        print(dry_run(dataclasses.replace(config, out=out)))
         return 0
-    if args.executor != "ray" and (args.ray_address or args.ray_cpus):
-        raise AuditError("--ray-address and --ray-cpus need --executor ray")
     if config.mia_refs:
         logging.getLogger("audit").info(
             "--mia-refs %d: %d reference pipelines, each roughly the main pipeline's cost "
@@ -88,20 +33,35 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             config.mia_refs,
             config.mia_refs,
         )
-    executor = None
-    if args.executor == "ray":
-        from audit.ray_executor import RayExecutor
-
-        executor = RayExecutor(args.ray_address, args.ray_cpus)
-    root = execute(config, overwrite=args.overwrite, argv=argv, executor=executor)
-    from reports.thresholds import gate_run, summary_lines
+    root = run_audit(
+        config,
+        overwrite=args.overwrite,
+        executor=args.executor,
+        ray_address=args.ray_address,
+        ray_cpus=args.ray_cpus,
+        argv=argv,
+    )
+    from reports.summary import render_summary, summary_rows
+    from reports.thresholds import gate_run, load_run_results, summary_lines
 
     thresholds, verdicts = gate_run(root)
     for line in summary_lines(verdicts):
         print(line)
+    _, results = load_run_results(root)
+    passed = {
+        row: all(v.passed for v in verdicts if v.row == row) for row in {v.row for v in verdicts}
+    }
+    print()
+    print(render_summary(summary_rows(results["rows"], passed)))
     print(f"(verdict: {thresholds.source}; `audit check {root}` gives it as an exit status)")
     print(f"report: {root / 'report.html'}")
     return 0
+
+
+def _file_sets_out(path: str | None) -> bool:
+    from audit.config import load_settings
+
+    return path is not None and bool(load_settings(path).get("out"))
 
 
 def _report(args: argparse.Namespace) -> int:

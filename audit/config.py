@@ -6,6 +6,10 @@ import dataclasses
 import hashlib
 import json
 import math
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -112,7 +116,7 @@ class DPConfig:
 class FedConfig:
     """DPD-fVAE: federated averaging over simulated clients, each keeping its encoder, the shared
     decoder trained with DP-SGD on every client. Defaults: the public code's settings
-    (REFERENCE.md section 10), except fewer clients for small private sets."""
+    (docs/references.md), except fewer clients for small private sets."""
 
     clients: int = 10
     partition: str = "iid"  # iid | dirichlet (label shares per client ~ Dirichlet(alpha))
@@ -133,7 +137,7 @@ class FedConfig:
     kl_weight: float = 0.01
 
 
-# Named BN-matching loss variants (REFERENCE.md section 1); "paper" is the default.
+# Named BN-matching loss variants (docs/references.md); "paper" is the default.
 BN_LOSS_VARIANTS: dict[str, dict[str, Any]] = {
     "paper": {"statistics": "batch", "spread": "var", "norm": "l2", "ce_weight": 1.0},
     # ZeroQ's matching term: per-image statistics, std, squared L2, no cross-entropy (its extra
@@ -151,15 +155,15 @@ class RunConfig:
     model: str = "resnet20_cifar10"
     weights: str | None = None
     # bn_match beside a DP generator: the two ways to release synthetic images on one page
-    generators: tuple[str, ...] = ("bn_match", "dp_vae")
-    ks: tuple[int, ...] = (200, 1000)
-    epsilons: tuple[float, ...] = (10.0,)  # the DP generators' targets, one row each
+    generator: tuple[str, ...] = ("bn_match", "dp_vae")
+    k: tuple[int, ...] = (200, 1000)  # BN-matching steps released at, one row each
+    epsilon: tuple[float, ...] = (10.0,)  # the DP generators' targets, one row each
     vae: VAEConfig = field(default_factory=VAEConfig)
     dp: DPConfig = field(default_factory=DPConfig)
     fed: FedConfig = field(default_factory=FedConfig)
     n_synthetic: int = 100
     out: str = ""
-    device: str = "cpu"
+    device: str = "cpu"  # cpu | cuda; build_config resolves "auto" (the default there)
     # torch threads per task, in either executor (a Ray task asks for as many CPUs): float sums
     # depend on the count, so it keys results; None = torch's default (the CLI records it)
     threads: int | None = None
@@ -183,7 +187,7 @@ class RunConfig:
     bn: BNMatchConfig = field(default_factory=BNMatchConfig)
     inversion: InversionConfig = field(default_factory=InversionConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
-    similarity_thresholds: tuple[float, ...] = (0.5, 0.7, 0.9)
+    similarity_levels: tuple[float, ...] = (0.5, 0.7, 0.9)
     nn_k: int = 3  # nearest members kept per released image (the report shows them)
     mia_candidates: int = 5000  # at most this many members, and as many non-members, attacked
     eps_delta: float = 1e-5  # eps_lower is the epsilon of (epsilon, delta)-DP at this delta
@@ -193,90 +197,209 @@ class RunConfig:
     canaries: int = 0  # one-run epsilon audit (attacks/tasks/canaries.py); 0 = off
     inception_weights: str | None = None  # torchvision inception_v3 state dict: fid_inception
     synthetic: str | None = None  # audit this existing set (generator "external") instead
-    split_file: str | None = None  # members/non-members/test indices from a split.npz
-    redact_private: bool = False
+    split: str | None = None  # members/non-members/test indices from a split.npz
+    redact_originals: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def digest(self) -> str:
         """A short hash of everything that changes results (not where they are written)."""
-        payload = {k: v for k, v in self.to_dict().items() if k not in ("out", "redact_private")}
+        payload = {k: v for k, v in self.to_dict().items() if k not in ("out", "redact_originals")}
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def build_config(
-    *,
-    preset: str = "quick",
-    hflip: bool | None = None,
-    target_overrides: dict[str, Any] | None = None,
-    utility_overrides: dict[str, Any] | None = None,
-    bn_overrides: dict[str, Any] | None = None,
-    vae_overrides: dict[str, Any] | None = None,
-    dp_overrides: dict[str, Any] | None = None,
-    fed_overrides: dict[str, Any] | None = None,
-    **overrides: Any,
-) -> RunConfig:
-    """Merge preset defaults with explicit overrides (None means "not given") and validate.
+SECTIONS: dict[str, type] = {
+    "target": TrainConfig,
+    "utility": TrainConfig,
+    "bn": BNMatchConfig,
+    "vae": VAEConfig,
+    "dp": DPConfig,
+    "fed": FedConfig,
+    "inversion": InversionConfig,
+    "features": FeatureConfig,
+}
+# settings that only tests set (see DPConfig.actual_noise_factor): a file or flag cannot
+TEST_ONLY = ("dp.actual_noise_factor",)
 
-    hflip=None takes the dataset's default (flip augmentation for natural images, not digits)."""
+
+def build_config(*layers: Mapping[str, Any] | None, **settings: Any) -> RunConfig:
+    """The run configuration from layers of settings, each later one overriding the earlier:
+    the preset's defaults, then each layer (a config file, then the flags), then **settings.
+
+    Every layer uses config.json's names: top-level fields, and sections (bn, vae, dp, fed,
+    target, utility, inversion, features) as nested mappings whose keys override one by one. A
+    value of None means "not given". The preset is the last one any layer names ("quick" if
+    none). target.hflip and utility.hflip default to the dataset's (flips are valid for CIFAR,
+    not for digits); image_size on digits to the preset's digits_image_size."""
+    given = merge_settings(*layers, settings)
+    preset = given.get("preset") or "quick"
     if preset not in PRESETS:
         raise AuditError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    base = dict(PRESETS[preset])
-    given = {k: v for k, v in overrides.items() if v is not None}
-    dataset = given.get("dataset", "digits")
-    if hflip is None:  # mirrored images stay valid for CIFAR, not for digits
-        from audit.data import dataset_spec
+    base = {k: v for k, v in PRESETS[preset].items() if k != "digits_image_size"}
+    fields = merge_settings(base, given)
+    fields["preset"] = preset
+    dataset = fields.get("dataset", "digits")
+    if fields.get("image_size") is None and dataset == "digits":
+        fields["image_size"] = PRESETS[preset]["digits_image_size"]
+    for name in ("target", "utility"):
+        if fields.get(name, {}).get("hflip") is None:  # mirrored images stay valid for CIFAR
+            from audit.data import dataset_spec
 
-        hflip = dataset_spec(dataset).hflip
-    image_size = given.get("image_size")
-    if image_size is None and dataset == "digits":
-        image_size = base["digits_image_size"]
-    target = TrainConfig(**{**base["target"], "hflip": hflip, **(target_overrides or {})})
-    utility = TrainConfig(**{**base["utility"], "hflip": hflip, **(utility_overrides or {})})
-    bn = BNMatchConfig(**{**base["bn"], **(bn_overrides or {})})
-    vae = VAEConfig(**{**base.get("vae", {}), **(vae_overrides or {})})
-    dp = DPConfig(**(dp_overrides or {}))
-    fed = FedConfig(**{**base.get("fed", {}), **(fed_overrides or {})})
-    inversion = InversionConfig(**base.get("inversion", {}))
-    features = FeatureConfig(**base.get("features", {}))
-    preset_fields = ("ks", "n_synthetic", "max_members", "max_nonmembers", "max_test")
-    optional_fields = ("max_reference", "utility_seeds", "real_utility_seeds")
-    fields: dict[str, Any] = {
-        **{key: base[key] for key in preset_fields},
-        **{key: base[key] for key in optional_fields if key in base},
-        **given,
-        "image_size": image_size,
-        "preset": preset,
-        "target": target,
-        "utility": utility,
-        "bn": bn,
-        "vae": vae,
-        "dp": dp,
-        "fed": fed,
-        "inversion": inversion,
-        "features": features,
-    }
-    fields["ks"] = tuple(sorted(set(fields["ks"])))
+            fields.setdefault(name, {})["hflip"] = dataset_spec(dataset).hflip
+    if fields.get("synthetic"):
+        if "k" in given:
+            raise AuditError("--k sets BN-matching steps; an external set (--synthetic) has none")
+        if "generator" in given:
+            raise AuditError(
+                "--synthetic audits an existing set; it cannot be combined with --generator"
+            )
+        fields["generator"] = ("external",)
     if fields.get("threads") is None:  # recorded: results depend on it
         import torch
 
         fields["threads"] = torch.get_num_threads()
-    if "epsilons" in fields:
-        fields["epsilons"] = tuple(sorted(set(map(float, fields["epsilons"]))))
-    if "similarity_thresholds" in fields:
-        fields["similarity_thresholds"] = tuple(sorted(set(fields["similarity_thresholds"])))
-    config = RunConfig(**fields)
+    fields["device"] = resolve_device(fields.get("device", "auto"))  # recorded as resolved
+    config = from_settings(fields)
+    config = dataclasses.replace(
+        config,
+        k=tuple(sorted(set(config.k))),
+        epsilon=tuple(sorted(set(config.epsilon))),
+        similarity_levels=tuple(sorted(set(config.similarity_levels))),
+    )
     validate(config)
     return config
 
 
+def merge_settings(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Later layers override earlier ones, key by key inside sections; None is "not given"."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            if value is None:
+                continue
+            if key in SECTIONS and isinstance(value, Mapping):
+                section = {k: v for k, v in value.items() if v is not None}
+                merged[key] = {**merged.get(key, {}), **section}
+            else:
+                merged[key] = value
+    return merged
+
+
+TRAINING_EPOCHS_DEFAULT = 40  # target and utility, where no preset or layer sets epochs
+
+
+def from_settings(fields: Mapping[str, Any], source: str = "settings") -> RunConfig:
+    """A RunConfig from config.json-shaped settings, each checked against its field's type; an
+    AuditError names the first unknown setting or wrong type."""
+    values: dict[str, Any] = {}
+    for key, value in fields.items():
+        if key in SECTIONS:
+            if not isinstance(value, Mapping):
+                raise AuditError(f"{source}: [{key}] must be a table of settings, got {value!r}")
+            section = dict(value)
+            if key in ("target", "utility"):
+                section.setdefault("epochs", TRAINING_EPOCHS_DEFAULT)
+            values[key] = SECTIONS[key](**_typed(SECTIONS[key], section, source, f"{key}."))
+        else:
+            values.update(_typed(RunConfig, {key: value}, source, ""))
+    return RunConfig(**values)
+
+
+def _typed(cls: type, settings: Mapping[str, Any], source: str, prefix: str) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls) if f"{prefix}{f.name}" not in TEST_ONLY]
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        name = f"{prefix}{key}"
+        if key not in hints or (name in TEST_ONLY and source != "settings"):
+            raise AuditError(
+                f"{source}: unknown setting {name!r}; known: {', '.join(prefix + k for k in known)}"
+            )
+        out[key] = coerce(hints[key], value, f"{source}: {name}")
+    return out
+
+
+def coerce(kind: Any, value: Any, where: str) -> Any:
+    """value as a field of type kind (int, float, bool, str, Literal, X | None, tuple[X, ...]):
+    lists become tuples and integers floats; anything else is an AuditError naming the setting."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return coerce(inner, value, where)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            value = [value]  # one value for a list setting: k = 500
+        return tuple(coerce(args[0], v, where) for v in value)
+    if origin is Literal:
+        if value not in args:
+            raise AuditError(f"{where} must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise AuditError(f"{where} must be true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise AuditError(f"{where} must be an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise AuditError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise AuditError(f"{where} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"{where}: no coercion for {kind!r}")
+
+
+def load_settings(path: str) -> dict[str, Any]:
+    """A TOML config file's settings (config.json's names; sections as [bn], [target]...);
+    AuditError on a missing or malformed file. Unknown names fail in build_config."""
+    try:
+        with open(path, "rb") as handle:
+            settings = tomllib.load(handle)
+    except OSError as exc:
+        raise AuditError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise AuditError(f"config file {path} is not valid TOML: {exc}") from None
+    from_settings_check(settings, path)
+    return settings
+
+
+def from_settings_check(settings: Mapping[str, Any], source: str) -> None:
+    """Names and types of a layer checked alone, so an error names the file it came from."""
+    for key, value in settings.items():
+        if key in SECTIONS:
+            if not isinstance(value, Mapping):
+                raise AuditError(f"{source}: [{key}] must be a table of settings, got {value!r}")
+            _typed(SECTIONS[key], value, source, f"{key}.")
+        else:
+            _typed(RunConfig, {key: value}, source, "")
+
+
+def resolve_device(device: str) -> str:
+    """auto -> cuda when torch sees a GPU, else cpu; a GPU asked for and missing is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise AuditError("--device cuda was requested but torch sees no CUDA device")
+    if device not in ("cpu", "cuda"):
+        raise AuditError(f"--device must be auto, cpu or cuda, got {device!r}")
+    return device
+
+
 def validate(config: RunConfig) -> None:
     """Reject impossible values with a message naming the flag."""
-    if not config.ks:
+    if not config.k:
         raise AuditError("--k needs at least one positive integer")
-    for k in config.ks:
+    for k in config.k:
         if k <= 0:
             raise AuditError(f"--k must be positive integers, got {k}")
     if config.threads is not None and config.threads < 1:
@@ -286,10 +409,10 @@ def validate(config: RunConfig) -> None:
             f"--mia-refs needs 0 or at least 2 reference models (each record must be IN for "
             f"some and OUT for others), got {config.mia_refs}"
         )
-    for epsilon in config.epsilons:
+    for epsilon in config.epsilon:
         if not (math.isfinite(epsilon) and epsilon > 0):
             raise AuditError(f"--epsilon must be positive and finite, got {epsilon}")
-    if not config.epsilons:
+    if not config.epsilon:
         raise AuditError("--epsilon needs at least one positive value")
     if not (0 < config.dp.delta < 1):
         raise AuditError(f"--delta must lie in (0, 1), got {config.dp.delta}")
@@ -315,9 +438,9 @@ def validate(config: RunConfig) -> None:
         raise AuditError(
             f"DPD-fVAE's noise multiplier must be positive, got {fed.noise_multiplier}"
         )
-    if len(set(config.generators)) != len(config.generators) or not config.generators:
-        raise AuditError(f"--generator lists each generator once: {' '.join(config.generators)}")
-    if config.synthetic and config.generators != ("external",):
+    if len(set(config.generator)) != len(config.generator) or not config.generator:
+        raise AuditError(f"--generator lists each generator once: {' '.join(config.generator)}")
+    if config.synthetic and config.generator != ("external",):
         raise AuditError(
             "--synthetic audits an existing set; it cannot be combined with generators"
         )
@@ -348,7 +471,7 @@ def validate(config: RunConfig) -> None:
         raise AuditError("member and non-member fractions must lie in (0, 1)")
     if config.member_fraction + config.nonmember_fraction >= 1:
         raise AuditError("member + non-member fractions must leave a test split (sum < 1)")
-    for t in config.similarity_thresholds:
+    for t in config.similarity_levels:
         if not 0 <= t <= 1:
             raise AuditError(f"--similarity-levels must lie in [0, 1], got {t}")
     bn = config.bn

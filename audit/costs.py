@@ -47,12 +47,12 @@ def generation_cost(plan: Plan, generator: str, members: int | None = None) -> f
     c = plan.config
     n = n_members(plan) if members is None else members
     if generator == "bn_match":
-        return BN_IMAGE_STEP_S * max(c.ks) * c.n_synthetic * _scale(plan)
+        return BN_IMAGE_STEP_S * max(c.k) * c.n_synthetic * _scale(plan)
     if generator == "dpd_fvae":
-        epochs = c.fed.rounds * c.fed.local_epochs * len(c.epsilons)
+        epochs = c.fed.rounds * c.fed.local_epochs * len(c.epsilon)
         return VAE_IMAGE_EPOCH_S * epochs * n * _scale(plan)
     if generator in ("dp_vae", "dp2_vae"):
-        return VAE_IMAGE_EPOCH_S * c.vae.epochs * n * len(c.epsilons) * _scale(plan)
+        return VAE_IMAGE_EPOCH_S * c.vae.epochs * n * len(c.epsilon) * _scale(plan)
     if generator == "vae":
         return VAE_IMAGE_EPOCH_S * c.vae.epochs * n * _scale(plan)
     return 0.0  # an external set is only read
@@ -76,7 +76,7 @@ def reference_cost(plan: Plan) -> float:
     """One reference pipeline: a target on half the pool, every generator, the retrainings."""
     c = plan.config
     half = (n_members(plan) + _capped(plan.n_images * c.nonmember_fraction, c.max_nonmembers)) // 2
-    generators = [g for g in c.generators if g != "external"]
+    generators = [g for g in c.generator if g != "external"]
     retrained = [r for r in plan.releases if r.generator != "external"]
     return (
         training_cost(plan, c.target.epochs, half)
@@ -102,5 +102,5 @@ def canary_cost(plan: Plan) -> float:
     c = plan.config
     if not c.canaries:
         return 0.0
-    generators = [g for g in c.generators if g != "external"]
+    generators = [g for g in c.generator if g != "external"]
     return target_cost(plan) + sum(generation_cost(plan, g) for g in generators)

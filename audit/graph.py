@@ -69,16 +69,16 @@ def release_setting(axis: Axis, key: SetKey) -> tuple[int | None, float | None]:
 
 def set_keys(axis: Axis, config: RunConfig) -> tuple[SetKey, ...]:
     if axis == "k":
-        return config.ks
+        return config.k
     if axis == "epsilon":
-        return config.epsilons
+        return config.epsilon
     return (None,)
 
 
 def planned_releases(config: RunConfig) -> tuple[Release, ...]:
     """Every release of the run, in the order generate.json lists them."""
     out = []
-    for name in config.generators:
+    for name in config.generator:
         axis = get_generator(name, config).axis
         for key in set_keys(axis, config):
             k, epsilon = release_setting(axis, key)

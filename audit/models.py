@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
+import os
 import pickle
+import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -16,7 +20,7 @@ from audit.seeding import seeded_global_rng
 log = logging.getLogger(__name__)
 
 CIFAR_SUFFIXES = ("_cifar10", "_cifar100", "_svhn")
-# pytorchcv's published CIFAR-10 weights expect this normalisation (REFERENCE.md section 2)
+# pytorchcv's published CIFAR-10 weights expect this normalisation (docs/references.md)
 PYTORCHCV_CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 PYTORCHCV_CIFAR_STD = (0.2023, 0.1994, 0.2010)
 
@@ -58,16 +62,99 @@ def _adapt_final_pool(net: nn.Module) -> None:
             setattr(parent, name.rsplit(".", 1)[-1], nn.AdaptiveAvgPool2d(1))
 
 
+def is_user_model(name: str) -> bool:
+    """--model module:function names the user's own code; anything else is a pytorchcv name."""
+    return ":" in name
+
+
+def user_model_builder(name: str) -> Callable[..., object]:
+    """The function a `module:function` --model names, imported from the Python path (the
+    current directory included); AuditError when it cannot be found."""
+    module_name, _, function_name = name.partition(":")
+    if not module_name or not function_name:
+        raise AuditError(f"--model {name!r}: expected module:function, e.g. mynets:small_bn_cnn")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # the user's module may fail in any way while importing
+        raise AuditError(
+            f"--model {name!r}: cannot import {module_name}: {type(exc).__name__}: {exc}"
+        ) from None
+    builder = getattr(module, function_name, None)
+    if not callable(builder):
+        raise AuditError(f"--model {name!r}: {module_name} has no function {function_name}")
+    return builder
+
+
+def build_user_model(name: str, *, channels: int, num_classes: int, image_size: int) -> nn.Module:
+    """function(channels=, num_classes=, image_size=) from the user's module: any classifier of
+    NCHW images (normalised by the suite) to logits, ending in a Linear layer."""
+    builder = user_model_builder(name)
+    try:
+        net = builder(channels=channels, num_classes=num_classes, image_size=image_size)
+    except Exception as exc:  # the user's code: report what it raised, in one line
+        raise AuditError(
+            f"--model {name!r} failed to build a {channels}-channel, {num_classes}-class model: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(net, nn.Module):
+        raise AuditError(f"--model {name!r} returned {type(net).__name__}, not a torch nn.Module")
+    if not any(isinstance(m, nn.Linear) for m in net.modules()):
+        raise AuditError(
+            f"--model {name!r} has no Linear layer; the attacks read the penultimate features "
+            "as the input of the last Linear layer"
+        )
+    return net
+
+
+def check_fits(
+    model: nn.Module, name: str, *, channels: int, image_size: int, classes: int
+) -> None:
+    """One forward pass of two blank images: AuditError unless it gives (2, classes) logits."""
+    probe = torch.zeros(2, channels, image_size, image_size)
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(probe)
+    except Exception as exc:  # shape errors surface as RuntimeError, the user's code as anything
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise AuditError(
+            f"--model {name!r} does not fit {channels}-channel {image_size}x{image_size} images: "
+            f"{type(exc).__name__}: {first[:200]}"
+        ) from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise AuditError(
+            f"--model {name!r} gives {shape} for 2 images; expected (2, {classes}) logits"
+        )
+
+
 def build_model(
-    name: str, *, channels: int, num_classes: int, seed: int, stream: str = "model"
+    name: str,
+    *,
+    channels: int,
+    num_classes: int,
+    seed: int,
+    stream: str = "model",
+    image_size: int = 32,
 ) -> NormalizedClassifier:
-    """A freshly initialised pytorchcv CIFAR model; init drawn from a named stream of the seed."""
+    """A freshly initialised pytorchcv CIFAR model, or the user's (module:function); init drawn
+    from a named stream of the seed."""
+    if is_user_model(name):
+        with seeded_global_rng(seed, stream):
+            net = build_user_model(
+                name, channels=channels, num_classes=num_classes, image_size=image_size
+            )
+        return NormalizedClassifier(net, channels)
     from pytorchcv.model_provider import get_model
 
     if not name.endswith(CIFAR_SUFFIXES):
         raise AuditError(
             f"--model {name!r} is not a pytorchcv CIFAR model (name ending in "
-            f"{', '.join(CIFAR_SUFFIXES)}, e.g. resnet20_cifar10)"
+            f"{', '.join(CIFAR_SUFFIXES)}, e.g. resnet20_cifar10) nor module:function"
         )
     try:
         with seeded_global_rng(seed, stream):
@@ -144,7 +231,9 @@ def load_weights(
             f"{flag} {path} do not fit {model_name} with {model.mean.shape[1]} channel(s) and "
             f"{_num_outputs(model)} classes: {_summarise_mismatch(exc)}"
         ) from exc
-    if not suite_format:
+    if not suite_format and is_user_model(model_name):
+        log.info("%s is a bare state dict: inputs normalised with mean 0.5, std 0.25", path)
+    elif not suite_format:
         channels = model.mean.shape[1]
         mean = torch.tensor(PYTORCHCV_CIFAR_MEAN)
         std = torch.tensor(PYTORCHCV_CIFAR_STD)

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from attacks.tasks.canaries import stage_canaries
 from attacks.tasks.features import features_tasks, write_features
@@ -32,7 +31,7 @@ from audit.config import RunConfig
 from audit.data import ImageDataset, load_dataset, load_split_file
 from audit.errors import AuditError
 from audit.graph import Graph, Plan, Stage, build_graph, describe, planned_releases
-from audit.models import build_model, load_weights, require_bn
+from audit.models import build_model, check_fits, load_weights, require_bn
 from audit.provenance import environment, package_versions, source_digest
 from audit.run import Run, remember_dataset
 from audit.scheduler import Executor, Keys, Scheduler, SerialExecutor
@@ -58,7 +57,7 @@ _DATA = ("dataset", "data_root", "image_size")  # + the loaded images' fingerpri
 _COMPUTE = ("seed", "device", "threads")  # threads: torch's reductions depend on the count
 _ATTACK = (*_DATA, "model", *_COMPUTE)
 _CANDIDATES = ("mia_candidates", "max_reference", "mia_refs", "mia_augment")
-_GENERATION = ("generators", "ks", "epsilons", "n_synthetic", "bn", "vae", "dp", "fed")
+_GENERATION = ("generator", "k", "epsilon", "n_synthetic", "bn", "vae", "dp", "fed")
 
 STAGES: list[Stage] = [
     Stage(
@@ -66,7 +65,7 @@ STAGES: list[Stage] = [
         stage_split,
         config=(
             *(*_DATA, "seed", "member_fraction", "nonmember_fraction", "max_members"),
-            *("max_nonmembers", "max_test", "split_file", "weights"),
+            *("max_nonmembers", "max_test", "split", "weights"),
         ),
         device=False,
     ),
@@ -87,7 +86,7 @@ STAGES: list[Stage] = [
     Stage(
         "privacy",
         config=(
-            *(*_DATA, "similarity_thresholds", "nn_k", "max_reference", "max_holdout"),
+            *(*_DATA, "similarity_levels", "nn_k", "max_reference", "max_holdout"),
             *_COMPUTE,
         ),
         reads=("split", "generate"),
@@ -174,7 +173,18 @@ def prepare(config: RunConfig) -> ImageDataset:
         config.dataset, config.data_root, image_size=config.image_size, download=config.download
     )
     model = build_model(
-        config.model, channels=data.channels, num_classes=len(data.classes), seed=config.seed
+        config.model,
+        channels=data.channels,
+        num_classes=len(data.classes),
+        seed=config.seed,
+        image_size=data.image_size,
+    )
+    check_fits(
+        model,
+        config.model,
+        channels=data.channels,
+        image_size=data.image_size,
+        classes=len(data.classes),
     )
     if config.weights:
         load_weights(model, config.weights, model_name=config.model)
@@ -186,11 +196,11 @@ def prepare(config: RunConfig) -> ImageDataset:
         load_weights(
             model, config.attacker_weights, model_name=config.model, flag="--attacker-weights"
         )
-    if config.split_file:
-        split = load_split_file(config.split_file, len(data.images))
+    if config.split:
+        split = load_split_file(config.split, len(data.images))
         if len(split.nonmembers) < 2:
             raise AuditError(
-                f"--split {config.split_file} has {len(split.nonmembers)} non-member(s); the "
+                f"--split {config.split} has {len(split.nonmembers)} non-member(s); the "
                 "holdout statistics need at least 2"
             )
     if config.synthetic:
@@ -202,9 +212,9 @@ def prepare(config: RunConfig) -> ImageDataset:
             channels=data.channels,
             image_size=data.image_size,
         )
-    if "bn_match" in config.generators:
+    if "bn_match" in config.generator:
         require_bn(model, config.model)
-    for name in config.generators:
+    for name in config.generator:
         generator = get_generator(name, config)
         validate = getattr(generator, "validate", None)  # a generator's own input checks
         if validate is not None:
@@ -242,7 +252,7 @@ def run_keys(config: RunConfig, data: ImageDataset) -> Keys:
     software["synthaudit_source"] = source_digest()  # an edit without a version bump counts
     input_files = {  # hashed once; each stage's key takes those it declares
         field: path_fingerprint(getattr(config, field))
-        for field in ("weights", "split_file", "synthetic", "attacker_weights", "inception_weights")
+        for field in ("weights", "split", "synthetic", "attacker_weights", "inception_weights")
     }
     return Keys(config, {"data": data_fingerprint(data), "software": software}, input_files)
 
@@ -378,13 +388,3 @@ def data_fingerprint(data: ImageDataset) -> str:
     digest = hashlib.sha256(np.ascontiguousarray(data.images).tobytes())
     digest.update(np.ascontiguousarray(data.labels).tobytes())
     return digest.hexdigest()
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise AuditError("--device cuda was requested but torch sees no CUDA device")
-    if device not in ("cpu", "cuda"):
-        raise AuditError(f"--device must be auto, cpu or cuda, got {device!r}")
-    return device

@@ -9,7 +9,7 @@ from typing import Any
 # (16x16 images, 100 synthetic images in one BN group); "paper" is the paper's recipe.
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
-        "ks": (200, 1000),
+        "k": (200, 1000),
         "n_synthetic": 100,
         "digits_image_size": 16,
         "max_members": 2000,
@@ -33,7 +33,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     # smoke: seconds, to check an install end to end; its numbers mean nothing
     "smoke": {
-        "ks": (2, 4),
+        "k": (2, 4),
         "n_synthetic": 20,
         "digits_image_size": 16,
         "max_members": 150,
@@ -56,7 +56,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
     },
     "paper": {
-        "ks": (500, 1000, 2000),
+        "k": (500, 1000, 2000),
         "n_synthetic": 10000,
         "digits_image_size": 32,
         "max_members": None,

@@ -52,6 +52,7 @@ class Run:
             num_classes=len(self.data.classes),
             seed=self.config.seed,
             stream=stream,
+            image_size=self.data.image_size,
         )
 
     def retrain(self, images: np.ndarray, labels: np.ndarray, stream: str) -> NormalizedClassifier:
@@ -89,8 +90,8 @@ class Run:
         resume, on_set)."""
         c, data = self.config, self.data
         fields: dict[str, Any] = {
-            "ks": c.ks,
-            "epsilons": c.epsilons,
+            "ks": c.k,
+            "epsilons": c.epsilon,
             "seed": c.seed,
             **settings,
         }

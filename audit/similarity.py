@@ -191,16 +191,19 @@ def _stable_topk(
     return values.gather(1, pos), pos
 
 
-def summarise(
-    values: np.ndarray, *, prefix: str, thresholds: tuple[float, ...]
-) -> dict[str, float]:
-    """mean, 95th percentile, max and the share above each threshold of nearest-neighbour scores."""
+def level_suffix(level: float) -> str:
+    """A similarity level in a column name, safe for pandas and jq: 0.9 -> "0_9"."""
+    return f"{level:g}".replace(".", "_").replace("-", "m")
+
+
+def summarise(values: np.ndarray, *, prefix: str, levels: tuple[float, ...]) -> dict[str, float]:
+    """mean, 95th percentile, max and the share above each level of nearest-neighbour scores."""
     v = np.asarray(values, dtype=np.float64).ravel()
     out = {
         f"{prefix}_mean": float(v.mean()),
         f"{prefix}_p95": float(np.percentile(v, 95)),
         f"{prefix}_max": float(v.max()),
     }
-    for t in thresholds:
-        out[f"{prefix}_frac_above_{t:g}"] = float((v > t).mean())
+    for t in levels:
+        out[f"{prefix}_frac_above_{level_suffix(t)}"] = float((v > t).mean())
     return out

@@ -104,7 +104,7 @@ def save_record(store: RunDir, name: str, key: str, seconds: float) -> StageReco
 
 
 # which generators and Ks run is what rows enumerate: a row's own key leaves the lists out
-ROW_EXEMPT_FIELDS = ("ks", "epsilons", "generators")
+ROW_EXEMPT_FIELDS = ("k", "epsilon", "generator")
 
 
 @dataclass

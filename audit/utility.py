@@ -22,7 +22,12 @@ def retrain(
 ) -> NormalizedClassifier:
     """A fresh model trained only on (images, labels) with the shared recipe."""
     model = build_model(
-        model_name, channels=images.shape[3], num_classes=num_classes, seed=seed, stream=stream
+        model_name,
+        channels=images.shape[3],
+        num_classes=num_classes,
+        seed=seed,
+        stream=stream,
+        image_size=images.shape[1],
     )
     return train_classifier(
         model, images, labels, cfg, seed=seed, stream=stream, device=device, desc=stream

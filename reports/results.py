@@ -10,6 +10,7 @@ import pandas as pd
 from audit.config import RunConfig
 from audit.data import ImageDataset
 from audit.store import RunDir, row_of
+from reports.columns import SCHEMA_VERSION
 
 # Stable leading columns; later issues append, never rename.
 BASE_COLUMNS = (
@@ -24,6 +25,7 @@ BASE_COLUMNS = (
     "nn_haarpsi_p95",
     "nn_haarpsi_max",
     "utility_acc",
+    "verdict",
 )
 
 
@@ -117,6 +119,7 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
     if target.get("membership_note"):  # what "member" means with loaded weights
         notes["membership"] = target["membership_note"]
     return {
+        "schema_version": SCHEMA_VERSION,
         "config_digest": config.digest(),
         "dataset": {
             "name": data.name,
@@ -128,7 +131,7 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
             "n_test": len(split["test"]),
         },
         "target": target,
-        "similarity_thresholds": list(config.similarity_thresholds),
+        "similarity_levels": list(config.similarity_levels),
         "eps_delta": config.eps_delta,
         "holdout": {
             "n_holdout": len(privacy_info["holdout_nonmembers"]),

@@ -349,6 +349,14 @@ def load_run_results(run_dir: str | Path) -> tuple[RunDir, dict[str, Any]]:
         raise AuditError(f"{run_dir}: the run is {status!r}, not complete (see config.json)")
     if not isinstance(results, dict) or not isinstance(results.get("rows"), list):
         raise AuditError(f"{run_dir}/results.json has no rows")
+    from reports.columns import SCHEMA_VERSION
+
+    version = results.get("schema_version", 1)
+    if version != SCHEMA_VERSION:
+        raise AuditError(
+            f"{run_dir}/results.json has schema version {version}; this synthaudit reads "
+            f"{SCHEMA_VERSION}: run the same `audit run` command again to rewrite it"
+        )
     return store, results
 
 

@@ -127,7 +127,7 @@ def test_results_table(smoke_run):
 def test_config_records_provenance(smoke_run):
     manifest = json.loads((smoke_run / "config.json").read_text())
     assert manifest["status"] == "complete"
-    assert manifest["seed"] == 0 and manifest["config"]["ks"] == [2, 4]
+    assert manifest["seed"] == 0 and manifest["config"]["k"] == [2, 4]
     assert torch.__version__.startswith(manifest["environment"]["packages"]["torch"])
     assert manifest["environment"]["packages"]["piq"]
     stages = {"split", "target", "generate", "privacy", "utility", "mia_refs", "mia_release"}
@@ -157,6 +157,9 @@ def test_redacted_report_shows_no_members(tmp_path):
     assert "private images are redacted" in html.lower()
     assert 'class="private"' not in html and 'class="redacted"' in html
     assert not (out / "exhibits.npz").exists()  # no private image kept for re-rendering
+
+
+USER_MODELS = "tests.fixtures.user_models"
 
 
 @pytest.mark.parametrize(
@@ -195,6 +198,12 @@ def test_redacted_report_shows_no_members(tmp_path):
         (["--canaries", "-3"], "--canaries"),
         (["--dp-clip", "0"], "clip"),
         (["--generator", "dp_vae", "--image-size", "18"], "divisible by 4"),
+        (["--model", f"{USER_MODELS}:no_bn_cnn"], "no BatchNorm"),
+        (["--model", f"{USER_MODELS}:fixed_size_mlp"], "does not fit 1-channel 16x16 images"),
+        (["--model", f"{USER_MODELS}:not_a_module"], "not a torch nn.Module"),
+        (["--model", f"{USER_MODELS}:missing"], "has no function missing"),
+        (["--model", "no_such_module_xyz:build"], "cannot import no_such_module_xyz"),
+        (["--config", "/nonexistent.toml"], "cannot read config file"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, args, match):
@@ -248,7 +257,7 @@ def test_out_that_is_not_a_run_directory_is_refused(tmp_path, capsys):
 
 
 def test_nan_mid_run_leaves_nothing_final(tmp_path):
-    config = build_config(preset="smoke", out=str(tmp_path / "nan"), bn_overrides={"lr": 1e12})
+    config = build_config(preset="smoke", out=str(tmp_path / "nan"), bn={"lr": 1e12})
     with pytest.raises(AuditError, match=r"diverged|NaN"):
         execute(config)
     manifest = json.loads((tmp_path / "nan" / "config.json").read_text())
@@ -283,7 +292,7 @@ def test_privacy_stage_finds_a_planted_member(smoke_run, tmp_path):
     run_dir = tmp_path / "copy"
     shutil.copytree(smoke_run, run_dir)
     manifest = json.loads((run_dir / "config.json").read_text())
-    config = build_config(preset="smoke", out=str(run_dir), mia_refs=4, epsilons=(0.1,))
+    config = build_config(preset="smoke", out=str(run_dir), mia_refs=4, epsilon=(0.1,))
     assert config.digest() == manifest["config_digest"]
     data = load_dataset("digits", None, image_size=16)
     with np.load(run_dir / "split.npz") as split:
@@ -302,7 +311,7 @@ def test_privacy_stage_finds_a_planted_member(smoke_run, tmp_path):
             topk = found[f"{metric}_topk_values"]
             assert topk.shape == (20, 3) and (np.diff(topk, axis=1) <= 0).all()
             assert found[f"{metric}_topk_member"][3, 0] == 17
-    assert row["nn_ssim_max"] > 0.999 and row["nn_ssim_frac_above_0.9"] == pytest.approx(2 / 20)
+    assert row["nn_ssim_max"] > 0.999 and row["nn_ssim_frac_above_0_9"] == pytest.approx(2 / 20)
     assert row["exact_copies"] == 2  # and the planted copies are exact copies
     with np.load(run_dir / "privacy/bn_match-k2.npz") as found:
         assert found["exact_copy_released"].tolist() == [3, 11]
@@ -462,7 +471,7 @@ def test_other_weights_state_the_membership_assumption(smoke_run):
     given_split = build_config(
         preset="smoke",
         weights=str(smoke_run / "target.pt"),
-        split_file=str(smoke_run / "split.npz"),
+        split=str(smoke_run / "split.npz"),
     )
     assert membership_basis(given_split, data) == (False, None)
     assert membership_basis(build_config(preset="smoke"), data) == (False, None)
@@ -489,5 +498,5 @@ def test_help_states_every_default():
     assert silent == []
     text = commands.choices["run"].format_help().replace("\n", " ")
     text = " ".join(text.split())
-    ks = " ".join(map(str, PRESETS["paper"]["ks"]))
+    ks = " ".join(map(str, PRESETS["paper"]["k"]))
     assert f"paper {ks}" in text and f"quick {PRESETS['quick']['n_synthetic']}" in text

@@ -109,8 +109,8 @@ def _audit_dp_vae(noise_factor: float, seed: int) -> float:
 
     config = build_config(
         preset="quick",
-        dp_overrides={"actual_noise_factor": noise_factor, "clip": 100.0},
-        vae_overrides={"epochs": 80, "batch_size": 16, "lr": 0.003},
+        dp={"actual_noise_factor": noise_factor, "clip": 100.0},
+        vae={"epochs": 80, "batch_size": 16, "lr": 0.003},
     )
     data = load_dataset("digits", None, image_size=16)
     rng = np.random.default_rng(seed)

@@ -89,6 +89,20 @@ def test_missing_or_unfinished_run_exits_2(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command", ["check", "report"])
+def test_results_of_an_older_schema_exit_2(tmp_path, capsys, command):
+    """A run written before the column renames (schema 1: `tpr_at_1%fpr`, `frac_above_0.9`) is
+    refused in one line that says how to refresh it, not rendered with missing keys."""
+    run = tmp_path / "old"
+    shutil.copytree(FIXTURE, run)
+    results = json.loads((run / "results.json").read_text())
+    del results["schema_version"]
+    (run / "results.json").write_text(json.dumps(results))
+    assert main([command, str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "schema version 1" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("command", ["check", "report"])
 def test_corrupt_saved_result_exits_2(tmp_path, capsys, command):
     run = tmp_path / "run"
     shutil.copytree(FIXTURE, run)

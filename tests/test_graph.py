@@ -30,7 +30,7 @@ def ids(graph) -> list[str]:
 
 def test_graph_of_a_config(digits16):
     config = build_config(
-        preset="smoke", generators=("bn_match", "dp_vae"), epsilons=(1.0, 10.0), mia_refs=4
+        preset="smoke", generator=("bn_match", "dp_vae"), epsilon=(1.0, 10.0), mia_refs=4
     )
     graph = graph_of(config, digits16)
     releases = ["bn_match-k2", "bn_match-k4", "dp_vae-eps1", "dp_vae-eps10"]
@@ -68,7 +68,7 @@ def test_graph_of_a_config(digits16):
 def test_a_changed_setting_recomputes_exactly_its_dependents(smoke_run, tmp_path, digits16):
     run_dir = tmp_path / "copy"
     shutil.copytree(smoke_run, run_dir)
-    config = build_config(preset="smoke", out=str(run_dir), mia_refs=4, epsilons=(0.1,))
+    config = build_config(preset="smoke", out=str(run_dir), mia_refs=4, epsilon=(0.1,))
     assert config.digest() == json.loads((run_dir / "config.json").read_text())["config_digest"]
     graph = graph_of(config, digits16)
     done = done_tasks(graph, RunDir(run_dir), run_keys(config, digits16))

@@ -220,12 +220,12 @@ def test_rejects_bad_arguments():
 
 def test_summary():
     values = np.linspace(0, 1, 101)
-    s = summarise(values, prefix="nn_ssim", thresholds=(0.5, 0.9))
+    s = summarise(values, prefix="nn_ssim", levels=(0.5, 0.9))
     assert s["nn_ssim_mean"] == pytest.approx(0.5)
     assert s["nn_ssim_p95"] == pytest.approx(0.95)
     assert s["nn_ssim_max"] == 1.0
-    assert s["nn_ssim_frac_above_0.5"] == pytest.approx(50 / 101)
-    assert s["nn_ssim_frac_above_0.9"] == pytest.approx(10 / 101)
+    assert s["nn_ssim_frac_above_0_5"] == pytest.approx(50 / 101)
+    assert s["nn_ssim_frac_above_0_9"] == pytest.approx(10 / 101)
 
 
 @pytest.mark.parametrize("metric", METRICS)

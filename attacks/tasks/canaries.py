@@ -106,7 +106,7 @@ def stage_canaries(run: Run) -> None:
         loss = F.cross_entropy(logits, torch.as_tensor(labels), reduction="none").numpy()
         columns[TARGET_ROW] = _audit({"whitebox_loss": -loss}, included, delta)
     releases = {row_of(r): r for r in run.releases()}
-    for name in c.generators:
+    for name in c.generator:
         if name == "external" or (name == "bn_match" and c.weights):
             continue
         generator = get_generator(name, c)

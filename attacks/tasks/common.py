@@ -20,8 +20,8 @@ def metrics_summary(m: AttackMetrics) -> dict[str, Any]:
         "auc": m.auc,
         "auc_ci": list(m.auc_ci),
         "p_value": m.p_value,
-        "tpr_at_0.1%fpr": m.tpr_at_fpr[0.001],
-        "tpr_at_1%fpr": m.tpr_at_fpr[0.01],
+        "tpr_at_0_1fpr": m.tpr_at_fpr[0.001],
+        "tpr_at_1fpr": m.tpr_at_fpr[0.01],
         "min_resolvable_fpr": 1 / m.n_nonmembers,
         "balanced_accuracy": m.balanced_accuracy,
         "eps_lower": m.eps_lower,
@@ -70,6 +70,7 @@ def evaluate_all(
         f"{family}_auc_ci_high": m.auc_ci[1],
         f"{family}_p": chosen.p_value,
         f"{family}_tpr_at_1fpr": m.tpr_at_fpr[0.01],
+        f"{family}_tpr_at_0_1fpr": m.tpr_at_fpr[0.001],
         f"{family}_eps_lower": m.eps_lower,
     }
     log.info(

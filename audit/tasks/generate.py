@@ -25,13 +25,13 @@ log = logging.getLogger(__name__)
 def generate_tasks(plan: Plan) -> list[Task]:
     return [
         Task("generate", name, generate_with, (name,), row=False, cost=generation_cost(plan, name))
-        for name in plan.config.generators
+        for name in plan.config.generator
     ]
 
 
 def write_releases(run: Run, results: dict[str, Any]) -> None:
     """generate.json: every generator's release entries, in the config's order."""
-    releases = [entry for name in run.config.generators for entry in results[name]]
+    releases = [entry for name in run.config.generator for entry in results[name]]
     run.store.write_json("generate.json", {"releases": releases})
 
 
@@ -53,7 +53,7 @@ def generate_with(run: Run, name: str) -> list[dict[str, Any]]:
     if missing and generator.axis == "k" and rows is not None:
         first = min(int(k) for k in missing if k is not None)
         reused_now = [int(k) for k, entry in done.items() if k is not None and entry is not None]
-        earlier = _recorded_ks(run, name, skip=set(c.ks))  # e.g. from a run with other Ks
+        earlier = _recorded_ks(run, name, skip=set(c.k))  # e.g. from a run with other Ks
         resume_k = max((k for k in reused_now + earlier if k < first), default=None)
     if missing:
 
@@ -68,7 +68,7 @@ def generate_with(run: Run, name: str) -> list[dict[str, Any]]:
             run.target(),
             run.data.images[split.members],
             run.data.labels[split.members],
-            ks=tuple(int(k) for k in missing if k is not None) if generator.axis == "k" else c.ks,
+            ks=tuple(int(k) for k in missing if k is not None) if generator.axis == "k" else c.k,
             epsilons=tuple(float(e) for e in missing if e is not None)
             if generator.axis == "epsilon"
             else (),

@@ -117,9 +117,7 @@ def _privacy_row(
     for metric in METRICS:
         values, indices = nearest_neighbours(query, members, metric, k=k, device=device)
         summary.update(
-            summarise(
-                values[:, 0], prefix=f"nn_{metric}", thresholds=run.config.similarity_thresholds
-            )
+            summarise(values[:, 0], prefix=f"nn_{metric}", levels=run.config.similarity_levels)
         )
         arrays[f"{metric}_values"] = values[:, 0]
         arrays[f"{metric}_member"] = indices[:, 0]  # position within split.members

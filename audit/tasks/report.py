@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 from audit.run import Run
+from audit.store import row_of
 
 
 def stage_report(run: Run) -> None:
     from reports.gallery import PrivateImages
     from reports.render import build_report, save_exhibits
     from reports.results import collect_results, results_csv
-    from reports.thresholds import load_thresholds
+    from reports.thresholds import check, load_thresholds, verdict_document
 
     results = collect_results(run.store, run.config, run.data)
+    thresholds = load_thresholds()
+    # the verdict under the shipped thresholds, as `audit check --json` gives it; any other file
+    # judges the same results with `audit check DIR --thresholds FILE`
+    verdicts = check(run.store, results, thresholds)
+    document = verdict_document(run.store.root, thresholds, verdicts)
+    results["verdict"] = {k: v for k, v in document.items() if k not in ("schema_version", "run")}
+    for row in results["rows"]:
+        entry = document["releases"].get(row_of(row))
+        row["verdict"] = None if entry is None else ("pass" if entry["passed"] else "fail")
     images = run.data.images
-    private = PrivateImages(None if run.config.redact_private else images.__getitem__)
+    private = PrivateImages(None if run.config.redact_originals else images.__getitem__)
     # render before writing anything, so a failure leaves no results file looking final
-    html = build_report(run.store, results, private=private, thresholds=load_thresholds())
+    html = build_report(run.store, results, private=private, thresholds=thresholds)
     if not private.redacted:  # what `audit report` needs to re-render without the dataset
         save_exhibits(run.store, private, images)
     run.store.write_json("results.json", results)

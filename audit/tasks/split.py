@@ -33,7 +33,7 @@ ASSUMED_NOTE = (
 
 def membership_basis(config: RunConfig, data: ImageDataset) -> tuple[bool, str | None]:
     """(split follows a pretrained checkpoint, the note on what membership means, if any)."""
-    if not config.weights or config.split_file:
+    if not config.weights or config.split:
         return False, None
     if weights_format(config.weights) == "pytorchcv" and data.n_train is not None:
         return True, PRETRAINED_NOTE
@@ -57,8 +57,8 @@ def stage_split(run: Run) -> None:
         "max_nonmembers": c.max_nonmembers,
         "max_test": c.max_test,
     }
-    if c.split_file:
-        split = load_split_file(c.split_file, len(run.data.images))
+    if c.split:
+        split = load_split_file(c.split, len(run.data.images))
     elif pretrained:
         split = split_for_pretrained(run.data, seed=c.seed, **caps)
     else:

@@ -1,0 +1,445 @@
+"""The column dictionary: every column results.json and results.csv can hold, what it means, its
+range and which way is worse. The one place columns are described; docs/columns.md is generated
+from it (`python -m audit.docs`, checked by a test) and a test checks
+that every column a run writes is here.
+
+Names are lower-case letters, digits and underscores, so `df.nn_ssim_max` in pandas and
+`.rows[].nn_ssim_max` in jq work as written: a similarity level 0.9 becomes `0_9`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# results.json's layout; bumped whenever a column is renamed or removed or its meaning changes
+# (adding a column does not change it). Version 2: safe names (frac_above_0_9, tpr_at_0_1fpr),
+# the verdict per release, schema_version itself.
+SCHEMA_VERSION = 2
+
+SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+MORE_LEAKAGE = "higher = more leakage"
+LESS_LEAKAGE = "higher = less leakage"  # p-values: small is evidence of memorisation
+MORE_UTILITY = "higher = more utility"
+LESS_UTILITY = "higher = less utility"  # distances between synthetic and real images
+NEUTRAL = "descriptive"  # sizes, settings, names: neither better nor worse
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str  # may hold {metric} (ssim, haarpsi), {level}, {family}, {score}: see PLACEHOLDERS
+    meaning: str
+    range: str
+    direction: str
+    group: str
+
+
+PLACEHOLDERS = {
+    "metric": r"(ssim|haarpsi)",
+    "level": r"[0-9]+(_[0-9]+)?",  # a --similarity-levels value, its dot written as _
+    "family": r"(mia_release|mia_model)",
+    "score": r"[a-z0-9_]+",
+}
+
+ROW, SIM, HOLD, UTIL, FID, MIA, INV, DP, CANARY, GATE = (
+    "row",
+    "similarity",
+    "holdout tests",
+    "utility",
+    "fidelity",
+    "membership attacks",
+    "model inversion",
+    "DP claim",
+    "canary audit",
+    "verdict",
+)
+
+COLUMNS: tuple[Column, ...] = (
+    Column(
+        "generator",
+        "what made the row: bn_match, dp_vae, dp2_vae, dpd_fvae, vae, external; `real` (held-out "
+        "records offered as a release: the chance baseline) or `target` (the model itself)",
+        "text",
+        NEUTRAL,
+        ROW,
+    ),
+    Column("k", "BN-matching steps of this release (bn_match only)", "integer >= 1", NEUTRAL, ROW),
+    Column("epsilon", "target epsilon of a DP generator's release", "> 0", NEUTRAL, ROW),
+    Column(
+        "n_synthetic",
+        "images released (the `real` row: the members its utility model trains on)",
+        "integer >= 1",
+        NEUTRAL,
+        ROW,
+    ),
+    Column("n_scored", "released images whose similarity was scored", "integer >= 1", NEUTRAL, ROW),
+    Column(
+        "verdict",
+        "the gate's verdict under the shipped thresholds when the run finished: pass or fail "
+        "(`audit check DIR` re-judges under any file); empty on the baseline rows",
+        "pass | fail",
+        NEUTRAL,
+        GATE,
+    ),
+    *(
+        Column(
+            f"nn_{{metric}}_{stat}",
+            f"{what} of each released image's similarity to its nearest member ({{metric}}: "
+            "SSIM or HaarPSI, 1 = identical)",
+            "[0, 1]",
+            MORE_LEAKAGE,
+            SIM,
+        )
+        for stat, what in (("mean", "mean"), ("p95", "95th percentile"), ("max", "maximum"))
+    ),
+    Column(
+        "nn_{metric}_frac_above_{level}",
+        "share of released images whose nearest member scores above the level (0_9 = 0.9); "
+        "compare the `real` row's",
+        "[0, 1]",
+        MORE_LEAKAGE,
+        SIM,
+    ),
+    Column(
+        "holdout_share_{metric}",
+        "share of released images nearer a member than a held-out non-member (ties half); 0.5 "
+        "when nothing is memorised",
+        "[0, 1]",
+        MORE_LEAKAGE,
+        HOLD,
+    ),
+    Column(
+        "holdout_share_{metric}_ci_low",
+        "holdout_share_{metric} - 1.96 permutation standard deviations (clipped to [0, 1])",
+        "[0, 1]",
+        MORE_LEAKAGE,
+        HOLD,
+    ),
+    Column(
+        "holdout_share_{metric}_ci_high",
+        "holdout_share_{metric} + 1.96 permutation standard deviations",
+        "[0, 1]",
+        MORE_LEAKAGE,
+        HOLD,
+    ),
+    Column(
+        "holdout_share_{metric}_p",
+        "one-sided p-value of holdout_share_{metric} > 0.5 (permutation of the member and "
+        "held-out labels; the gate's test)",
+        "(0, 1]",
+        LESS_LEAKAGE,
+        HOLD,
+    ),
+    Column(
+        "holdout_share_{metric}_p_binomial",
+        "a naive binomial p-value of the same share, for reference: it assumes released "
+        "images independent, which an unrealistic release finding the same few hub images "
+        "nearest breaks",
+        "(0, 1]",
+        LESS_LEAKAGE,
+        HOLD,
+    ),
+    Column(
+        "copy_share_{metric}",
+        "share of released images nearer a member than 99% of held-out records are",
+        "[0, 1]",
+        MORE_LEAKAGE,
+        HOLD,
+    ),
+    Column(
+        "copy_share_{metric}_ci_low",
+        "Clopper-Pearson 95% lower bound of copy_share_{metric}",
+        "[0, 1]",
+        MORE_LEAKAGE,
+        HOLD,
+    ),
+    Column(
+        "copy_share_{metric}_ci_high",
+        "Clopper-Pearson 95% upper bound of copy_share_{metric}",
+        "[0, 1]",
+        MORE_LEAKAGE,
+        HOLD,
+    ),
+    Column(
+        "copy_share_{metric}_p",
+        "exact beta-binomial p-value of copy_share_{metric} above its expected value",
+        "(0, 1]",
+        LESS_LEAKAGE,
+        HOLD,
+    ),
+    Column(
+        "copy_share_{metric}_expected",
+        "copy_share_{metric} expected when nothing is memorised",
+        "[0, 1]",
+        NEUTRAL,
+        HOLD,
+    ),
+    Column(
+        "copy_threshold_{metric}",
+        "the held-out records' 99th-percentile similarity to the members: the copy level",
+        "[0, 1]",
+        NEUTRAL,
+        HOLD,
+    ),
+    Column(
+        "exact_copies",
+        "released images within +-2 grey levels of a member at every pixel",
+        "integer >= 0",
+        MORE_LEAKAGE,
+        HOLD,
+    ),
+    Column(
+        "utility_acc",
+        "test accuracy of ResNet20 trained from scratch on the row's images (mean over "
+        "--utility-seeds); `target`: the target model's",
+        "[0, 1]",
+        MORE_UTILITY,
+        UTIL,
+    ),
+    Column(
+        "utility_acc_std",
+        "standard deviation of utility_acc over the seeds",
+        ">= 0",
+        NEUTRAL,
+        UTIL,
+    ),
+    Column("bn_loss", "BN-matching loss at step k (the optimised objective)", ">= 0", NEUTRAL, ROW),
+    Column(
+        "bn_stat_distance",
+        "distance of the release's BN statistics from the target's running statistics",
+        ">= 0",
+        NEUTRAL,
+        ROW,
+    ),
+    Column(
+        "fd_eval",
+        "Frechet distance to held-out images in the features of a classifier trained on the "
+        "test split",
+        ">= 0",
+        LESS_UTILITY,
+        FID,
+    ),
+    Column(
+        "fid_inception",
+        "FID with torchvision's Inception v3 (only with --inception-weights)",
+        ">= 0",
+        LESS_UTILITY,
+        FID,
+    ),
+    Column("fd_n_images", "images the Frechet distances used", "integer >= 1", NEUTRAL, FID),
+    Column(
+        "inversion_nn_ssim_member",
+        "model inversion (priors): mean SSIM of each reconstruction to its nearest member",
+        "[0, 1]",
+        MORE_LEAKAGE,
+        INV,
+    ),
+    Column(
+        "inversion_nn_ssim_nonmember",
+        "the same to the nearest non-member: the yardstick for inversion_nn_ssim_member",
+        "[0, 1]",
+        NEUTRAL,
+        INV,
+    ),
+    Column(
+        "inversion_eval_acc",
+        "share of priors reconstructions an independent classifier assigns to the class "
+        "they were inverted for",
+        "[0, 1]",
+        MORE_LEAKAGE,
+        INV,
+    ),
+    Column(
+        "inversion_miface_eval_acc",
+        "the same for the MI-Face variant (no priors)",
+        "[0, 1]",
+        MORE_LEAKAGE,
+        INV,
+    ),
+    Column(
+        "{family}_attack",
+        "the family's strongest attack, chosen by AUC on a random half of the candidates "
+        "(mia_release: on the images; mia_model: on the model retrained on them)",
+        "text",
+        NEUTRAL,
+        MIA,
+    ),
+    Column(
+        "{family}_auc",
+        "that attack's AUC on the other half; 0.5 is chance",
+        "[0, 1]",
+        MORE_LEAKAGE,
+        MIA,
+    ),
+    Column(
+        "{family}_auc_ci_low", "95% bootstrap lower bound of the AUC", "[0, 1]", MORE_LEAKAGE, MIA
+    ),
+    Column(
+        "{family}_auc_ci_high", "95% bootstrap upper bound of the AUC", "[0, 1]", MORE_LEAKAGE, MIA
+    ),
+    Column(
+        "{family}_p",
+        "p-value that the attack beats chance (the smaller of a Mann-Whitney and a threshold "
+        "test, doubled)",
+        "(0, 1]",
+        LESS_LEAKAGE,
+        MIA,
+    ),
+    Column(
+        "{family}_tpr_at_1fpr",
+        "true-positive rate at 1% false-positive rate; empty where the non-members cannot "
+        "resolve 1%",
+        "[0, 1]",
+        MORE_LEAKAGE,
+        MIA,
+    ),
+    Column(
+        "{family}_tpr_at_0_1fpr",
+        "true-positive rate at 0.1% false-positive rate; empty where the non-members cannot "
+        "resolve 0.1% (fewer than 1,000 of them)",
+        "[0, 1]",
+        MORE_LEAKAGE,
+        MIA,
+    ),
+    Column(
+        "{family}_eps_lower",
+        "empirical epsilon lower bound implied by the attack's TPR/FPR at eps_delta",
+        ">= 0",
+        MORE_LEAKAGE,
+        MIA,
+    ),
+    Column(
+        "mia_release_target_feature_l2_auc",
+        "AUC of an insider diagnostic (distance in the target's own features), outside the "
+        "worst case and the gate",
+        "[0, 1]",
+        MORE_LEAKAGE,
+        MIA,
+    ),
+    Column("eps_lower", "the largest {family}_eps_lower", ">= 0", MORE_LEAKAGE, MIA),
+    Column("dp_private", "the row claims differential privacy", "true", NEUTRAL, DP),
+    Column(
+        "eps_accountant",
+        "the epsilon the RDP accountant charges for the training actually run",
+        "> 0",
+        MORE_LEAKAGE,
+        DP,
+    ),
+    Column("dp_delta", "delta of the DP claim", "(0, 1)", NEUTRAL, DP),
+    Column(
+        "dp_noise_multiplier",
+        "DP-SGD noise multiplier (the weakest phase's)",
+        "> 0",
+        LESS_LEAKAGE,
+        DP,
+    ),
+    Column("dp_sample_rate", "Poisson sampling rate per step", "(0, 1]", NEUTRAL, DP),
+    Column("dp_steps", "DP-SGD steps taken", "integer >= 0", NEUTRAL, DP),
+    Column("dp_accountant", "which accountant computed eps_accountant", "text", NEUTRAL, DP),
+    Column("dp_clients", "DPD-fVAE: simulated clients", "integer >= 1", NEUTRAL, DP),
+    Column("fl_rounds", "DPD-fVAE: federated rounds run", "integer >= 0", NEUTRAL, DP),
+    Column(
+        "eps_audit",
+        "95% lower bound on epsilon from the one-run canary audit (--canaries); above "
+        "eps_accountant the DP claim is false",
+        ">= 0",
+        MORE_LEAKAGE,
+        CANARY,
+    ),
+    Column(
+        "eps_audit_confidence",
+        "confidence of eps_audit (overall, after the split among scores)",
+        "(0, 1)",
+        NEUTRAL,
+        CANARY,
+    ),
+    Column(
+        "canaries",
+        "canaries planted (each included by a fair coin)",
+        "integer >= 2",
+        NEUTRAL,
+        CANARY,
+    ),
+    Column(
+        "canary_guesses",
+        "guesses behind the best bound",
+        "integer >= 0",
+        NEUTRAL,
+        CANARY,
+    ),
+    Column("canary_correct", "right guesses among them", "integer >= 0", MORE_LEAKAGE, CANARY),
+    Column(
+        "eps_audit_score",
+        "the score that gave eps_audit; empty when none refutes epsilon 0",
+        "text",
+        NEUTRAL,
+        CANARY,
+    ),
+    Column(
+        "eps_audit_{score}",
+        "eps_audit by one score (blackbox_ssim, whitebox, whitebox_loss)",
+        ">= 0",
+        MORE_LEAKAGE,
+        CANARY,
+    ),
+    Column(
+        "dp_claim_violated",
+        "eps_audit > eps_accountant: the canary audit refutes the DP claim",
+        "true | false",
+        MORE_LEAKAGE,
+        CANARY,
+    ),
+)
+
+
+def _pattern(column: Column) -> re.Pattern[str]:
+    text = re.escape(column.name)
+    for key, rx in PLACEHOLDERS.items():
+        text = text.replace(re.escape("{" + key + "}"), rx)
+    return re.compile(f"^{text}$")
+
+
+_EXACT = {c.name: c for c in COLUMNS if "{" not in c.name}
+_PATTERNS = [(c, _pattern(c)) for c in COLUMNS if "{" in c.name]
+
+
+def describe(name: str) -> Column | None:
+    """The dictionary entry of a results column (exact names before patterns); None if unknown."""
+    if name in _EXACT:
+        return _EXACT[name]
+    return next((c for c, rx in _PATTERNS if rx.match(name)), None)
+
+
+def markdown() -> str:
+    """The dictionary as markdown tables, one per group (docs/columns.md's generated part)."""
+    lines = [
+        f"results.json carries `schema_version` {SCHEMA_VERSION}. One row per release, plus "
+        "the baselines `real` (held-out non-members offered as a release: what chance looks "
+        "like on every test) and `target` (the target model itself). A column a run did not "
+        "measure is empty in results.csv and null in results.json.",
+        "",
+        "Placeholders: `{metric}` is `ssim` or `haarpsi`; `{level}` a `--similarity-levels` "
+        "value with its dot written as `_` (0.9 -> `0_9`); `{family}` is `mia_release` (attacks "
+        "on the images) or `mia_model` (attacks on the model retrained on them); `{score}` a "
+        "canary score.",
+        "",
+        "Direction: which way is worse. *higher = more leakage*: the privacy figure grows with "
+        "memorisation; *higher = less leakage*: a p-value (small values are evidence of "
+        "memorisation); *higher = more utility* / *less utility*; *descriptive*: a size, "
+        "setting or name.",
+    ]
+    for group in dict.fromkeys(c.group for c in COLUMNS):
+        lines += ["", f"## {group[0].upper()}{group[1:]}", ""]
+        lines += ["| column | meaning | range | direction |", "|---|---|---|---|"]
+        for c in COLUMNS:
+            if c.group == group:
+                meaning = c.meaning.replace("|", "\\|")
+                lines.append(
+                    f"| `{c.name}` | {meaning} | {c.range.replace('|', 'or')} | {c.direction} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")
