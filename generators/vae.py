@@ -1,6 +1,6 @@
 """The label-conditional convolutional VAE every DP generator trains, and its non-private ablation.
 
-The architecture follows DPD-fVAE's public code (REFERENCE.md section 10): encoder Conv32-Conv64
+The architecture follows DPD-fVAE's public code (docs/references.md): encoder Conv32-Conv64
 with stride 2, decoder dense -> ConvT64 -> ConvT32 -> channels with a sigmoid, the label given to
 both as a one-hot vector. GroupNorm, never BatchNorm: DP-SGD needs every record's gradient to
 depend on that record alone, and the loss is strictly per record (summed Bernoulli

@@ -17,6 +17,23 @@ from dataclasses import dataclass
 # the verdict per release, schema_version itself.
 SCHEMA_VERSION = 2
 
+# results.csv's leading columns, in this order; the rest follow in the order the stages add them
+# (renaming or removing one bumps SCHEMA_VERSION)
+BASE_COLUMNS = (
+    "generator",
+    "k",
+    "epsilon",
+    "n_synthetic",
+    "nn_ssim_mean",
+    "nn_ssim_p95",
+    "nn_ssim_max",
+    "nn_haarpsi_mean",
+    "nn_haarpsi_p95",
+    "nn_haarpsi_max",
+    "utility_acc",
+    "verdict",
+)
+
 SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 MORE_LEAKAGE = "higher = more leakage"
@@ -423,6 +440,10 @@ def markdown() -> str:
         "value with its dot written as `_` (0.9 -> `0_9`); `{family}` is `mia_release` (attacks "
         "on the images) or `mia_model` (attacks on the model retrained on them); `{score}` a "
         "canary score.",
+        "",
+        "Order in results.csv: " + ", ".join(f"`{c}`" for c in BASE_COLUMNS) + " first, then "
+        "the others in the order the stages add them (a column a run did not compute is "
+        "absent). The tables below group them by meaning.",
         "",
         "Direction: which way is worse. *higher = more leakage*: the privacy figure grows with "
         "memorisation; *higher = less leakage*: a p-value (small values are evidence of "

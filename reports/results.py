@@ -10,23 +10,7 @@ import pandas as pd
 from audit.config import RunConfig
 from audit.data import ImageDataset
 from audit.store import RunDir, row_of
-from reports.columns import SCHEMA_VERSION
-
-# Stable leading columns; later issues append, never rename.
-BASE_COLUMNS = (
-    "generator",
-    "k",
-    "epsilon",
-    "n_synthetic",
-    "nn_ssim_mean",
-    "nn_ssim_p95",
-    "nn_ssim_max",
-    "nn_haarpsi_mean",
-    "nn_haarpsi_p95",
-    "nn_haarpsi_max",
-    "utility_acc",
-    "verdict",
-)
+from reports.columns import BASE_COLUMNS, SCHEMA_VERSION
 
 
 def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dict[str, Any]:

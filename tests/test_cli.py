@@ -11,7 +11,7 @@ from audit.cli import main
 from audit.config import build_config
 from audit.errors import AuditError
 from audit.pipeline import execute
-from reports.results import BASE_COLUMNS
+from reports.columns import BASE_COLUMNS
 from tests.conftest import SMOKE
 
 BN_ONLY = [*SMOKE, "--generator", "bn_match"]  # tests of other features skip the DP-VAE's time

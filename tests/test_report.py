@@ -13,10 +13,11 @@ import pytest
 
 from audit.cli import main
 from audit.store import RunDir
+from reports.columns import BASE_COLUMNS
 from reports.gallery import PrivateImages, image_grid
 from reports.html import SECTIONS
 from reports.render import build_report
-from reports.results import BASE_COLUMNS, results_csv
+from reports.results import results_csv
 from reports.thresholds import load_thresholds
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run"
