@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from audit.config import RunConfig, build_config, load_settings
+from audit.config import (
+    RunConfig,
+    build_config,
+    from_settings_check,
+    load_settings,
+    merge_settings,
+)
 from audit.errors import AuditError
 
 if TYPE_CHECKING:
@@ -34,6 +40,7 @@ def configure(
     its flags here), then **settings (`n_synthetic=50`, `bn={"lr": 0.05}`); None is "not given".
     Without `out`, the run directory is runs/<time>-<config digest>."""
     from_file = load_settings(str(config_file)) if config_file is not None else None
+    from_settings_check(merge_settings(overrides, settings), "audit.configure")
     config = build_config(from_file, overrides, settings)
     if not config.out:  # the digest ignores where results go
         out = f"runs/{dt.datetime.now():%Y%m%d-%H%M%S}-{config.digest()[:8]}"

@@ -309,15 +309,23 @@ def from_settings(fields: Mapping[str, Any], source: str = "settings") -> RunCon
 
 def _typed(cls: type, settings: Mapping[str, Any], source: str, prefix: str) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
-    known = [f.name for f in dataclasses.fields(cls) if f"{prefix}{f.name}" not in TEST_ONLY]
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    known = [name for name in defaults if f"{prefix}{name}" not in TEST_ONLY]
     out: dict[str, Any] = {}
     for key, value in settings.items():
         name = f"{prefix}{key}"
-        if key not in hints or (name in TEST_ONLY and source != "settings"):
+        if key not in hints:
             raise AuditError(
                 f"{source}: unknown setting {name!r}; known: {', '.join(prefix + k for k in known)}"
             )
         out[key] = coerce(hints[key], value, f"{source}: {name}")
+        # test-only fault injection: only tests (build_config directly) may change it; a file
+        # or the API may repeat its default, as a recorded config.json does
+        if name in TEST_ONLY and source != "settings" and out[key] != defaults[key]:
+            raise AuditError(
+                f"{source}: {name} is test-only fault injection; only its default "
+                f"{defaults[key]!r} may be given"
+            )
     return out
 
 

@@ -60,6 +60,38 @@ def test_config_json_round_trips_through_build_config(smoke_run):
     assert json.loads(json.dumps(rebuilt.to_dict())) == manifest["config"]
 
 
+def toml_of(settings: dict, section: str = "") -> str:
+    """A config.json block as TOML (strings, numbers, booleans, lists; null is left out)."""
+
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return json.dumps(v)
+
+    lines = [f"[{section}]"] if section else []
+    lines += [
+        f"{k} = {value(v)}"
+        for k, v in settings.items()
+        if v is not None and not isinstance(v, dict)
+    ]
+    for k, v in settings.items():
+        if isinstance(v, dict):
+            lines.append(toml_of(v, k))
+    return "\n".join(lines) + "\n"
+
+
+def test_recorded_config_is_a_config_file(smoke_run, tmp_path):
+    """config.json's `config` block, written as TOML, configures the same run (same digest)."""
+    manifest = json.loads((smoke_run / "config.json").read_text())
+    toml = tmp_path / "recorded.toml"
+    toml.write_text(toml_of(manifest["config"]))
+    assert audit.configure(toml).digest() == manifest["config_digest"]
+    with pytest.raises(audit.AuditError, match="test-only"):
+        audit.configure(dp={"actual_noise_factor": 0.0})
+
+
 def test_config_file_then_flags(tmp_path):
     toml = tmp_path / "audit.toml"
     toml.write_text(
@@ -85,7 +117,7 @@ def test_config_file_then_flags(tmp_path):
     [
         ("n_synthetics = 5\n", "unknown setting 'n_synthetics'"),
         ("[bn]\nrate = 0.1\n", "unknown setting 'bn.rate'"),
-        ("[dp]\nactual_noise_factor = 0.0\n", "unknown setting 'dp.actual_noise_factor'"),
+        ("[dp]\nactual_noise_factor = 0.0\n", "dp.actual_noise_factor is test-only"),
         ('n_synthetic = "many"\n', "n_synthetic must be an integer"),
         ("k = [1.5]\n", "k must be an integer"),
         ("bn = 3\n", "[bn] must be a table"),
