@@ -17,7 +17,9 @@ and the I/Q magnitudes are per image; the similarity maps, the weights max(|x|, 
 weighted logistic mean are pairwise and elementwise.
 
 The pairwise combinations are plain elementwise code: eager by default, or fused by torch.compile
-(``compiled=True``), which changes only floating-point summation order.
+(``compiled=True``), which changes only floating-point summation order. Fused, SSIM's vertical
+Gaussian pass runs inside the combination, column by column (``_ssim_column``), so the
+(positions x pairs) map of local moments is never stored.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class SSIMFeatures:
     mu_centred: torch.Tensor  # (C*P, N) the same minus the channel mean taken from `images`
     var: torch.Tensor  # (C*P, N) local variances
     windows: torch.Tensor | None = None  # (C*H*W', K, N) row windows, once prepared as reference
+    # the reference side of _ssim_column's terms, (C, W', 4, H', 1, N), once prepared
+    columns: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -160,9 +164,63 @@ def _ssim_combine(
 
 
 def ssim_prepare_reference(r: SSIMFeatures) -> SSIMFeatures:
-    """Cut the reference block's row windows once; every query block reuses them."""
+    """Cut the reference block's row windows and column layouts once; every query block reuses
+    them."""
     windows = _row_windows(r.images).transpose(1, 2).contiguous()  # (C*H*W', K, nr)
-    return SSIMFeatures(r.images, r.mu, r.mu_centred, r.var, windows)
+    terms = _column_terms(r, query=False)
+    return SSIMFeatures(r.images, r.mu, r.mu_centred, r.var, windows, terms)
+
+
+def _by_column(t: torch.Tensor, shape: torch.Size, *, query: bool) -> torch.Tensor:
+    """(C*P, N) per-position maps in piq's (channel, row, column) order -> (C, W', H', N, 1) for
+    queries or (C, W', H', 1, N) for references: each output column's positions together."""
+    c, h, w = shape[1:]
+    h_out, w_out = h - SSIM_KERNEL + 1, w - SSIM_KERNEL + 1
+    by_column = t.view(c, h_out, w_out, -1).permute(0, 2, 1, 3).contiguous()
+    return by_column[..., :, None] if query else by_column[..., None, :]
+
+
+def _ssim_column(
+    acc: torch.Tensor,
+    rows: torch.Tensor,
+    g2: torch.Tensor,
+    q_terms: torch.Tensor,
+    r_terms: torch.Tensor,
+) -> torch.Tensor:
+    """acc (nq, nr) plus the SSIM summed over one output column of one channel, for every pair:
+    rows (H, nq, nr) are the column's horizontal sums, the vertical Gaussian pass (g2 = 2 g)
+    runs here, and q_terms (4, H', nq, 1) / r_terms (4, H', 1, nr) are each image's share of the
+    SSIM terms at the column's positions (_column_terms).
+
+    torch.compile fuses it into one pass over `rows`, each plane read once and the local
+    moments kept in registers: no (positions x pairs) map is ever stored (the eager path's
+    banded product and combination write and re-read one)."""
+    for a in range(q_terms.shape[1]):
+        two_local_xy = g2[0] * rows[a]
+        for tap in range(1, SSIM_KERNEL):
+            two_local_xy = two_local_xy + g2[tap] * rows[a + tap]
+        # 2 sigma_xy + c2 = 2 local_xy - 2 muc_q muc_r + c2; 2 mu_q mu_r + c1;
+        # mu_q^2 + mu_r^2 + c1; var_q + var_r + c2, each split into per-image parts
+        numerator = (two_local_xy + q_terms[0, a] * r_terms[0, a] + SSIM_K2**2) * (
+            q_terms[1, a] * r_terms[1, a] + SSIM_K1**2
+        )
+        denominator = (q_terms[2, a] + r_terms[2, a]) * (q_terms[3, a] + r_terms[3, a])
+        acc = acc + numerator / denominator
+    return acc
+
+
+def _column_terms(f: SSIMFeatures, *, query: bool) -> torch.Tensor:
+    """Each image's parts of _ssim_column's terms, (C, W', 4, H', N, 1) for queries or
+    (C, W', 4, H', 1, N) for references: -2 muc (query) / muc; 2 mu / mu; mu^2 + c1 / 2;
+    var + c2 / 2."""
+    c1, c2 = SSIM_K1**2, SSIM_K2**2
+    parts = (
+        (-2.0 * f.mu_centred) if query else f.mu_centred,
+        (2.0 * f.mu) if query else f.mu,
+        f.mu * f.mu + c1 / 2,
+        f.var + c2 / 2,
+    )
+    return torch.stack([_by_column(t, f.images.shape, query=query) for t in parts], dim=2)
 
 
 def ssim_pairwise(
@@ -182,8 +240,10 @@ def ssim_pairwise(
     ws = workspace or Workspace()
     kernel = _ssim_kernel(q.images.dtype, q.images.device)
     g = kernel.sum(dim=1)  # the 1-D Gaussian: kernel == outer(g, g)
-    c, h = q.images.shape[1:3]
-    h_out = h - SSIM_KERNEL + 1
+    c, h, w = q.images.shape[1:]
+    h_out, w_out = h - SSIM_KERNEL + 1, w - SSIM_KERNEL + 1
+    if compiled:
+        return _ssim_by_column(q, r, g, ws)
     left = _row_windows(q.images, g)  # (C*H*W', nq, K)
     right = r.windows if r.windows is not None else ssim_prepare_reference(r).windows
     assert right is not None
@@ -192,11 +252,10 @@ def ssim_pairwise(
     band = torch.zeros(h_out, h, dtype=g.dtype, device=g.device)
     for a in range(h_out):
         band[a, a : a + SSIM_KERNEL] = g
-    local = ws.get("local", (c, h_out, rows.shape[0] // (c * h) * len(q) * len(r)), left)
+    local = ws.get("local", (c, h_out, w_out * len(q) * len(r)), left)
     torch.matmul(band, rows.view(c, h, -1), out=local)  # vertical: sum_a g_a (...)
     local_xy = local.view(-1, len(q), len(r))  # (C*P, nq, nr), positions in piq's order
-    combine = _compiled(_ssim_combine) if compiled else _ssim_combine
-    return combine(
+    return _ssim_combine(
         local_xy,
         q.mu[..., None],
         r.mu[:, None, :],
@@ -207,13 +266,40 @@ def ssim_pairwise(
     )
 
 
+def _ssim_by_column(
+    q: SSIMFeatures, r: SSIMFeatures, g: torch.Tensor, ws: Workspace
+) -> torch.Tensor:
+    """The fused path: every horizontal sum of the block in one batched product, then
+    _ssim_column over each output column of each channel, which reads each sum once and stores
+    nothing the size of (positions x pairs). Computing the horizontal sums column by column
+    instead, to keep them in cache, was slower on a 2-core CPU (many small products)."""
+    prepared = r if r.columns is not None and r.windows is not None else ssim_prepare_reference(r)
+    right, r_terms = prepared.windows, prepared.columns
+    assert right is not None and r_terms is not None
+    c, h, w = q.images.shape[1:]
+    h_out, w_out = h - SSIM_KERNEL + 1, w - SSIM_KERNEL + 1
+    left = _row_windows(q.images, g)  # (C*H*W', nq, K)
+    rows = ws.get("rows", (left.shape[0], len(q), len(r)), left)
+    torch.bmm(left, right, out=rows)  # horizontal: sum_b g_b x y along each row
+    planes = rows.view(c, h, w_out, len(q), len(r))
+    q_terms = _column_terms(q, query=True)
+    column = _compiled(_ssim_column)
+    g2 = 2.0 * g
+    total = torch.zeros(len(q), len(r), dtype=rows.dtype, device=rows.device)
+    for channel in range(c):
+        for col in range(w_out):
+            at = (channel, col)
+            total = column(total, planes[channel, :, col], g2, q_terms[at], r_terms[at])
+    return total / (c * h_out * w_out)
+
+
 def ssim_bytes_per_pair(features: SSIMFeatures, *, compiled: bool) -> int:
-    """Peak bytes one pair costs in ssim_pairwise: the row and local buffers, plus the
-    temporaries of the elementwise combination unless it is fused."""
+    """Peak bytes one pair costs in ssim_pairwise: the row buffer, plus (eager) the local buffer
+    and the combination's temporaries, or (fused) the running sum and one column's result."""
     c, h, w = features.images.shape[1:]
     rows = c * h * (w - SSIM_KERNEL + 1)
     local = features.mu.shape[0]
-    return 4 * (rows + local * (1 if compiled else 6))
+    return 4 * (rows + (2 if compiled else local * 6))
 
 
 # --------------------------------------------------------------------------- HaarPSI
