@@ -249,9 +249,11 @@ def build_config(*layers: Mapping[str, Any] | None, **settings: Any) -> RunConfi
 
             fields.setdefault(name, {})["hflip"] = dataset_spec(dataset).hflip
     if fields.get("synthetic"):
-        if "k" in given:
+        # a recorded config of such a run repeats generator ["external"] and the preset's k:
+        # only other values conflict
+        if "k" in given and tuple(given["k"]) != tuple(PRESETS[preset]["k"]):
             raise AuditError("--k sets BN-matching steps; an external set (--synthetic) has none")
-        if "generator" in given:
+        if "generator" in given and tuple(given["generator"]) != ("external",):
             raise AuditError(
                 "--synthetic audits an existing set; it cannot be combined with --generator"
             )

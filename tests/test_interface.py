@@ -60,6 +60,18 @@ def test_config_json_round_trips_through_build_config(smoke_run):
     assert json.loads(json.dumps(rebuilt.to_dict())) == manifest["config"]
 
 
+def test_recorded_config_of_an_external_audit_round_trips():
+    """--synthetic runs record generator ["external"] and the preset's k; fed back, neither
+    counts as the conflicting flag it would be by hand."""
+    config = build_config(preset="smoke", synthetic="release.npz", out="x")
+    recorded = json.loads(json.dumps(config.to_dict()))
+    assert build_config(recorded).digest() == config.digest()
+    with pytest.raises(audit.AuditError, match="--k"):
+        build_config(recorded, k=[7])
+    with pytest.raises(audit.AuditError, match="--generator"):
+        build_config(recorded, generator=["bn_match"])
+
+
 def toml_of(settings: dict, section: str = "") -> str:
     """A config.json block as TOML (strings, numbers, booleans, lists; null is left out)."""
 
