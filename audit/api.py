@@ -17,13 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from audit.config import (
-    RunConfig,
-    build_config,
-    from_settings_check,
-    load_settings,
-    merge_settings,
-)
+from audit.config import RunConfig, build_config, load_settings, merge_settings, typed_settings
 from audit.errors import AuditError
 
 if TYPE_CHECKING:
@@ -38,14 +32,10 @@ def configure(
     """The resolved, validated run configuration: the preset's defaults, then config_file (a
     TOML file in config.json's names), then overrides (the same names, nested: the CLI passes
     its flags here), then **settings (`n_synthetic=50`, `bn={"lr": 0.05}`); None is "not given".
-    Without `out`, the run directory is runs/<time>-<config digest>."""
+    Without `out`, run_audit picks runs/<time>-<config digest>."""
     from_file = load_settings(str(config_file)) if config_file is not None else None
-    from_settings_check(merge_settings(overrides, settings), "audit.configure")
-    config = build_config(from_file, overrides, settings)
-    if not config.out:  # the digest ignores where results go
-        out = f"runs/{dt.datetime.now():%Y%m%d-%H%M%S}-{config.digest()[:8]}"
-        config = dataclasses.replace(config, out=out)
-    return config
+    typed_settings(merge_settings(overrides, settings), "audit.configure")
+    return build_config(from_file, overrides, settings)
 
 
 def run_audit(
@@ -57,11 +47,15 @@ def run_audit(
     ray_cpus: int | None = None,
     argv: list[str] | None = None,
 ) -> Path:
-    """Run (or resume) every task of config; returns the run directory, whose results.json,
-    results.csv and report.html exist only when everything succeeded. executor "ray" runs the
-    tasks on a Ray cluster (ray_address, or a local one bound to loopback): same bytes."""
+    """Run (or resume) every task of config, in config.out (runs/<time>-<config digest> when
+    empty); returns the run directory, whose results.json, results.csv and report.html exist
+    only when everything succeeded. executor "ray" runs the tasks on a Ray cluster (ray_address,
+    or a local one bound to loopback): same bytes."""
     from audit.pipeline import execute
 
+    if not config.out:  # the digest ignores where results go
+        out = f"runs/{dt.datetime.now():%Y%m%d-%H%M%S}-{config.digest()[:8]}"
+        config = dataclasses.replace(config, out=out)
     if executor not in ("serial", "ray"):
         raise AuditError(f"executor must be serial or ray, got {executor!r}")
     if executor != "ray" and (ray_address or ray_cpus):
@@ -127,8 +121,9 @@ def summary(run_dir: str | Path, thresholds: str | Path | None = None) -> pd.Dat
     import pandas as pd
 
     from reports.summary import summary_rows
-    from reports.thresholds import load_run_results
+    from reports.thresholds import check, load_run_results, load_thresholds, passed_by_release
 
-    _, results = load_run_results(run_dir)
-    judged = verdict(run_dir, thresholds)
-    return pd.DataFrame(summary_rows(results["rows"], judged.releases))
+    limits = load_thresholds(thresholds)
+    store, results = load_run_results(run_dir)
+    passed = passed_by_release(check(store, results, limits))
+    return pd.DataFrame(summary_rows(results["rows"], passed))

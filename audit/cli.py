@@ -4,7 +4,6 @@ to exit statuses."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -22,9 +21,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from audit.pipeline import dry_run
 
     config = configure(args.config, flag_settings(args))
-    if args.dry_run:
-        out = config.out if (args.out or _file_sets_out(args.config)) else ""
-        print(dry_run(dataclasses.replace(config, out=out)))
+    if args.dry_run:  # with the --out (or file's out) of an earlier run: what it would reuse
+        print(dry_run(config))
         return 0
     if config.mia_refs:
         logging.getLogger("audit").info(
@@ -42,26 +40,24 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         argv=argv,
     )
     from reports.summary import render_summary, summary_rows
-    from reports.thresholds import gate_run, load_run_results, summary_lines
+    from reports.thresholds import (
+        check,
+        load_run_results,
+        load_thresholds,
+        passed_by_release,
+        summary_lines,
+    )
 
-    thresholds, verdicts = gate_run(root)
+    thresholds = load_thresholds()
+    store, results = load_run_results(root)
+    verdicts = check(store, results, thresholds)
     for line in summary_lines(verdicts):
         print(line)
-    _, results = load_run_results(root)
-    passed = {
-        row: all(v.passed for v in verdicts if v.row == row) for row in {v.row for v in verdicts}
-    }
     print()
-    print(render_summary(summary_rows(results["rows"], passed)))
+    print(render_summary(summary_rows(results["rows"], passed_by_release(verdicts))))
     print(f"(verdict: {thresholds.source}; `audit check {root}` gives it as an exit status)")
     print(f"report: {root / 'report.html'}")
     return 0
-
-
-def _file_sets_out(path: str | None) -> bool:
-    from audit.config import load_settings
-
-    return path is not None and bool(load_settings(path).get("out"))
 
 
 def _report(args: argparse.Namespace) -> int:

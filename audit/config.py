@@ -292,24 +292,40 @@ def merge_settings(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
 TRAINING_EPOCHS_DEFAULT = 40  # target and utility, where no preset or layer sets epochs
 
 
-def from_settings(fields: Mapping[str, Any], source: str = "settings") -> RunConfig:
-    """A RunConfig from config.json-shaped settings, each checked against its field's type; an
-    AuditError names the first unknown setting or wrong type."""
+def from_settings(fields: Mapping[str, Any]) -> RunConfig:
+    """A RunConfig from config.json-shaped settings, each checked against its field's type (the
+    test-only ones included: build_config is what tests call)."""
+    typed = typed_settings(fields, "settings", test_only_allowed=True)
     values: dict[str, Any] = {}
-    for key, value in fields.items():
+    for key, value in typed.items():
         if key in SECTIONS:
-            if not isinstance(value, Mapping):
-                raise AuditError(f"{source}: [{key}] must be a table of settings, got {value!r}")
-            section = dict(value)
             if key in ("target", "utility"):
-                section.setdefault("epochs", TRAINING_EPOCHS_DEFAULT)
-            values[key] = SECTIONS[key](**_typed(SECTIONS[key], section, source, f"{key}."))
-        else:
-            values.update(_typed(RunConfig, {key: value}, source, ""))
+                value.setdefault("epochs", TRAINING_EPOCHS_DEFAULT)
+            value = SECTIONS[key](**value)
+        values[key] = value
     return RunConfig(**values)
 
 
-def _typed(cls: type, settings: Mapping[str, Any], source: str, prefix: str) -> dict[str, Any]:
+def typed_settings(
+    settings: Mapping[str, Any], source: str, *, test_only_allowed: bool = False
+) -> dict[str, Any]:
+    """One layer's settings with every name and type checked against the dataclasses (lists as
+    tuples, integers as floats where a float is due); an AuditError names the source and the
+    first unknown setting, wrong type, or changed test-only setting."""
+    typed: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key in SECTIONS:
+            if not isinstance(value, Mapping):
+                raise AuditError(f"{source}: [{key}] must be a table of settings, got {value!r}")
+            typed[key] = _typed(SECTIONS[key], value, source, f"{key}.", test_only_allowed)
+        else:
+            typed.update(_typed(RunConfig, {key: value}, source, "", test_only_allowed))
+    return typed
+
+
+def _typed(
+    cls: type, settings: Mapping[str, Any], source: str, prefix: str, test_only_allowed: bool
+) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     defaults = {f.name: f.default for f in dataclasses.fields(cls)}
     known = [name for name in defaults if f"{prefix}{name}" not in TEST_ONLY]
@@ -321,9 +337,9 @@ def _typed(cls: type, settings: Mapping[str, Any], source: str, prefix: str) -> 
                 f"{source}: unknown setting {name!r}; known: {', '.join(prefix + k for k in known)}"
             )
         out[key] = coerce(hints[key], value, f"{source}: {name}")
-        # test-only fault injection: only tests (build_config directly) may change it; a file
-        # or the API may repeat its default, as a recorded config.json does
-        if name in TEST_ONLY and source != "settings" and out[key] != defaults[key]:
+        # test-only fault injection: a file or the API may repeat its default, as a recorded
+        # config.json does, but not change it
+        if name in TEST_ONLY and not test_only_allowed and out[key] != defaults[key]:
             raise AuditError(
                 f"{source}: {name} is test-only fault injection; only its default "
                 f"{defaults[key]!r} may be given"
@@ -377,19 +393,8 @@ def load_settings(path: str) -> dict[str, Any]:
         raise AuditError(f"cannot read config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise AuditError(f"config file {path} is not valid TOML: {exc}") from None
-    from_settings_check(settings, path)
+    typed_settings(settings, path)  # names and types checked now, so errors name the file
     return settings
-
-
-def from_settings_check(settings: Mapping[str, Any], source: str) -> None:
-    """Names and types of a layer checked alone, so an error names the file it came from."""
-    for key, value in settings.items():
-        if key in SECTIONS:
-            if not isinstance(value, Mapping):
-                raise AuditError(f"{source}: [{key}] must be a table of settings, got {value!r}")
-            _typed(SECTIONS[key], value, source, f"{key}.")
-        else:
-            _typed(RunConfig, {key: value}, source, "")
 
 
 def resolve_device(device: str) -> str:

@@ -8,12 +8,14 @@ everything around it is written by hand."""
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from audit.arguments import NOT_SETTINGS, SETTING_OF, SHORTHANDS, build_parser
+from audit.config import RunConfig, build_config
 from audit.presets import PRESETS
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -44,17 +46,20 @@ def _shown(value: object) -> str:
     return str(value)
 
 
+@functools.cache
+def _preset_config(preset: str) -> RunConfig:
+    """What a preset resolves to with nothing else given (machine-dependent values pinned)."""
+    return build_config(preset=preset, threads=1, device="cpu")
+
+
 def _resolved(setting: str) -> str:
     """The setting's value under each preset with nothing else given: one value, or one per
     preset where they differ."""
-    from audit.config import build_config
-
     if setting in DESCRIBED:
         return DESCRIBED[setting]
     values = {}
     for preset in PRESETS:
-        config = build_config(preset=preset, threads=1, device="cpu")
-        value: object = config
+        value: object = _preset_config(preset)
         for part in setting.split("."):
             value = getattr(value, part)
         values[preset] = NONE_MEANS.get(setting, "none") if value is None else _shown(value)

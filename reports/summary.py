@@ -4,33 +4,27 @@ baselines beneath. Pure functions over results.json's rows."""
 
 from __future__ import annotations
 
-import math
 import textwrap
 from typing import Any
 
 from audit.store import row_of
+from reports.thresholds import number_or_none
 
 FAMILIES = ("mia_release", "mia_model")
 FPRS = ((0.001, "tpr_at_0_1fpr"), (0.01, "tpr_at_1fpr"))  # lowest first
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-        return None
-    return float(value)
-
-
 def strongest_attack(row: dict[str, Any]) -> dict[str, Any]:
     """The family whose chosen attack has the highest AUC, that AUC, and its TPR at the lowest
     FPR (0.1%, else 1%) the row's non-members can resolve."""
-    aucs = {f: _number(row.get(f"{f}_auc")) for f in FAMILIES}
+    aucs = {f: number_or_none(row.get(f"{f}_auc")) for f in FAMILIES}
     scored = [(f, auc) for f, auc in aucs.items() if auc is not None]
     if not scored:
         return {"attack": None, "attack_auc": None, "attack_tpr": None, "attack_fpr": None}
     family, auc = max(scored, key=lambda item: item[1])
     tpr, fpr = None, None
     for rate, suffix in FPRS:
-        tpr = _number(row.get(f"{family}_{suffix}"))
+        tpr = number_or_none(row.get(f"{family}_{suffix}"))
         if tpr is not None:
             fpr = rate
             break
@@ -47,21 +41,21 @@ def summary_rows(rows: list[dict[str, Any]], passed: dict[str, bool]) -> list[di
     ratio to the real members' utility_acc, holdout_share_ssim with its p-value (0.5 is
     chance), the strongest attack, and the verdict (pass / fail / baseline)."""
     real = next((r for r in rows if r["generator"] == "real"), {})
-    real_acc = _number(real.get("utility_acc"))
+    real_acc = number_or_none(real.get("utility_acc"))
     out = []
     ordered = [r for r in rows if r["generator"] not in ("real", "target")]
     ordered += [r for r in rows if r["generator"] in ("real", "target")]
     for row in ordered:
         name = row_of(row)
-        acc = _number(row.get("utility_acc"))
+        acc = number_or_none(row.get("utility_acc"))
         baseline = row["generator"] in ("real", "target")
         out.append(
             {
                 "release": name,
                 "utility_acc": acc,
                 "utility_vs_real": acc / real_acc if acc is not None and real_acc else None,
-                "holdout_share_ssim": _number(row.get("holdout_share_ssim")),
-                "holdout_share_ssim_p": _number(row.get("holdout_share_ssim_p")),
+                "holdout_share_ssim": number_or_none(row.get("holdout_share_ssim")),
+                "holdout_share_ssim_p": number_or_none(row.get("holdout_share_ssim_p")),
                 **strongest_attack(row),
                 "verdict": "baseline"
                 if baseline

@@ -227,7 +227,7 @@ def release_values(store: RunDir, row: dict[str, Any], share_level: float) -> di
     }
 
 
-def _number_or_none(value: Any) -> float | None:
+def number_or_none(value: Any) -> float | None:
     return float(value) if _is_number(value) else None
 
 
@@ -249,19 +249,17 @@ def judge_limit(row: dict[str, Any], values: dict[str, Any], metric: str, limit:
 def judge_test(row: dict[str, Any], test: str, level: float, n_tests: int) -> Verdict:
     """One statistical test on one released row at the corrected level; fails closed."""
     spec = TESTS[test]
-    p_value = _number_or_none(row.get(spec.p_column))
-    low = _number_or_none(row.get(f"{spec.statistic}_ci_low"))
-    high = _number_or_none(row.get(f"{spec.statistic}_ci_high"))
-    chance = (
-        spec.chance if isinstance(spec.chance, float) else _number_or_none(row.get(spec.chance))
-    )
+    p_value = number_or_none(row.get(spec.p_column))
+    low = number_or_none(row.get(f"{spec.statistic}_ci_low"))
+    high = number_or_none(row.get(f"{spec.statistic}_ci_high"))
+    chance = spec.chance if isinstance(spec.chance, float) else number_or_none(row.get(spec.chance))
     return Verdict(
         row=row_of(row),
         metric=test,
         value=p_value,
         limit=level,
         passed=p_value is not None and p_value >= level,
-        statistic=_number_or_none(row.get(spec.statistic)),
+        statistic=number_or_none(row.get(spec.statistic)),
         chance=chance,
         ci=(low, high) if low is not None and high is not None else None,
         n_tests=n_tests,
@@ -363,6 +361,14 @@ def load_run_results(run_dir: str | Path) -> tuple[RunDir, dict[str, Any]]:
 VERDICT_SCHEMA_VERSION = 1
 
 
+def passed_by_release(verdicts: list[Verdict]) -> dict[str, bool]:
+    """Whether each released row passed every check it got."""
+    passed: dict[str, bool] = {}
+    for v in verdicts:
+        passed[v.row] = passed.get(v.row, True) and v.passed
+    return passed
+
+
 def verdict_document(
     run_dir: str | Path, thresholds: Thresholds, verdicts: list[Verdict]
 ) -> dict[str, Any]:
@@ -378,10 +384,10 @@ def verdict_document(
             return [clean(v) for v in value]
         return value
 
+    passed = passed_by_release(verdicts)
     releases: dict[str, Any] = {}
     for v in verdicts:
-        entry = releases.setdefault(v.row, {"passed": True, "checks": []})
-        entry["passed"] = entry["passed"] and v.passed
+        entry = releases.setdefault(v.row, {"passed": passed[v.row], "checks": []})
         check: dict[str, Any]
         if v.is_test:  # a test's value is its p-value, its limit the corrected level
             check = {"kind": "test", "test": v.metric, "p_value": v.value, "level": v.limit}
