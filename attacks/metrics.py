@@ -111,11 +111,7 @@ def evaluate_attack(
     scores = np.concatenate([members, nonmembers])
     fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
     auc = float(roc_auc_score(labels, scores))
-    boot = []
-    for _ in range(n_bootstrap):  # resample members and non-members separately
-        m = rng.choice(members, len(members))
-        n = rng.choice(nonmembers, len(nonmembers))
-        boot.append(_auc(m, n))
+    boot = bootstrap_aucs(members, nonmembers, rng, n_bootstrap)
     low, high = np.percentile(boot, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return AttackMetrics(
         auc=auc,
@@ -142,6 +138,35 @@ def _auc(members: np.ndarray, nonmembers: np.ndarray) -> float:
     ranks = rankdata(np.concatenate([members, nonmembers]))
     n_in, n_out = len(members), len(nonmembers)
     return float((ranks[:n_in].sum() - n_in * (n_in + 1) / 2) / (n_in * n_out))
+
+
+BOOTSTRAP_CHUNK = 2**21  # scores ranked at once: resamples x (members + non-members)
+
+
+def bootstrap_aucs(
+    members: np.ndarray, nonmembers: np.ndarray, rng: np.random.Generator, n_bootstrap: int
+) -> np.ndarray:
+    """Mann-Whitney AUCs (ties count half) of n_bootstrap resamples, members and non-members
+    resampled separately. The draws are those of one rng.choice(members) and one
+    rng.choice(nonmembers) per resample, in that order (one integers() call with per-column
+    bounds consumes the stream the same way; a test holds it to the loop), and the resamples
+    are ranked a chunk of rows at a time: one vectorised call instead of a thousand."""
+    from scipy.stats import rankdata
+
+    n_in, n_out = len(members), len(nonmembers)
+    pool = np.concatenate([members, nonmembers])
+    bounds = np.concatenate([np.full(n_in, n_in), np.full(n_out, n_out)])
+    offsets = np.concatenate([np.zeros(n_in, dtype=np.int64), np.full(n_out, n_in)])
+    rows = max(1, BOOTSTRAP_CHUNK // (n_in + n_out))
+    aucs = np.empty(n_bootstrap)
+    for start in range(0, n_bootstrap, rows):
+        count = min(rows, n_bootstrap - start)
+        picks = rng.integers(0, np.broadcast_to(bounds, (count, n_in + n_out)), dtype=np.int64)
+        ranks = rankdata(pool[picks + offsets], axis=1)
+        aucs[start : start + count] = (ranks[:, :n_in].sum(axis=1) - n_in * (n_in + 1) / 2) / (
+            n_in * n_out
+        )
+    return aucs
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ against dp-accounting's RDP and PLD accountants, an implementation independent o
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -40,9 +41,12 @@ def rdp_epsilon(phases: list[Phase], delta: float) -> float:
         return float(accountant.get_epsilon(delta=delta, alphas=ORDERS))
 
 
+@functools.lru_cache(maxsize=256)
 def solve_noise(epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
     """The smallest noise multiplier (to 0.1% of epsilon) whose `steps` steps at `sample_rate`
-    cost at most epsilon: bisection on the RDP accountant (noise is monotone in epsilon)."""
+    cost at most epsilon: bisection on the RDP accountant (noise is monotone in epsilon).
+    Cached: a pure function, and each bisection costs seconds of Opacus's fractional orders
+    (the reference pipelines and canary runs ask again for the same budget)."""
     if steps <= 0:
         raise AuditError(f"DP training needs at least one step, got {steps}")
     low, high = 0.0, 1.0

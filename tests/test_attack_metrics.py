@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from attacks import metrics
 from attacks.metrics import (
     _auc,
     clopper_pearson,
@@ -163,3 +164,21 @@ def test_the_chosen_attack_is_the_strong_one():
     assert chosen.attack == "signal"
     assert chosen.metrics.auc > 0.7 and chosen.metrics.p_value < 1e-6
     assert chosen.metrics.n_members == 200 and chosen.metrics.n_nonmembers == 200
+
+
+@pytest.mark.parametrize(("n_in", "n_out", "chunk"), [(150, 97, 2**21), (40, 3, 64), (7, 7, 1)])
+def test_bootstrap_aucs_are_the_loop_of_choices_they_replace(monkeypatch, n_in, n_out, chunk):
+    """The vectorised bootstrap draws what one rng.choice of members and one of non-members per
+    resample draw, and scores each resample as the single-pair AUC does (ties included), in
+    chunks of any size; the stream is left where the loop leaves it."""
+    monkeypatch.setattr(metrics, "BOOTSTRAP_CHUNK", chunk)
+    scores = np.random.default_rng(3).integers(0, 12, n_in + n_out).astype(float)  # many ties
+    members, nonmembers = scores[:n_in], scores[n_in:]
+    loop_rng, fast_rng = np.random.default_rng(9), np.random.default_rng(9)
+    loop = [
+        metrics._auc(loop_rng.choice(members, n_in), loop_rng.choice(nonmembers, n_out))
+        for _ in range(60)
+    ]
+    fast = metrics.bootstrap_aucs(members, nonmembers, fast_rng, 60)
+    assert fast.tolist() == loop
+    assert fast_rng.random() == loop_rng.random()
