@@ -322,6 +322,11 @@ def execute(
     )
     if scheduler.nodes:
         manifest["task_nodes"] = scheduler.nodes
+    if scheduler.peak_gpu_mb:  # MiB per task id, in the graph's order
+        ids = [task.id for tasks in graph.tasks.values() for task in tasks]
+        order = {task_id: i for i, task_id in enumerate(ids)}
+        peaks = sorted(scheduler.peak_gpu_mb.items(), key=lambda kv: order.get(kv[0], len(order)))
+        manifest["peak_gpu_mb"] = dict(peaks)
     store.write_json("config.json", manifest)
     if scheduler.reused:
         log.info("reused %d of %d stages: %s", len(reused()), len(STAGES), ", ".join(reused()))

@@ -62,6 +62,7 @@ class Outcome:
     timings: dict[str, float]
     seconds: float
     node: str = ""  # where it ran (a Ray node id), for the record
+    peak_gpu_bytes: int | None = None  # the most GPU memory the task allocated (CUDA runs)
 
 
 def run_task(spec: TaskSpec) -> Outcome:
@@ -79,6 +80,11 @@ def run_task(spec: TaskSpec) -> Outcome:
     assert task.fn is not None
     node = node_id()
     _trace("start", task, node)
+    # tasks run one at a time per process (serial driver, Ray worker), so the process's peak
+    # since this reset is the task's own
+    cuda = config.device.startswith("cuda") and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     if task.row:
         result = run.row(task.name, partial(task.fn, run, *task.args), reads=task.reads)
@@ -93,6 +99,7 @@ def run_task(spec: TaskSpec) -> Outcome:
         run.timings,
         round(seconds, 3),
         node,
+        torch.cuda.max_memory_allocated() if cuda else None,
     )
 
 
@@ -218,6 +225,7 @@ class Scheduler:
         self.reused: list[str] = []  # whole stages an earlier run computed
         self.reused_rows: dict[str, list[str]] = {}
         self.nodes: dict[str, str] = {}  # task id -> the node that ran it (Ray)
+        self.peak_gpu_mb: dict[str, float] = {}  # task id -> its peak GPU memory (CUDA runs)
         self.finished = 0
 
     def execute(self) -> None:
@@ -300,6 +308,8 @@ class Scheduler:
         self.run.timings.update(outcome.timings)
         if outcome.node:
             self.nodes[task.id] = outcome.node
+        if outcome.peak_gpu_bytes is not None:
+            self.peak_gpu_mb[task.id] = round(outcome.peak_gpu_bytes / 2**20, 1)
         self.finished += 1
         log.info(
             "[graph] %d/%d tasks done: %s (%.1f s)",
