@@ -151,10 +151,7 @@ def _search(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every block of pairs, planned for this path's per-pair cost, merged into a running top-k."""
     n_q, n_r = len(fq), len(fr)
-    per_pair = engine.bytes_per_pair(fq, compiled=compiled)
-    if compiled and _device_of(fq).type == "cpu":
-        budget = min(budget, CPU_FUSED_BUDGET)
-    q_block, r_block = plan_blocks(n_q, n_r, per_pair, budget)
+    q_block, r_block = _blocks(engine, fq, n_q, n_r, budget, compiled=compiled)
     workspace = pairwise.Workspace()
     best_values = torch.full((n_q, k), -torch.inf)
     best_indices = torch.zeros((n_q, k), dtype=torch.long)
@@ -183,6 +180,38 @@ def _search(
                 best_indices[rows] = merged_i.gather(1, pos)
                 bar.update(1)
     return best_values.numpy(), best_indices.numpy()
+
+
+def _blocks(
+    engine: Engine, features: Any, n_q: int, n_r: int, budget: int, *, compiled: bool
+) -> tuple[int, int]:
+    per_pair = engine.bytes_per_pair(features, compiled=compiled)
+    if compiled and _device_of(features).type == "cpu":
+        budget = min(budget, CPU_FUSED_BUDGET)
+    return plan_blocks(n_q, n_r, per_pair, budget)
+
+
+def block_shape(
+    n_query: int,
+    n_reference: int,
+    metric: Metric,
+    image_shape: tuple[int, ...],
+    *,
+    device: str | torch.device = "cpu",
+    compiled: bool | None = None,
+    memory_budget: int | None = None,
+) -> tuple[int, int]:
+    """The (query, reference) block nearest_neighbours would use for these sizes: one call on
+    that many images compiles the fused kernels for a larger search's shapes (benchmarks time
+    torch.compile's start-up apart). image_shape: one image's, HWC as numpy arrays give it."""
+    if compiled is None:
+        compiled = n_query * n_reference >= COMPILE_MIN_PAIRS
+    blank = np.zeros((1, *image_shape), dtype=np.uint8)
+    engine = ENGINES[metric]
+    with torch.no_grad():
+        features = engine.features(_as_float(blank, torch.device(device)))
+    budget = memory_budget or DEFAULT_MEMORY_BUDGET
+    return _blocks(engine, features, n_query, n_reference, budget, compiled=compiled)
 
 
 def _device_of(features: Any) -> torch.device:

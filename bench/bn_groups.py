@@ -39,6 +39,32 @@ def timed(teacher, cfg: BNMatchConfig, n: int, steps: int, size: int, device: st
     return time.perf_counter() - start
 
 
+def measure(groups: int, group_size: int, steps: int, size: int, device: str) -> dict[str, float]:
+    """Image-steps/s of the G groups in one pass and one pass each, and their ratio."""
+    teacher = build_model("resnet20_cifar10", channels=3, num_classes=10, seed=0)
+    teacher.train()
+    with torch.no_grad():  # plausible running statistics without a training run
+        for _ in range(5):
+            teacher(torch.rand(64, 3, size, size))
+    teacher.eval().to(device)
+    n = groups * group_size
+    work = n * steps
+    one_pass = BNMatchConfig(  # every group in one pass, whatever the memory budget would pick
+        group_size=group_size, groups_per_pass=groups, check_every=steps
+    )
+    sequential = BNMatchConfig(group_size=group_size, groups_per_pass=1, check_every=steps)
+    timed(teacher, one_pass, n, 2, size, device)  # warm-up
+    t_one = timed(teacher, one_pass, n, steps, size, device)
+    t_seq = timed(teacher, sequential, n, steps, size, device)
+    return {
+        "one_pass_image_steps_per_s": work / t_one,
+        "sequential_image_steps_per_s": work / t_seq,
+        "one_pass_s": t_one,
+        "sequential_s": t_seq,
+        "speedup": t_seq / t_one,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--groups", type=int, default=4)
@@ -47,29 +73,19 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    teacher = build_model("resnet20_cifar10", channels=3, num_classes=10, seed=0)
-    teacher.train()
-    with torch.no_grad():  # plausible running statistics without a training run
-        for _ in range(5):
-            teacher(torch.rand(64, 3, args.size, args.size))
-    teacher.eval().to(args.device)
-    n = args.groups * args.group_size
-    work = n * args.steps
-    one_pass = BNMatchConfig(  # every group in one pass, whatever the memory budget would pick
-        group_size=args.group_size, groups_per_pass=args.groups, check_every=args.steps
-    )
-    sequential = BNMatchConfig(
-        group_size=args.group_size, groups_per_pass=1, check_every=args.steps
-    )
-    timed(teacher, one_pass, n, 2, args.size, args.device)  # warm-up
-    t_one = timed(teacher, one_pass, n, args.steps, args.size, args.device)
-    t_seq = timed(teacher, sequential, n, args.steps, args.size, args.device)
+    m = measure(args.groups, args.group_size, args.steps, args.size, args.device)
     print(
         f"device {args.device}: {args.groups} groups x {args.group_size} images, {args.steps} steps"
     )
-    print(f"one pass:   {work / t_one:10.1f} image-steps/s ({t_one:.2f} s)")
-    print(f"sequential: {work / t_seq:10.1f} image-steps/s ({t_seq:.2f} s)")
-    print(f"speedup: groups-in-one-pass {t_seq / t_one:.2f}x")
+    print(
+        f"one pass:   {m['one_pass_image_steps_per_s']:10.1f} image-steps/s "
+        f"({m['one_pass_s']:.2f} s)"
+    )
+    print(
+        f"sequential: {m['sequential_image_steps_per_s']:10.1f} image-steps/s "
+        f"({m['sequential_s']:.2f} s)"
+    )
+    print(f"speedup: groups-in-one-pass {m['speedup']:.2f}x")
 
 
 if __name__ == "__main__":

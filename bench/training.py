@@ -88,6 +88,39 @@ def timed(fn) -> float:  # type: ignore[no-untyped-def]
     return time.perf_counter() - start
 
 
+def measure(
+    n: int, epochs: int, batch_size: int, workers: int, device: str, size: int = 32
+) -> dict[str, float]:
+    """Training images/s of the suite's loop and of the plain loop on n random images, and their
+    ratio."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, n)
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, crop_padding=4, hflip=True)
+
+    def suite() -> None:
+        model = build_model("resnet20_cifar10", channels=3, num_classes=10, seed=0)
+        train_classifier(
+            model, images, labels, cfg, seed=0, stream="bench", device=device, desc="bench"
+        )
+
+    def plain() -> None:
+        plain_loop(images, labels, cfg, device, workers)
+
+    # warm-up (allocator, cuDNN autotuning) on a few batches of each, not timed
+    small = TrainConfig(epochs=1, batch_size=batch_size, crop_padding=4, hflip=True)
+    plain_loop(images[: 2 * batch_size], labels[: 2 * batch_size], small, device, 0)
+    seen = n * epochs
+    suite_s, plain_s = timed(suite), timed(plain)
+    return {
+        "suite_images_per_s": seen / suite_s,
+        "plain_images_per_s": seen / plain_s,
+        "suite_s": suite_s,
+        "plain_s": plain_s,
+        "speedup": plain_s / suite_s,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2048, help="training images (random, 32x32x3)")
@@ -96,31 +129,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (plain loop)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (args.n, 32, 32, 3), dtype=np.uint8)
-    labels = rng.integers(0, 10, args.n)
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, crop_padding=4, hflip=True)
-
-    def suite() -> None:
-        model = build_model("resnet20_cifar10", channels=3, num_classes=10, seed=0)
-        train_classifier(
-            model, images, labels, cfg, seed=0, stream="bench", device=args.device, desc="bench"
-        )
-
-    def plain() -> None:
-        plain_loop(images, labels, cfg, args.device, args.workers)
-
-    # warm-up (allocator, cuDNN autotuning) on a few batches of each, not timed
-    small = TrainConfig(epochs=1, batch_size=args.batch_size, crop_padding=4, hflip=True)
-    plain_loop(images[: 2 * args.batch_size], labels[: 2 * args.batch_size], small, args.device, 0)
-    seen = args.n * args.epochs
-    results = {}
-    for name, fn in (("suite loop", suite), ("DataLoader + torchvision", plain)):
-        seconds = timed(fn)
-        results[name] = seen / seconds
-        print(f"{name}: {seconds:.2f} s, {results[name]:.0f} images/s ({args.device})")
-    ratio = results["suite loop"] / results["DataLoader + torchvision"]
-    print(f"speedup: training loop {ratio:.2f}x")
+    m = measure(args.n, args.epochs, args.batch_size, args.workers, args.device)
+    print(
+        f"suite loop: {m['suite_s']:.2f} s, {m['suite_images_per_s']:.0f} images/s ({args.device})"
+    )
+    print(
+        f"DataLoader + torchvision: {m['plain_s']:.2f} s, {m['plain_images_per_s']:.0f} images/s "
+        f"({args.device})"
+    )
+    print(f"speedup: training loop {m['speedup']:.2f}x")
 
 
 if __name__ == "__main__":
