@@ -30,6 +30,8 @@ import argparse
 import contextlib
 import json
 import os
+import signal
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -52,6 +54,11 @@ ARCHIVES = (  # where the CIFAR-10 JPEG archive is looked for, first found wins
     REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz",
 )
 RESULT = "device_check.json"
+# the reduced paper run's child process: settings as JSON in argv[1]
+RUN_CHILD = (
+    "import json, sys, audit; "
+    "audit.run_audit(audit.configure(**json.loads(sys.argv[1])), overwrite=True)"
+)
 
 
 @dataclass(frozen=True)
@@ -333,9 +340,26 @@ def check_paper_run(
         "n_synthetic": config.n_synthetic,
         "k": list(config.k),
     }
-    with peak_memory(device, record):
-        _, record["seconds"] = timed(device, audit.run_audit, config, overwrite=True)
-    manifest = json.loads((out / "config.json").read_text())
+    # the run in a child process with a deadline: an overrun still leaves this check its JSON,
+    # and config.json keeps the seconds of every stage the run finished
+    given = {"preset": sizes.run_preset, "device": device, "out": str(out)}
+    child = [sys.executable, "-c", RUN_CHILD, json.dumps({**given, **data_settings, **settings})]
+    deadline = seconds_left
+    began = time.perf_counter()
+    process = subprocess.Popen(child, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=deadline)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        record["timed_out_after_s"] = round(deadline, 1)
+    else:
+        if process.returncode != 0:
+            last = (stderr.strip().splitlines() or ["(no message)"])[-1]
+            raise RuntimeError(f"the reduced run failed (exit {process.returncode}): {last}")
+    record["seconds"] = round(time.perf_counter() - began, 1)
+    recorded = out / "config.json"  # absent when the run was stopped before it began
+    manifest = json.loads(recorded.read_text()) if recorded.exists() else {"timings_s": {}}
     timings = manifest["timings_s"]
     record["stage_seconds"] = {k: v for k, v in timings.items() if "." not in k}
     peaks: dict[str, float] = {}  # the run records each task's peak; a stage's is its tasks' max
@@ -343,22 +367,26 @@ def check_paper_run(
         stage = task_id.split(":")[0]
         peaks[stage] = max(peaks.get(stage, 0.0), mib)
     record["stage_peak_gpu_mb"] = peaks
-    results = audit.load_results(out)
-    record["accuracy"] = {  # test accuracy of the target and of ResNet20 retrained on each row
-        row_name(
-            row["generator"],
-            None if pd.isna(row["k"]) else int(row["k"]),
-            None if pd.isna(row["epsilon"]) else float(row["epsilon"]),
-        ): round(float(row["utility_acc"]), 4)
-        for _, row in results.iterrows()
-        if not pd.isna(row["utility_acc"])
-    }
+    record["peak_gpu_mb"] = max(peaks.values()) if peaks else None
+    if "timed_out_after_s" not in record:
+        results = audit.load_results(out)
+        record["accuracy"] = {  # test accuracy of the target and of ResNet20 retrained on each row
+            row_name(
+                row["generator"],
+                None if pd.isna(row["k"]) else int(row["k"]),
+                None if pd.isna(row["epsilon"]) else float(row["epsilon"]),
+            ): round(float(row["utility_acc"]), 4)
+            for _, row in results.iterrows()
+            if not pd.isna(row["utility_acc"])
+        }
     # extrapolation: per stage, measured seconds / the cost model's estimate for this run, times
     # the cost model's estimate for the full preset (stages the model prices at 0 count as is)
     reduced_graph, full_graph = graph_of(config, dataset_for(config)), graph_of(full, data)
     estimate: dict[str, float] = {}
     for stage, measured in record["stage_seconds"].items():
-        if stage not in full_graph.tasks:
+        # a run cut short lists the stage it was in at 0 s: only finished stages count
+        cut_short = "timed_out_after_s" in record and not measured
+        if stage not in full_graph.tasks or cut_short:
             continue
         planned = sum(t.cost for t in reduced_graph.tasks.get(stage, []))
         planned_full = sum(t.cost for t in full_graph.tasks[stage])
@@ -532,7 +560,7 @@ def main() -> int:
                 sizes,
                 args.device,
                 data_settings,
-                args.budget_s - (time.perf_counter() - start) - 15,
+                max(args.budget_s - (time.perf_counter() - start) - 15, 30.0),
                 rates,
                 scratch,
                 loaded,

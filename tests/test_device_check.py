@@ -68,3 +68,20 @@ def test_full_check_without_a_gpu_is_refused_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == "no GPU: the full check takes hours on a CPU; use --tiny"
     assert not (tmp_path / "device_check.json").exists()
+
+
+def test_a_reduced_run_cut_short_leaves_what_it_measured(tmp_path, monkeypatch):
+    """On a GPU the reduced paper run gets the time left; past it the run is stopped, and the
+    section still records the stages that finished (none extrapolated from a stage cut short)."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    import device_check
+
+    record = device_check.check_paper_run(
+        device_check.TINY, "cpu", {"dataset": "digits"}, 8.0, {}, tmp_path, None
+    )
+    assert record["timed_out_after_s"] == 8.0 and 8.0 <= record["seconds"] < 30
+    assert "accuracy" not in record  # results.csv is written only by a finished run
+    estimate = record["paper_preset_estimate"]
+    assert "report" in estimate["stages_not_measured"]
+    assert set(estimate["stage_seconds"]) <= set(record["stage_seconds"])
+    assert not (tmp_path / "paper_run" / "results.json").exists()
