@@ -132,10 +132,14 @@ class Recorder:
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{RESULT}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(self.document, handle, indent=2, default=str)
-            handle.write("\n")
-        os.replace(tmp, self.path)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(self.document, handle, indent=2, default=str)
+                handle.write("\n")
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def section(self, name: str, record: dict[str, Any]) -> None:
         self.document["sections"][name] = record
@@ -239,40 +243,27 @@ def check_similarity(
     return record
 
 
-def check_bn_groups(sizes: Sizes, device: str) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "groups": sizes.bn_groups,
-        "group_size": sizes.bn_group_size,
-        "steps": sizes.bn_steps,
-        "image_size": sizes.bn_image_size,
-    }
+def measured(
+    device: str, settings: dict[str, Any], measure: Callable[..., dict[str, float]], *args: Any
+) -> dict[str, Any]:
+    """settings, plus what measure(*args) returns, plus the peak GPU memory it took."""
+    record = dict(settings)
     with peak_memory(device, record):
-        record.update(
-            bn_groups.measure(
-                sizes.bn_groups, sizes.bn_group_size, sizes.bn_steps, sizes.bn_image_size, device
-            )
-        )
+        record.update(measure(*args))
     return record
+
+
+def check_bn_groups(sizes: Sizes, device: str) -> dict[str, Any]:
+    shape = (sizes.bn_groups, sizes.bn_group_size, sizes.bn_steps, sizes.bn_image_size)
+    names = ("groups", "group_size", "steps", "image_size")
+    return measured(device, dict(zip(names, shape, strict=True)), bn_groups.measure, *shape, device)
 
 
 def check_training(sizes: Sizes, device: str) -> dict[str, Any]:
-    record: dict[str, Any] = {
-        "images": sizes.train_images,
-        "epochs": sizes.train_epochs,
-        "batch_size": sizes.train_batch,
-        "dataloader_workers": sizes.train_workers,
-    }
-    with peak_memory(device, record):
-        record.update(
-            training_bench.measure(
-                sizes.train_images,
-                sizes.train_epochs,
-                sizes.train_batch,
-                sizes.train_workers,
-                device,
-            )
-        )
-    return record
+    shape = (sizes.train_images, sizes.train_epochs, sizes.train_batch, sizes.train_workers)
+    names = ("images", "epochs", "batch_size", "dataloader_workers")
+    settings = dict(zip(names, shape, strict=True))
+    return measured(device, settings, training_bench.measure, *shape, device)
 
 
 def reduced_settings(
@@ -454,9 +445,9 @@ def goal_lines(sections: dict[str, Any], on_gpu: bool) -> list[tuple[str, str, s
         rows.append(("ResNet20 training", f"{tr['suite_images_per_s']:,.0f} img/s", "", ""))
     run = sections.get("paper_run", {})
     if "seconds" in run:
-        rows.append(
-            (f"reduced paper run ({run['n_synthetic']} images)", f"{run['seconds']:.0f} s", "", "")
-        )
+        label = f"reduced paper run ({run['n_synthetic']} images)"
+        stopped = "stopped at the budget" if "timed_out_after_s" in run else ""
+        rows.append((label, f"{run['seconds']:.0f} s", "", stopped))
         hours = run["paper_preset_estimate"]["total_hours"]
         rows.append(("full paper preset, extrapolated", f"{hours:.2f} h", "", ""))
     for name, section in sections.items():
@@ -496,6 +487,7 @@ def main() -> int:
             "device": args.device,
             "tiny": args.tiny,
             "budget_s": args.budget_s,
+            "status": "running",  # "complete" once every section has been run or skipped
             "environment": environment(),
         },
     )
@@ -552,6 +544,8 @@ def main() -> int:
         tr = recorder.document["sections"].get("training", {})
         if "suite_images_per_s" in tr:
             rates["train_images_per_s"] = tr["suite_images_per_s"]
+        if args.device.startswith("cuda"):  # the reduced run's own process needs the memory
+            torch.cuda.empty_cache()
         if archive is None and not args.tiny and "paper_run" in wanted:
             print("[paper_run] no CIFAR-10 archive: the reduced run uses digits at 32 px")
         run_section(
@@ -571,6 +565,7 @@ def main() -> int:
     recorder.document["skipped"] = skipped
     recorder.document["failed"] = failed
     recorder.document["total_s"] = round(time.perf_counter() - start, 1)
+    recorder.document["status"] = "complete"
     recorder.save()
     sections = recorder.document["sections"]
     rows = goal_lines(sections, args.device.startswith("cuda"))

@@ -27,7 +27,7 @@ def test_tiny_check_runs_every_section_and_records_it(tmp_path):
     sections = doc["sections"]
     assert set(sections) == SECTIONS
     assert {name: s["status"] for name, s in sections.items()} == dict.fromkeys(SECTIONS, "ok")
-    assert doc["failed"] == {} and doc["skipped"] == {}
+    assert doc["failed"] == {} and doc["skipped"] == {} and doc["status"] == "complete"
     assert torch.__version__.startswith(doc["environment"]["packages"]["torch"])
 
     sim = sections["similarity"]
