@@ -17,9 +17,10 @@ and the I/Q magnitudes are per image; the similarity maps, the weights max(|x|, 
 weighted logistic mean are pairwise and elementwise.
 
 The pairwise combinations are plain elementwise code: eager by default, or fused by torch.compile
-(``compiled=True``), which changes only floating-point summation order. Fused, SSIM's vertical
-Gaussian pass runs inside the combination, column by column (``_ssim_column``), so the
-(positions x pairs) map of local moments is never stored.
+(``compiled=True``), which changes only floating-point summation order. Fused, SSIM runs output
+column by output column: the column's horizontal sums (one batched product), then the vertical
+Gaussian pass inside the combination (``_ssim_column``) while those sums are still in cache, so
+no (positions x pairs) map is ever stored.
 """
 
 from __future__ import annotations
@@ -44,8 +45,11 @@ class SSIMFeatures:
     mu: torch.Tensor  # (C*P, N) Gaussian-weighted local means at the P valid positions
     mu_centred: torch.Tensor  # (C*P, N) the same minus the channel mean taken from `images`
     var: torch.Tensor  # (C*P, N) local variances
-    windows: torch.Tensor | None = None  # (C*H*W', K, N) row windows, once prepared as reference
-    # the reference side of _ssim_column's terms, (C, W', 4, H', 1, N), once prepared
+    # once prepared as a reference block, for the eager path: (C*H*W', K, N) row windows
+    windows: torch.Tensor | None = None
+    # for the fused path: the same windows output column by output column, (C*W'*H, K, N), and
+    # the reference side of _ssim_column's terms, (C, W', 4, H', 1, N)
+    column_windows: torch.Tensor | None = None
     columns: torch.Tensor | None = None
 
     def __len__(self) -> int:
@@ -121,13 +125,17 @@ class Workspace:
         return self._buffers[key]
 
 
-def _row_windows(images: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """(N, C, H, W) -> (C*H*W', N, K): the K pixels right of each (channel, row, column)."""
+def _row_windows(
+    images: torch.Tensor, weights: torch.Tensor | None = None, *, by_column: bool = False
+) -> torch.Tensor:
+    """(N, C, H, W) -> (C*H*W', N, K): the K pixels right of each (channel, row, column); with
+    by_column, (C*W'*H, N, K): ordered by output column, each column's H rows together."""
     windows = images.unfold(3, SSIM_KERNEL, 1)  # (N, C, H, W', K), a view
     if weights is not None:
         windows = windows * weights
     n, c, h, w_out, k = windows.shape
-    return windows.permute(1, 2, 3, 0, 4).reshape(c * h * w_out, n, k)
+    order = (1, 3, 2, 0, 4) if by_column else (1, 2, 3, 0, 4)
+    return windows.permute(*order).reshape(c * h * w_out, n, k)
 
 
 SSIM_SLABS = 8  # the position axis is reduced in this many slabs (see _ssim_combine)
@@ -163,12 +171,14 @@ def _ssim_combine(
     return total / n
 
 
-def ssim_prepare_reference(r: SSIMFeatures) -> SSIMFeatures:
-    """Cut the reference block's row windows and column layouts once; every query block reuses
-    them."""
-    windows = _row_windows(r.images).transpose(1, 2).contiguous()  # (C*H*W', K, nr)
-    terms = _column_terms(r, query=False)
-    return SSIMFeatures(r.images, r.mu, r.mu_centred, r.var, windows, terms)
+def ssim_prepare_reference(r: SSIMFeatures, *, compiled: bool = False) -> SSIMFeatures:
+    """Cut the reference block's windows (and, fused, its column terms) once, in the layout its
+    path reads; every query block reuses them."""
+    base = (r.images, r.mu, r.mu_centred, r.var)
+    if not compiled:
+        return SSIMFeatures(*base, windows=_row_windows(r.images).transpose(1, 2).contiguous())
+    windows = _row_windows(r.images, by_column=True).transpose(1, 2).contiguous()
+    return SSIMFeatures(*base, column_windows=windows, columns=_column_terms(r, query=False))
 
 
 def _by_column(t: torch.Tensor, shape: torch.Size, *, query: bool) -> torch.Tensor:
@@ -269,37 +279,41 @@ def ssim_pairwise(
 def _ssim_by_column(
     q: SSIMFeatures, r: SSIMFeatures, g: torch.Tensor, ws: Workspace
 ) -> torch.Tensor:
-    """The fused path: every horizontal sum of the block in one batched product, then
-    _ssim_column over each output column of each channel, which reads each sum once and stores
-    nothing the size of (positions x pairs). Computing the horizontal sums column by column
-    instead, to keep them in cache, was slower on a 2-core CPU (many small products)."""
-    prepared = r if r.columns is not None and r.windows is not None else ssim_prepare_reference(r)
-    right, r_terms = prepared.windows, prepared.columns
+    """The fused path, output column by output column of each channel: the column's horizontal
+    sums (one batched product over its H rows, into a buffer of H x nq x nr) and _ssim_column
+    right after, while the buffer is still in cache. Nothing the size of (positions x pairs) is
+    stored: on a 2-core CPU this was 35-45% faster than all horizontal sums of the block at once
+    (each written to and read back from memory), block for block."""
+    prepared = r if r.column_windows is not None else ssim_prepare_reference(r, compiled=True)
+    right, r_terms = prepared.column_windows, prepared.columns
     assert right is not None and r_terms is not None
     c, h, w = q.images.shape[1:]
     h_out, w_out = h - SSIM_KERNEL + 1, w - SSIM_KERNEL + 1
-    left = _row_windows(q.images, g)  # (C*H*W', nq, K)
-    rows = ws.get("rows", (left.shape[0], len(q), len(r)), left)
-    torch.bmm(left, right, out=rows)  # horizontal: sum_b g_b x y along each row
-    planes = rows.view(c, h, w_out, len(q), len(r))
+    left = _row_windows(q.images, g, by_column=True)  # (C*W'*H, nq, K)
+    sums = ws.get("column", (h, len(q), len(r)), left)
     q_terms = _column_terms(q, query=True)
     column = _compiled(_ssim_column)
     g2 = 2.0 * g
-    total = torch.zeros(len(q), len(r), dtype=rows.dtype, device=rows.device)
+    total = torch.zeros(len(q), len(r), dtype=left.dtype, device=left.device)
     for channel in range(c):
         for col in range(w_out):
+            rows = slice((channel * w_out + col) * h, (channel * w_out + col + 1) * h)
+            torch.bmm(left[rows], right[rows], out=sums)  # horizontal: sum_b g_b x y
             at = (channel, col)
-            total = column(total, planes[channel, :, col], g2, q_terms[at], r_terms[at])
+            total = column(total, sums, g2, q_terms[at], r_terms[at])
     return total / (c * h_out * w_out)
 
 
 def ssim_bytes_per_pair(features: SSIMFeatures, *, compiled: bool) -> int:
-    """Peak bytes one pair costs in ssim_pairwise: the row buffer, plus (eager) the local buffer
-    and the combination's temporaries, or (fused) the running sum and one column's result."""
+    """Peak bytes one pair costs in ssim_pairwise: eager, the row buffer, the local buffer and
+    the combination's temporaries; fused, one column's horizontal sums, the running sum and one
+    column's result."""
     c, h, w = features.images.shape[1:]
+    if compiled:
+        return 4 * (h + 2)
     rows = c * h * (w - SSIM_KERNEL + 1)
     local = features.mu.shape[0]
-    return 4 * (rows + (2 if compiled else local * 6))
+    return 4 * (rows + local * 6)
 
 
 # --------------------------------------------------------------------------- HaarPSI

@@ -28,18 +28,22 @@ Metric = Literal["ssim", "haarpsi"]
 DEFAULT_MEMORY_BUDGET = 2 * 2**30  # bytes for one block of pairs
 COMPILE_MIN_PAIRS = 500_000  # below this, torch.compile's start-up costs more than it saves
 REFERENCE_BLOCK = 1024  # references per block: long enough rows for efficient products
-# the fused CPU path streams each block's row buffer once; blocks of a few hundred MB kept its
-# SSIM fastest on a 2-core CPU (500 x 2,000 pairs: 2.5-3.0 s at 256-384 MiB, 3.4-3.7 s at 0.5-1
-# GiB, 5.1 s at 64 MiB, where per-call overheads dominate)
-CPU_FUSED_BUDGET = 384 * 2**20
+# the fused CPU path's SSIM is fastest when one output column's horizontal sums (H x block
+# pairs) stay in the last-level cache until _ssim_column reads them: on a 2-core CPU with 32 MiB
+# of L3, blocks of 46 x 1,000 (6 MiB of sums) ran 1.1-1.6 us per pair against 1.7-2.0 at 23 x
+# 1,000 and 1.9-2.7 at 92 x 1,000
+SSIM_CPU_FUSED_BUDGET = 6 * 2**20
+# HaarPSI's fused combination streams its block once; a few hundred MB kept it fastest
+HAARPSI_CPU_FUSED_BUDGET = 384 * 2**20
 
 
 @dataclass(frozen=True)
 class Engine:
     features: Callable[[torch.Tensor], Any]  # per-image work, once per image
-    prepare_reference: Callable[[Any], Any]  # per-reference-block work, once per block
+    prepare_reference: Callable[..., Any]  # (block, compiled=) -> per-block work, once each
     pairwise: Callable[..., torch.Tensor]  # (query block, reference block) -> scores
     bytes_per_pair: Callable[..., int]
+    cpu_fused_budget: int  # the most bytes one block takes on the fused path on a CPU
 
 
 ENGINES: dict[str, Engine] = {
@@ -48,12 +52,14 @@ ENGINES: dict[str, Engine] = {
         pairwise.ssim_prepare_reference,
         pairwise.ssim_pairwise,
         pairwise.ssim_bytes_per_pair,
+        SSIM_CPU_FUSED_BUDGET,
     ),
     "haarpsi": Engine(
         pairwise.haarpsi_features,
-        lambda features: features,
+        lambda features, compiled=False: features,
         pairwise.haarpsi_pairwise,
         pairwise.haarpsi_bytes_per_pair,
+        HAARPSI_CPU_FUSED_BUDGET,
     ),
 }
 _compile_failed = False
@@ -166,7 +172,8 @@ def _search(
     with bar:
         for rs in range(0, n_r, r_block):  # reference-side work is prepared once per block
             rows_r = min(r_block, n_r - rs)
-            r_part = engine.prepare_reference(fr.take(rs, rs + r_block).padded(r_block))
+            block = fr.take(rs, rs + r_block).padded(r_block)
+            r_part = engine.prepare_reference(block, compiled=compiled)
             for qs in range(0, n_q, q_block):
                 rows_q = min(q_block, n_q - qs)
                 q_part = fq.take(qs, qs + q_block).padded(q_block)
@@ -187,7 +194,7 @@ def _blocks(
 ) -> tuple[int, int]:
     per_pair = engine.bytes_per_pair(features, compiled=compiled)
     if compiled and _device_of(features).type == "cpu":
-        budget = min(budget, CPU_FUSED_BUDGET)
+        budget = min(budget, engine.cpu_fused_budget)
     return plan_blocks(n_q, n_r, per_pair, budget)
 
 

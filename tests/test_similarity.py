@@ -152,6 +152,17 @@ def test_compiled_path_equals_eager(metric):
     eager = engine_all_pairs(query, reference, metric, compiled=False)[0]
     fused = engine_all_pairs(query, reference, metric, compiled=True)[0]
     np.testing.assert_allclose(fused, eager, atol=1e-5, rtol=0)
+    # blocks split on both sides (the last of each padded), as in a search larger than a budget
+    engine = ENGINES[metric]
+    per_pair = engine.bytes_per_pair(engine.features(to_tensor(query[:1])), compiled=True)
+    shape = query.shape[1:]
+    budget = 8 * per_pair
+    assert similarity.block_shape(5, 9, metric, shape, compiled=True, memory_budget=budget) == (
+        1,
+        5,
+    )
+    split = engine_all_pairs(query, reference, metric, compiled=True, memory_budget=budget)
+    np.testing.assert_allclose(split[0], eager, atol=1e-5, rtol=0)
 
 
 def test_copied_member_is_found(digits):
