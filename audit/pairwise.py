@@ -153,9 +153,8 @@ def _ssim_combine(
     """local_xy = sum_u w_u (x - a)(y - b) per (channel-position, query, reference), muc = mu - a
     -> mean SSIM per pair.
 
-    Summed over the channel-position axis in a few slabs, so torch.compile can emit loops with
-    better locality and eager temporaries shrink to a slab (bench/similarity.py times the whole
-    engine).
+    The eager path's combination (the fused path runs _ssim_column instead), summed over the
+    channel-position axis in a few slabs so its temporaries shrink to a slab.
     """
     c1, c2 = SSIM_K1**2, SSIM_K2**2
     n = local_xy.shape[0]
@@ -250,10 +249,10 @@ def ssim_pairwise(
     ws = workspace or Workspace()
     kernel = _ssim_kernel(q.images.dtype, q.images.device)
     g = kernel.sum(dim=1)  # the 1-D Gaussian: kernel == outer(g, g)
-    c, h, w = q.images.shape[1:]
-    h_out, w_out = h - SSIM_KERNEL + 1, w - SSIM_KERNEL + 1
     if compiled:
         return _ssim_by_column(q, r, g, ws)
+    c, h, w = q.images.shape[1:]
+    h_out, w_out = h - SSIM_KERNEL + 1, w - SSIM_KERNEL + 1
     left = _row_windows(q.images, g)  # (C*H*W', nq, K)
     right = r.windows if r.windows is not None else ssim_prepare_reference(r).windows
     assert right is not None

@@ -48,6 +48,8 @@ import similarity as similarity_bench
 import torch
 import training as training_bench
 
+from audit.store import to_json, write_text_atomic
+
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVES = (  # where the CIFAR-10 JPEG archive is looked for, first found wins
     REPO / "bench" / "data" / "cifar10-jpeg.tar.gz",  # ignored by git: carried to a device
@@ -130,16 +132,7 @@ class Recorder:
         self.save()
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{RESULT}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(self.document, handle, indent=2, default=str)
-                handle.write("\n")
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(self.path, to_json(self.document))
 
     def section(self, name: str, record: dict[str, Any]) -> None:
         self.document["sections"][name] = record
