@@ -366,7 +366,7 @@ def _similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (2.0 * a * b + HAAR_C) / (a * a + b * b + HAAR_C)
 
 
-def _haarpsi_combine(q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+def haarpsi_combine(q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     """q: (nq, 1, F, P), r: (1, nr, F, P) -> (nq, nr)."""
     w0 = torch.maximum(q[:, :, 4], r[:, :, 4])
     w1 = torch.maximum(q[:, :, 5], r[:, :, 5])
@@ -399,7 +399,7 @@ def haarpsi_pairwise(
 ) -> torch.Tensor:
     """HaarPSI of every (query, reference) pair: (len(q), len(r)). `workspace` is accepted for
     the engines' common signature; the fused combination needs no large buffers."""
-    combine = _compiled(_haarpsi_combine) if compiled else _haarpsi_combine
+    combine = _compiled(haarpsi_combine) if compiled else haarpsi_combine
     return combine(q.magnitudes[:, None], r.magnitudes[None])
 
 
