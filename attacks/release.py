@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from audit.models import NormalizedClassifier
-from audit.similarity import nearest_neighbours
+from audit.neighbours import l2_shortlist, transformed_neighbours
 from audit.training import to_tensor
+from audit.transforms import IDENTITY, Transform
 
 DISTANCES = ("pixel_l2", "ssim", "haarpsi", "feature_l2")
 
@@ -58,15 +59,19 @@ def release_scores(
     candidate_features: torch.Tensor,
     synthetic_features: torch.Tensor,
     device: str,
+    transforms: tuple[Transform, ...] = (IDENTITY,),
 ) -> dict[str, np.ndarray]:
-    """Membership score of each candidate under each distance (higher = more likely a member)."""
-    flat_c = torch.from_numpy(candidates.reshape(len(candidates), -1)).float() / 255
-    flat_s = torch.from_numpy(synthetic.reshape(len(synthetic), -1)).float() / 255
+    """Membership score of each candidate under each distance (higher = more likely a member).
+    The pixel distances take the best of the transformations (a released image may be a
+    mirrored or shifted copy of the candidate; audit/neighbours.py); feature distances do not
+    need them."""
     scores = {
-        "pixel_l2": -nearest_l2(flat_c, flat_s),
+        "pixel_l2": l2_shortlist(candidates, synthetic, transforms, 1, device=device).values[:, 0],
         "feature_l2": -nearest_l2(candidate_features, synthetic_features),
     }
     for metric in ("ssim", "haarpsi"):
-        values, _ = nearest_neighbours(candidates, synthetic, metric, device=device, progress=False)
-        scores[metric] = values[:, 0].astype(np.float64)
+        found = transformed_neighbours(
+            candidates, synthetic, metric, transforms=transforms, device=device
+        )
+        scores[metric] = found.values[:, 0]
     return {name: scores[name] for name in DISTANCES}

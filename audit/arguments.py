@@ -330,6 +330,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_setting(
         run,
+        "nn_shift",
+        type=int,
+        metavar="PX",
+        help="compare released images with private ones shifted by up to PX pixels along each "
+        "axis, the best match counting (a generator's crop augmentation yields shifted "
+        "copies; 0: as they are; default 2)",
+    )
+    add_setting(
+        run,
+        "nn_mirror",
+        action=argparse.BooleanOptionalAction,
+        help="compare released images with mirrored private ones too (default: where the "
+        "dataset's classes allow it: cifar10 and imagefolder yes, digits and mnist no)",
+    )
+    add_setting(
+        run,
         "mia_refs",
         type=int,
         metavar="N",

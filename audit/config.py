@@ -189,6 +189,11 @@ class RunConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     similarity_levels: tuple[float, ...] = (0.5, 0.7, 0.9)
     nn_k: int = 3  # nearest members kept per released image (the report shows them)
+    # released images are compared with private ones shifted by up to nn_shift px along each
+    # axis and, with nn_mirror, mirrored: the copies a generator's flip-and-crop augmentation
+    # yields (audit/transforms.py); nn_mirror None: the dataset's (CIFAR yes, digits no)
+    nn_shift: int = 2
+    nn_mirror: bool | None = None
     mia_candidates: int = 5000  # at most this many members, and as many non-members, attacked
     eps_delta: float = 1e-5  # eps_lower is the epsilon of (epsilon, delta)-DP at this delta
     attacker_weights: str | None = None  # the release attacker's feature extractor (else trained)
@@ -248,6 +253,10 @@ def build_config(*layers: Mapping[str, Any] | None, **settings: Any) -> RunConfi
             from audit.data import dataset_spec
 
             fields.setdefault(name, {})["hflip"] = dataset_spec(dataset).hflip
+    if fields.get("nn_mirror") is None:  # a mirrored digit is no digit; a mirrored car is a car
+        from audit.data import dataset_spec
+
+        fields["nn_mirror"] = dataset_spec(dataset).hflip
     if fields.get("synthetic"):
         # a recorded config of such a run repeats generator ["external"] and the preset's k:
         # only other values conflict
@@ -461,17 +470,21 @@ def validate(config: RunConfig) -> None:
         )
     if not 0 <= config.eps_delta < 1:
         raise AuditError(f"eps_delta must lie in [0, 1), got {config.eps_delta}")
-    if config.mia_candidates <= 0 or config.max_holdout <= 0 or config.max_reference <= 0:
-        raise AuditError("attack candidates, holdout and real-row sizes must be positive")
-    if config.max_nonmembers is not None and config.max_nonmembers < 2:
+    if config.mia_candidates <= 0 or config.max_reference <= 0:
+        raise AuditError("attack candidates and the real row's size must be positive")
+    if config.max_holdout < 2:
+        raise AuditError(f"max_holdout must be at least 2, got {config.max_holdout}")
+    if config.max_nonmembers is not None and config.max_nonmembers < 3:
         raise AuditError(
-            f"--max-nonmembers must be at least 2 (the holdout and the real row's release), "
+            f"--max-nonmembers must be at least 3 (2 held out, 1 for the real row's release), "
             f"got {config.max_nonmembers}"
         )
     if config.canaries < 0 or config.canaries == 1:
         raise AuditError(f"--canaries needs 0 (off) or at least 2 canaries, got {config.canaries}")
     if config.nn_k <= 0:
         raise AuditError(f"nn_k must be positive, got {config.nn_k}")
+    if not 0 <= config.nn_shift <= 8:
+        raise AuditError(f"--nn-shift must lie in [0, 8] px, got {config.nn_shift}")
     if config.utility_seeds <= 0:
         raise AuditError(f"--utility-seeds must be positive, got {config.utility_seeds}")
     if config.real_utility_seeds is not None and config.real_utility_seeds <= 0:

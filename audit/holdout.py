@@ -1,42 +1,68 @@
-"""Holdout-relative privacy statistics: does a release sit closer to the private members than an
-equally sized set of records that were never used (Platzer & Reutterer 2021; SDMetrics' DCR
-overfitting protection)?
+"""Holdout-relative privacy statistics: does a release sit closer to the private members than to
+records that were never used (Platzer & Reutterer 2021), and does it hold images that stand out
+as copies of members? Pure functions over nearest-neighbour scores (higher = more similar),
+computed under a generator's augmentations (audit/transforms.py, audit/neighbours.py) so that a
+mirrored or shifted copy counts as a copy.
 
-Pure functions over nearest-neighbour scores (higher = more similar) and uint8 images:
+- holdout_share_test: the share of released images whose nearest image in the pool of *every*
+  member and the held-out non-members is a member. Under no memorisation the labels of the pool
+  are exchangeable, so the share is tested by relabelling the pool at random (the sides may
+  differ in size; chance is |M| / (|M| + |H|)); this holds whatever the release looks like
+  (realistic, blurry, collapsed). Ties between pool images are broken by a seeded random order
+  of the pool, never by which side an image is on.
+- copy_count_test: few-copy detection. Each released image's stand-out ratio is the distance
+  (1 - similarity) to its nearest member over the distance to its nearest held-out record: near
+  0 for a copy of a member, near 1 for a fresh image, a blurry one or a repeated one. The
+  private records themselves give the yardstick, each scored against the others: each held-out
+  record (against the members and the other held-out records) and each sampled member (against
+  the other members and the held-out records). Their ratios are exchangeable with a fresh draw's
+  up to one record fewer on one side (|M| - 1 members for a member's, which makes its nearest
+  member a little further: slightly anti-conservative, O(1 / |M|); |H| - 1 held-out records for
+  a held-out record's: slightly conservative). A released image stands out when its ratio is
+  below every one of these n_cal calibration ratios; the test counts the distinct members that
+  standing-out images are nearest (a member copied ten times counts once, so a collapsed release
+  of a few repeated images cannot inflate it). Its p-value is the beta-binomial tail of the
+  number of images below the calibration minimum (the threshold being an order statistic), which
+  bounds the distinct count's; it is exact for released images drawn like the data and
+  calibration ratios exactly exchangeable with theirs, approximate here, and for a release drawn
+  otherwise an assumption that bench/gate_power.py puts to the test.
+- exact_copies: released images within a tolerance of a member at every pixel, also under a
+  transformation (on the pixels both images hold).
 
-- holdout_share_test: the share of released images whose nearest score to a sample of members
-  beats their nearest score to as many held-out non-members (ties count half), with a one-sided
-  permutation p-value (member sample and holdout relabelled at random) and, for reference, the
-  binomial p-value against 0.5 that assumes independent released images;
-- copy_share: the share of released images whose nearest-member score exceeds a high quantile of
-  what held-out non-members score to the same members, with the exact p-value of that count under
-  "released images are exchangeable with held-out ones" (beta-binomial: the threshold is itself an
-  order statistic of the held-out scores);
-- exact_copies: released images whose every pixel lies within a tolerance of some member's.
+Why not label permutations for the few-copy test as well: under relabelling, k copied pool
+images are all labelled members with probability C(|M|, k) / C(|M| + |H|, k) whatever the
+release, so k copies can give at best that p: 0.13 for 5 copies with 629 members and 315
+held-out records (the default digits split). Only the rarity of such near-duplicates among the
+private records can flag a handful of copies; the stand-out ratio is self-normalised (nearest
+member against nearest held-out record, as Carlini et al. 2023 normalise by the next
+neighbours) so that unrealistic releases need not stand out, and bench/gate_power.py measures
+how often honest releases fail.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import beta, betabinom, binom
+from scipy.stats import beta, betabinom
 
 from audit.errors import AuditError
-from audit.similarity import Metric, nearest_neighbours
+from audit.neighbours import Neighbours
+from audit.transforms import Transform, apply_uint8, overlap
 
-COPY_QUANTILE = 0.99  # held-out non-members exceed the copy threshold this rarely (at most 1%)
 EXACT_TOLERANCE = 2  # grey levels: an "exact copy" matches a member to within +-2 at every pixel
+PERMUTATIONS = 10_000  # random relabellings of the pool: p-values down to 1e-4
+COPY_RANK = 1  # a released image stands out below the calibration's smallest ratio
+TIE_TOLERANCE = 1e-5  # scores this close are a tie (the engines agree with piq to 1e-5)
 
 
 @dataclass(frozen=True)
 class ShareTest:
-    """A share of released images with its 95% CI, what it is expected to be when the release does
-    not memorise, and the one-sided p-value of seeing at least this share then."""
+    """The holdout share, its 95% Clopper-Pearson interval over the generator's draws (released
+    images taken as independent samples), its value when nothing is memorised, and the one-sided
+    permutation p-value of seeing at least this share then."""
 
     share: float
     ci_low: float
@@ -44,119 +70,139 @@ class ShareTest:
     expected: float
     p_value: float
     n: int
-    p_binomial: float | None = None  # the holdout share's naive binomial p-value, for reference
+
+
+@dataclass(frozen=True)
+class CopyTest:
+    """Released images standing out as copies: how many, how many distinct members they are
+    nearest, how many images were expected to stand out by chance, and the p-value."""
+
+    count: int  # distinct members nearest a standing-out released image
+    images: int  # released images standing out
+    expected: float  # images expected to stand out when nothing is memorised
+    p_value: float
+    threshold: float  # the calibration ratio a released image must fall below
+    n: int
+    n_calibration: int
 
 
 def clopper_pearson_interval(successes: float, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Two-sided exact binomial interval (successes may be a half-count from ties)."""
+    """Two-sided exact binomial interval."""
     tail = (1 - level) / 2
     low = 0.0 if successes <= 0 else float(beta.ppf(tail, successes, n - successes + 1))
     high = 1.0 if successes >= n else float(beta.ppf(1 - tail, successes + 1, n - successes))
     return low, high
 
 
-PERMUTATIONS = 10_000  # random relabellings of member sample vs holdout: p-values down to 1e-4
-TOP_K = 8  # nearest pool images kept per released image: enough to see ties at the top
+def pool_order(n_members: int, n_holdout: int, rng: np.random.Generator) -> np.ndarray:
+    """A random rank for each pool image (members first, then held-out records): who wins a tie.
+    Breaking ties by position would favour whichever side comes first."""
+    return rng.permutation(n_members + n_holdout)
 
 
-def _nearest_side(labels: np.ndarray, top: np.ndarray, tied: np.ndarray) -> np.ndarray:
-    """(b, n): 1 where a released image is closer to the side labelled True, 0 where closer to
-    the other, 0.5 for a tie, for each row of labels (relabellings of the pool). top: (n, k)
-    pool positions, best first; tied: (n, k), which of them share the best score. Only the
-    best-scoring images decide, so k images suffice: the side that holds none of the top k is
-    further away."""
-    side = labels[:, top]  # (b, n, k)
-    any_member = (side & tied).any(axis=2)
-    any_holdout = (~side & tied).any(axis=2)
-    return np.where(any_member & any_holdout, 0.5, any_member.astype(np.float64))
-
-
-def nearest_side(top_values: np.ndarray, top_positions: np.ndarray, n_sample: int) -> np.ndarray:
-    """Per released image: 1 if its nearest pool image is in the member sample (positions below
-    n_sample), 0 if in the holdout, 0.5 for a tie between the two."""
-    top = np.asarray(top_positions, np.int64)
-    tied = top_values == top_values[:, :1]
-    labels = (np.arange(int(top.max()) + 1) < n_sample)[None, :]
-    return _nearest_side(labels, top, tied)[0]
+def nearest_in_pool(
+    member_values: np.ndarray,
+    member_positions: np.ndarray,
+    holdout_values: np.ndarray,
+    holdout_positions: np.ndarray,
+    rank: np.ndarray,
+    n_members: int,
+) -> np.ndarray:
+    """Per query, the pool position (members 0..|M|-1, then the holdout) of its nearest pool
+    image, from its nearest member and nearest held-out record; scores within TIE_TOLERANCE
+    (equal images scored by two searches differ in the last float digits) go to the image
+    ranked first."""
+    member_rank = rank[member_positions]
+    holdout_rank = rank[n_members + holdout_positions]
+    gap = np.asarray(member_values, np.float64) - np.asarray(holdout_values, np.float64)
+    member_nearer = (gap > TIE_TOLERANCE) | (
+        (np.abs(gap) <= TIE_TOLERANCE) & (member_rank < holdout_rank)
+    )
+    return np.where(member_nearer, member_positions, n_members + holdout_positions)
 
 
 def holdout_share_test(
-    top_values: np.ndarray,
-    top_positions: np.ndarray,
-    n_sample: int,
+    nearest: np.ndarray,
+    n_members: int,
     n_pool: int,
     rng: np.random.Generator,
     permutations: int = PERMUTATIONS,
 ) -> ShareTest:
-    """The holdout share from each released image's nearest images in the pool (member sample
-    at positions < n_sample, then the holdout), tested by permutation.
+    """The share of queries whose nearest pool image (positions below n_members are members) is
+    a member, tested by relabelling the pool: every choice of n_members pool images as "members"
+    is equally likely when nothing is memorised. Unlike a binomial test it holds when released
+    images are not independent: an unrealistic release tends to find the same few "hub" images
+    nearest, so whichever side holds the hubs wins for many images at once."""
+    nearest = np.asarray(nearest, np.int64)
+    n = len(nearest)
+    if n == 0 or nearest.min() < 0 or nearest.max() >= n_pool or not 0 < n_members < n_pool:
+        raise ValueError("holdout_share_test needs pool positions of the queries' nearest images")
+    wins = int((nearest < n_members).sum())
+    observed = wins / n
+    _, counts = np.unique(nearest, return_counts=True)  # how many queries each hub is nearest
+    null = _relabelled(counts, n_members, n_pool, rng, permutations) / n
+    p_value = (1 + int((null >= observed - 1e-12).sum())) / (1 + permutations)
+    low, high = clopper_pearson_interval(wins, n)
+    return ShareTest(observed, low, high, n_members / n_pool, p_value, n)
 
-    Under no memorisation the member sample and the holdout are exchangeable draws of one
-    distribution, so every relabelling of the pool into two sides of the same sizes is as
-    likely: the p-value is the share of random relabellings (plus the observed one) whose share
-    is at least the observed. Unlike a binomial test it holds when released images are not
-    independent: an unrealistic release tends to find the same few "hub" images nearest, so
-    whichever side holds the hubs wins for many images at once (on the default digits run a
-    binomial p of 0.0018 was 0.016 by permutation). The 95% interval is the observed share
-    +- 1.96 permutation standard deviations."""
-    values = np.asarray(top_values, np.float64)
-    top = np.asarray(top_positions, np.int64)
-    n, pool = len(values), n_pool
-    if n == 0 or values.ndim != 2 or values.shape != top.shape or top.max() >= pool:
-        raise ValueError("holdout_share_test needs (n, k) nearest values and pool positions")
-    tied = values == values[:, :1]
-    observed = float(nearest_side(values, top, n_sample).mean())
-    base = np.arange(pool) < n_sample
-    chunk = max(1, 20_000_000 // max(1, n * top.shape[1]))
-    null = []
-    for start in range(0, permutations, chunk):
-        labels = rng.permuted(np.tile(base, (min(chunk, permutations - start), 1)), axis=1)
-        null.append(_nearest_side(labels, top, tied).mean(axis=1))
-    null_shares = np.concatenate(null)
-    p_value = (1 + int((null_shares >= observed - 1e-12).sum())) / (1 + permutations)
-    spread = 1.96 * float(null_shares.std())
-    wins = observed * n
-    return ShareTest(
-        share=observed,
-        ci_low=max(0.0, observed - spread),
-        ci_high=min(1.0, observed + spread),
-        expected=float(null_shares.mean()),
+
+def _relabelled(
+    counts: np.ndarray, n_members: int, n_pool: int, rng: np.random.Generator, permutations: int
+) -> np.ndarray:
+    """Per relabelling, sum(counts[j] for the hub images j labelled member): the labels of the
+    hubs are drawn one after another without replacement from n_members member labels among
+    n_pool, which is the same as labelling the whole pool at random."""
+    total = np.zeros(permutations)
+    members_left = np.full(permutations, float(n_members))
+    for drawn, count in enumerate(counts):
+        is_member = rng.random(permutations) < members_left / (n_pool - drawn)
+        members_left -= is_member
+        total += count * is_member
+    return total
+
+
+def stand_out_ratio(member_values: np.ndarray, holdout_values: np.ndarray) -> np.ndarray:
+    """(1 - nearest member's similarity) / (1 - nearest held-out record's): 0 for an exact copy
+    of a member, about 1 for an image no nearer the members than to the held-out records; inf where
+    the image equals a held-out record but no member, 1 where it equals both."""
+    to_member = np.clip(1.0 - np.asarray(member_values, np.float64), 0.0, None)
+    to_holdout = np.clip(1.0 - np.asarray(holdout_values, np.float64), 0.0, None)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = to_member / to_holdout
+    return np.where(to_holdout == 0, np.where(to_member == 0, 1.0, np.inf), ratio)
+
+
+def copy_count_test(
+    ratios: np.ndarray,
+    nearest_member: np.ndarray,
+    calibration: np.ndarray,
+    *,
+    rank: int = COPY_RANK,
+) -> CopyTest:
+    """Released images whose stand-out ratio is below the rank-th smallest calibration ratio.
+    Under "released images are no nearer the members, relative to held-out records, than the
+    private records are to each other", a fresh ratio falls below it with probability
+    q ~ Beta(rank, n_cal - rank + 1), so the count of n released images below it is
+    beta-binomial; the distinct members those images are nearest are at most as many, and the
+    same tail bounds their count."""
+    calibration = np.sort(np.asarray(calibration, np.float64))
+    ratios = np.asarray(ratios, np.float64)
+    n, n_cal = len(ratios), len(calibration)
+    if n == 0 or n_cal < rank:
+        raise ValueError(f"copy detection needs released ratios and at least {rank} calibration")
+    threshold = float(calibration[rank - 1])
+    standing = ratios < threshold
+    count = len(np.unique(np.asarray(nearest_member)[standing]))
+    p_value = float(betabinom.sf(count - 1, n, rank, n_cal - rank + 1))
+    return CopyTest(
+        count=count,
+        images=int(standing.sum()),
+        expected=n * rank / (n_cal + 1),
         p_value=p_value,
+        threshold=threshold,
         n=n,
-        p_binomial=float(binom.sf(math.floor(wins) - 1, n, 0.5)),
+        n_calibration=n_cal,
     )
-
-
-def copy_threshold(calibration: np.ndarray, quantile: float = COPY_QUANTILE) -> tuple[float, int]:
-    """(threshold, rank): the rank-th smallest held-out score, rank = ceil(quantile * (n + 1))
-    (at most n), so a fresh exchangeable score exceeds it with probability (n - rank + 1)/(n + 1)
-    <= 1 - quantile (the conformal choice); with fewer than 1/(1 - quantile) - 1 held-out records
-    the threshold is their max and the expected rate 1/(n + 1)."""
-    scores = np.sort(np.asarray(calibration, np.float64))
-    if len(scores) == 0:
-        raise ValueError("copy detection needs held-out scores to calibrate on")
-    rank = min(math.ceil(quantile * (len(scores) + 1)), len(scores))
-    return float(scores[rank - 1]), rank
-
-
-def copy_share(
-    released: np.ndarray, calibration: np.ndarray, quantile: float = COPY_QUANTILE
-) -> tuple[ShareTest, float]:
-    """(test, threshold): the share of released images whose nearest-member score exceeds the
-    held-out threshold. Given the threshold, the count is binomial with the held-out exceedance
-    rate q, and q ~ Beta(n - rank + 1, rank) over the draw of the held-out set; the count is then
-    beta-binomial, which is the exact null distribution the p-value uses (a plain binomial at 1%
-    would ignore that every released image shares one estimated threshold)."""
-    tau, rank = copy_threshold(calibration, quantile)
-    scores = np.asarray(released, np.float64)
-    if len(scores) == 0:
-        raise ValueError("copy detection needs released scores")
-    n_cal, n = len(calibration), len(scores)
-    exceed = int((scores > tau).sum())
-    a, b = n_cal - rank + 1, rank
-    low, high = clopper_pearson_interval(exceed, n)
-    p_value = float(betabinom.sf(exceed - 1, n, a, b))
-    return ShareTest(exceed / n, low, high, a / (n_cal + 1), p_value, n), tau
 
 
 def _coarse(images: torch.Tensor) -> torch.Tensor:
@@ -196,12 +242,45 @@ def exact_copies(
     return np.array(order, dtype=np.int64), np.array([found[i] for i in order], dtype=np.int64)
 
 
+def transformed_copies(
+    released: np.ndarray,
+    members: np.ndarray,
+    neighbours: Neighbours,
+    transforms: tuple[Transform, ...],
+    *,
+    tolerance: int = EXACT_TOLERANCE,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(released positions, member positions, transformation indices) of released images within
+    `tolerance` of a transformed member at every pixel the two share (the shifted-in edge is not
+    compared), among each image's nearest members under a transformation (the search found
+    them: an exact transformed copy scores as high as any image can)."""
+    h, w = released.shape[1:3]
+    found: dict[int, tuple[int, int]] = {}
+    rows, cols = np.nonzero(neighbours.transforms != 0)
+    for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
+        if i in found:
+            continue
+        m, ti = int(neighbours.indices[i, j]), int(neighbours.transforms[i, j])
+        moved = apply_uint8(members[m : m + 1], transforms[ti])[0]
+        ys, xs = overlap(transforms[ti], h, w)
+        gap = np.abs(released[i, ys, xs].astype(np.int16) - moved[ys, xs].astype(np.int16))
+        if gap.max() <= tolerance:
+            found[i] = (m, ti)
+    order = sorted(found)
+    return (
+        np.array(order, np.int64),
+        np.array([found[i][0] for i in order], np.int64),
+        np.array([found[i][1] for i in order], np.int64),
+    )
+
+
 @dataclass(frozen=True)
 class HoldoutSets:
     """How the non-members serve the holdout statistics. holdout: the yardstick (dataset indices
-    of non-members never offered as a release); member_sample: as many members (positions in
-    split.members) for the holdout share; real_release: other non-members, offered as the `real`
-    row's release so the reader sees what chance looks like."""
+    of non-members never offered as a release), in the pool beside every member;
+    member_sample: members (positions in split.members) whose ratios calibrate copy detection
+    beside the holdout's; real_release: other non-members, offered as the `real` row's release
+    so the reader sees what chance looks like."""
 
     holdout: np.ndarray
     member_sample: np.ndarray
@@ -216,73 +295,21 @@ def choose_holdout(
     max_holdout: int,
     max_real: int,
 ) -> HoldoutSets:
-    """Half the non-members (at most max_holdout, and no more than there are members) become the
-    holdout, the rest (at most max_real) the real row's release; a member sample as large as the
-    holdout is drawn without replacement."""
-    if len(nonmembers) < 2:
+    """Half the non-members (at most max_holdout) become the holdout, the rest (at most max_real)
+    the real row's release; at most max_holdout members calibrate copy detection (all of them
+    on a CPU-sized split)."""
+    if len(nonmembers) < 3 or n_members < 2 or max_holdout < 2:
         raise AuditError(
-            f"the holdout statistics need at least 2 non-members (a holdout and a real-row "
-            f"release), the split has {len(nonmembers)}"
+            f"the holdout statistics need at least 3 non-members (2 held out, a real-row "
+            f"release), 2 members and max_holdout >= 2; the split has {len(nonmembers)} "
+            f"non-members and {n_members} members, max_holdout is {max_holdout}"
         )
     order = rng.permutation(nonmembers)
-    n_holdout = min((len(order) + 1) // 2, max_holdout, n_members)
+    n_holdout = min((len(order) + 1) // 2, max_holdout)
     holdout, rest = order[:n_holdout], order[n_holdout:]
-    member_sample = rng.choice(n_members, n_holdout, replace=False)
+    member_sample = rng.choice(n_members, min(n_members, max_holdout), replace=False)
     return HoldoutSets(
         holdout=np.sort(holdout),
         member_sample=np.sort(member_sample),
         real_release=np.sort(rest[:max_real]),
     )
-
-
-def memorisation_statistics(
-    query: np.ndarray,
-    to_members: dict[Metric, np.ndarray],
-    *,
-    members: np.ndarray,
-    member_sample: np.ndarray,
-    holdout: np.ndarray,
-    calibration: dict[Metric, np.ndarray],
-    rng: np.random.Generator,
-    device: str = "cpu",
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Every holdout-relative statistic of one released set (uint8 NHWC images).
-
-    to_members: per metric, each query image's nearest score among all members; calibration: per
-    metric, each held-out image's nearest score among the same members; member_sample and
-    holdout: equally many member and held-out images; rng: the holdout share's permutations.
-    Returns the summary columns and the per-image arrays (which side each image is nearest,
-    exact copies' positions)."""
-    summary: dict[str, Any] = {}
-    arrays: dict[str, np.ndarray] = {}
-    pool = np.concatenate([member_sample, holdout])
-    for metric, values in to_members.items():
-        top_values, top_positions = nearest_neighbours(
-            query, pool, metric, k=min(TOP_K, len(pool)), device=device, progress=False
-        )
-        share = holdout_share_test(top_values, top_positions, len(member_sample), len(pool), rng)
-        # 1: nearest the member sample, 0: nearest the holdout, 0.5: a tie
-        arrays[f"{metric}_nearest_side"] = nearest_side(
-            top_values, top_positions, len(member_sample)
-        )
-        copies, threshold = copy_share(values, calibration[metric])
-        summary.update(
-            {
-                f"holdout_share_{metric}": share.share,
-                f"holdout_share_{metric}_ci_low": share.ci_low,
-                f"holdout_share_{metric}_ci_high": share.ci_high,
-                f"holdout_share_{metric}_p": share.p_value,
-                f"holdout_share_{metric}_p_binomial": share.p_binomial,
-                f"copy_share_{metric}": copies.share,
-                f"copy_share_{metric}_ci_low": copies.ci_low,
-                f"copy_share_{metric}_ci_high": copies.ci_high,
-                f"copy_share_{metric}_p": copies.p_value,
-                f"copy_share_{metric}_expected": copies.expected,
-                f"copy_threshold_{metric}": threshold,
-            }
-        )
-    released_pos, member_pos = exact_copies(query, members)
-    summary["exact_copies"] = len(released_pos)
-    arrays["exact_copy_released"] = released_pos  # position within the released set
-    arrays["exact_copy_member"] = member_pos  # position within the members
-    return summary, arrays

@@ -80,8 +80,7 @@ def l2_shortlist(
     if size < 1:
         raise ValueError("the L2 shortlist needs at least one reference besides the excluded")
     q_sq = (q * q).sum(dim=1, keepdim=True)
-    moved = [apply(r, t).flatten(1) for t in transforms]
-    moved_sq = [(m * m).sum(dim=1)[None, :] for m in moved]
+    rank = torch.as_tensor(_priority(priority, n_r), device=dev)
     chunk = max(1, L2_BLOCK_ENTRIES // max(1, n_r))
     indices = np.zeros((n_q, size), np.int64)
     kinds = np.zeros((n_q, size), np.int64)
@@ -89,8 +88,9 @@ def l2_shortlist(
         rows = slice(start, start + chunk)
         best = torch.full((len(q[rows]), n_r), torch.inf, device=dev)
         best_t = torch.zeros((len(q[rows]), n_r), dtype=torch.long, device=dev)
-        for ti, (m, m_sq) in enumerate(zip(moved, moved_sq, strict=True)):
-            d2 = q_sq[rows] + m_sq - 2.0 * (q[rows] @ m.T)
+        for ti, t in enumerate(transforms):  # one transformed copy of the references at a time
+            moved = apply(r, t).flatten(1)
+            d2 = q_sq[rows] + (moved * moved).sum(dim=1)[None, :] - 2.0 * (q[rows] @ moved.T)
             better = d2 < best  # strictly: an earlier transformation (identity first) keeps ties
             best = torch.where(better, d2, best)
             best_t = torch.where(better, torch.full_like(best_t, ti), best_t)
@@ -98,7 +98,7 @@ def l2_shortlist(
             own = torch.as_tensor(exclude[rows], device=dev)
             has = own >= 0
             best[has.nonzero()[:, 0], own[has]] = torch.inf
-        top = best.topk(size, dim=1, largest=False).indices
+        top = _smallest_by_rank(best, rank, size)
         indices[rows] = top.cpu().numpy()
         kinds[rows] = best_t.gather(1, top).cpu().numpy()
     rows_of = np.repeat(np.arange(n_q), size)
@@ -111,6 +111,20 @@ def l2_shortlist(
             b = apply(r[torch.as_tensor(pairs_r[part], device=dev)], transforms[ti]).flatten(1)
             distances[part] = (a - b.double()).norm(dim=1).cpu().numpy()
     return _ranked(-distances.reshape(n_q, size), indices, kinds, size, _priority(priority, n_r))
+
+
+def _smallest_by_rank(values: torch.Tensor, rank: torch.Tensor, size: int) -> torch.Tensor:
+    """Per row, the positions of the `size` smallest values, a tie at the last place going to
+    the lower rank (a plain topk would cut it by position, i.e. by which side of a pool an
+    image is on)."""
+    top = values.topk(size, dim=1, largest=False)  # ascending: the strictly smaller ones first
+    kth = top.values[:, -1:]
+    below = (top.values < kth).sum(dim=1, keepdim=True)  # these always make the cut
+    tied = torch.where(values == kth, rank[None, :].to(values.dtype), torch.inf)
+    by_rank = tied.topk(size, dim=1, largest=False).indices  # the tied entries, lowest rank first
+    slot = torch.arange(size, device=values.device)[None, :]
+    from_ties = by_rank.gather(1, (slot - below).clamp(min=0))
+    return torch.where(slot >= below, from_ties, top.indices)
 
 
 def _priority(priority: np.ndarray | None, n: int) -> np.ndarray:
@@ -206,12 +220,15 @@ def transformed_neighbours(
     exclude: np.ndarray | None = None,
     device: str = "cpu",
     candidates: Neighbours | None = None,
+    compiled: bool | None = None,
 ) -> Neighbours:
     """The k references with the highest metric(query, t(reference)) over t in transforms (the
     first must be the identity), best first. uint8 NHWC images. exclude: per query, a reference
     position never returned (-1: none). priority: the rank of each reference among equals.
     candidates: this query's L2 shortlist against this reference, if already computed (it does
-    not depend on the metric); entries with index -1 are absent."""
+    not depend on the metric); entries with index -1 are absent. compiled: the plain search's
+    path (None: by its size; callers comparing two searches' scores fix it, since the paths'
+    float sums differ in the last digits)."""
     if not transforms or not transforms[0].is_identity:
         raise ValueError("the transformations must start with the identity")
     n_r = len(reference)
@@ -221,7 +238,13 @@ def transformed_neighbours(
         raise ValueError(f"k must lie in [1, {n_r - extra}], got {k}")
     order = np.argsort(rank, kind="stable")  # the plain search breaks ties by position
     plain_v, plain_i = nearest_neighbours(
-        query, reference[order], metric, k=min(k + extra, n_r), device=device, progress=False
+        query,
+        reference[order],
+        metric,
+        k=min(k + extra, n_r),
+        device=device,
+        progress=False,
+        compiled=compiled,
     )
     values = [plain_v.astype(np.float64)]
     indices = [order[plain_i]]
@@ -233,14 +256,21 @@ def transformed_neighbours(
         moved = (short.transforms != 0) & (short.indices >= 0)  # index -1: no candidate
         scores = np.full(short.values.shape, -np.inf)
         q_rows, cols = np.nonzero(moved)
-        dev = torch.device(device)
-        q_img, r_img = to_tensor(query, dev), to_tensor(reference, dev)
-        ref_pos, kind = short.indices[q_rows, cols], short.transforms[q_rows, cols]
-        for ti in np.unique(kind):
-            sel = np.nonzero(kind == ti)[0]
-            a = q_img[torch.as_tensor(q_rows[sel], device=dev)]
-            b = apply(r_img[torch.as_tensor(ref_pos[sel], device=dev)], transforms[ti])
-            scores[q_rows[sel], cols[sel]] = paired_scores(a, b, metric).cpu().numpy()
+        if len(q_rows):
+            dev = torch.device(device)
+            q_img, r_img = to_tensor(query, dev), to_tensor(reference, dev)
+            ref_pos, kind = short.indices[q_rows, cols], short.transforms[q_rows, cols]
+            pairs = np.argsort(kind, kind="stable")  # grouped by transformation
+            groups = np.split(pairs, np.flatnonzero(np.diff(kind[pairs])) + 1)
+            targets = torch.cat(
+                [
+                    apply(r_img[torch.as_tensor(ref_pos[g], device=dev)], transforms[kind[g[0]]])
+                    for g in groups
+                ]
+            )
+            sources = q_img[torch.as_tensor(q_rows[pairs], device=dev)]
+            found = paired_scores(sources, targets, metric).cpu().numpy()
+            scores[q_rows[pairs], cols[pairs]] = found
         values.append(scores)
         indices.append(short.indices)
         kinds.append(short.transforms)

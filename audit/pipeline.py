@@ -86,7 +86,15 @@ STAGES: list[Stage] = [
     Stage(
         "privacy",
         config=(
-            *(*_DATA, "similarity_levels", "nn_k", "max_reference", "max_holdout"),
+            *(
+                *_DATA,
+                "similarity_levels",
+                "nn_k",
+                "nn_shift",
+                "nn_mirror",
+                "max_reference",
+                "max_holdout",
+            ),
             *_COMPUTE,
         ),
         reads=("split", "generate"),
@@ -119,7 +127,7 @@ STAGES: list[Stage] = [
     ),
     Stage(
         "mia_release",
-        config=(*_ATTACK, *_CANDIDATES, "eps_delta"),
+        config=(*_ATTACK, *_CANDIDATES, "eps_delta", "nn_shift", "nn_mirror"),
         reads=("split", "target", "generate", "mia_refs", "population_model"),
         row_reads=("generate",),
         tasks=mia_release_tasks,

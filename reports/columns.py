@@ -14,8 +14,10 @@ from dataclasses import dataclass
 
 # results.json's layout; bumped whenever a column is renamed or removed or its meaning changes
 # (adding a column does not change it). Version 2: safe names (frac_above_0_9, tpr_at_0_1fpr),
-# the verdict per release, schema_version itself.
-SCHEMA_VERSION = 2
+# the verdict per release, schema_version itself. Version 3: transformation-aware neighbours, the
+# holdout share over every member (its chance in holdout_share_*_expected, a Clopper-Pearson CI),
+# copy_count_* in place of copy_share_*.
+SCHEMA_VERSION = 3
 
 # results.csv's leading columns, in this order; the rest follow in the order the stages add them
 # (renaming or removing one bumps SCHEMA_VERSION)
@@ -120,88 +122,110 @@ COLUMNS: tuple[Column, ...] = (
     ),
     Column(
         "holdout_share_{metric}",
-        "share of released images nearer a member than a held-out non-member (ties half); 0.5 "
-        "when nothing is memorised",
+        "share of released images whose nearest image among every member and the held-out "
+        "records is a member (compared under mirror and shifts, ties by a random pool order); "
+        "holdout_share_{metric}_expected when nothing is memorised",
         "[0, 1]",
         MORE_LEAKAGE,
         HOLD,
     ),
     Column(
         "holdout_share_{metric}_ci_low",
-        "holdout_share_{metric} - 1.96 permutation standard deviations (clipped to [0, 1])",
+        "Clopper-Pearson 95% lower bound of holdout_share_{metric}: the generator's share "
+        "against this pool if released images are independent draws (the test against chance "
+        "is the permutation p-value, which does not assume that)",
         "[0, 1]",
         MORE_LEAKAGE,
         HOLD,
     ),
     Column(
         "holdout_share_{metric}_ci_high",
-        "holdout_share_{metric} + 1.96 permutation standard deviations",
+        "Clopper-Pearson 95% upper bound of holdout_share_{metric}",
         "[0, 1]",
         MORE_LEAKAGE,
         HOLD,
     ),
     Column(
-        "holdout_share_{metric}_p",
-        "one-sided p-value of holdout_share_{metric} > 0.5 (permutation of the member and "
-        "held-out labels; the gate's test)",
-        "(0, 1]",
-        LESS_LEAKAGE,
-        HOLD,
-    ),
-    Column(
-        "holdout_share_{metric}_p_binomial",
-        "a naive binomial p-value of the same share, for reference: it assumes released "
-        "images independent, which an unrealistic release finding the same few hub images "
-        "nearest breaks",
-        "(0, 1]",
-        LESS_LEAKAGE,
-        HOLD,
-    ),
-    Column(
-        "copy_share_{metric}",
-        "share of released images nearer a member than 99% of held-out records are",
-        "[0, 1]",
-        MORE_LEAKAGE,
-        HOLD,
-    ),
-    Column(
-        "copy_share_{metric}_ci_low",
-        "Clopper-Pearson 95% lower bound of copy_share_{metric}",
-        "[0, 1]",
-        MORE_LEAKAGE,
-        HOLD,
-    ),
-    Column(
-        "copy_share_{metric}_ci_high",
-        "Clopper-Pearson 95% upper bound of copy_share_{metric}",
-        "[0, 1]",
-        MORE_LEAKAGE,
-        HOLD,
-    ),
-    Column(
-        "copy_share_{metric}_p",
-        "exact beta-binomial p-value of copy_share_{metric} above its expected value",
-        "(0, 1]",
-        LESS_LEAKAGE,
-        HOLD,
-    ),
-    Column(
-        "copy_share_{metric}_expected",
-        "copy_share_{metric} expected when nothing is memorised",
-        "[0, 1]",
+        "holdout_share_{metric}_expected",
+        "holdout_share_{metric} when nothing is memorised: members / (members + held-out "
+        "records) in the pool",
+        "(0, 1)",
         NEUTRAL,
         HOLD,
     ),
     Column(
-        "copy_threshold_{metric}",
-        "the held-out records' 99th-percentile similarity to the members: the copy level",
-        "[0, 1]",
+        "holdout_share_{metric}_p",
+        "one-sided permutation p-value of holdout_share_{metric} above its expected value (the "
+        "pool's member and held-out labels relabelled at random; the gate's test)",
+        "(0, 1]",
+        LESS_LEAKAGE,
+        HOLD,
+    ),
+    Column(
+        "copy_count_{metric}",
+        "members with a suspected copy: nearest a released image whose stand-out ratio "
+        "(distance to its nearest member / to its nearest held-out record, 1 - {metric}) is "
+        "below every calibration record's",
+        "integer >= 0",
+        MORE_LEAKAGE,
+        HOLD,
+    ),
+    Column(
+        "copy_count_{metric}_images",
+        "released images whose stand-out ratio is below every calibration record's",
+        "integer >= 0",
+        MORE_LEAKAGE,
+        HOLD,
+    ),
+    Column(
+        "copy_count_{metric}_expected",
+        "released images expected to stand out when nothing is memorised: n / (n_calibration + 1)",
+        ">= 0",
+        NEUTRAL,
+        HOLD,
+    ),
+    Column(
+        "copy_count_{metric}_p",
+        "beta-binomial p-value of copy_count_{metric} (the gate's test; exact when the "
+        "calibration ratios are exchangeable with the released images', approximate here)",
+        "(0, 1]",
+        LESS_LEAKAGE,
+        HOLD,
+    ),
+    Column(
+        "copy_ratio_threshold_{metric}",
+        "the smallest stand-out ratio among the calibration records: a released image below "
+        "it stands out",
+        ">= 0",
+        NEUTRAL,
+        HOLD,
+    ),
+    Column(
+        "n_calibration",
+        "private records that calibrate copy detection, each scored against the others: the "
+        "held-out records and up to max_holdout members",
+        "integer > 0",
+        NEUTRAL,
+        HOLD,
+    ),
+    Column(
+        "n_pool_members",
+        "members in the holdout share's pool (all of them)",
+        "integer > 0",
+        NEUTRAL,
+        HOLD,
+    ),
+    Column(
+        "n_pool_holdout",
+        "held-out records in the holdout share's pool",
+        "integer > 0",
         NEUTRAL,
         HOLD,
     ),
     Column(
         "exact_copies",
-        "released images within +-2 grey levels of a member at every pixel",
+        "released images within +-2 grey levels of a member at every pixel, as it is or "
+        "mirrored or shifted (on the pixels both hold)",
         "integer >= 0",
         MORE_LEAKAGE,
         HOLD,

@@ -106,15 +106,18 @@ def tradeoff_figure(rows: list[dict[str, Any]]) -> str | None:
     for axis in (left, right):
         if real_utility is not None:
             axis.axhline(real_utility, color="grey", ls="--", lw=1, label="real members (utility)")
-        axis.axvline(0.5, color="black", ls=":", lw=1, label="chance")
         axis.set_ylabel("utility: test accuracy of the retrained model")
         axis.set_ylim(0, 1.02)
         axis.set_xlim(0, 1)
         axis.grid(alpha=0.3)
+    right.axvline(0.5, color="black", ls=":", lw=1, label="chance")
+    chance = _number((real or releases[0]).get("holdout_share_ssim_expected"))
+    if chance is not None:  # members / (members + held-out records): the same for every row
+        left.axvline(chance, color="black", ls=":", lw=1, label="chance")
     real_share = _number(real.get("holdout_share_ssim")) if real else None
     if real_share is not None:
         left.axvline(real_share, color="grey", ls="-.", lw=1, label="held-out images as a release")
-    left.set_xlabel("share of released images closer to members than to held-out (SSIM)")
+    left.set_xlabel("share of released images whose nearest pool image is a member (SSIM)")
     target_auc = _number(target.get("mia_model_auc")) if target else None
     if target_auc is not None and target is not None:
         right.plot(

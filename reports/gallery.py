@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from audit.store import RunDir, mia_scores_name, row_of
+from audit.transforms import IDENTITY, Transform, apply_uint8
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,13 @@ def image_uri(image: np.ndarray) -> str:
     return png_data_uri(np.ascontiguousarray(image[:, :, 0] if image.shape[2] == 1 else image))
 
 
-def _private_tile(private: PrivateImages, index: int, caption: str) -> Tile:
+def _private_tile(
+    private: PrivateImages, index: int, caption: str, move: Transform = IDENTITY
+) -> Tile:
+    """A private image (as the transformation moves it), or a redacted tile."""
     image = private(index)
+    if image is not None and not move.is_identity:
+        image = apply_uint8(image[None], move)[0]
     return Tile(image_uri(image) if image is not None else None, caption, private=True)
 
 
@@ -135,6 +141,7 @@ def nearest_panels(
         name = row_of(release)
         synthetic = store.read_npz(release["path"])
         privacy = store.read_npz(f"privacy/{name}.npz")
+        transforms = _transforms(store)
         worst = np.argsort(-privacy["ssim_values"], kind="stable")[:n_show]
         rows = []
         for i in worst:
@@ -142,27 +149,36 @@ def nearest_panels(
             tiles = [Tile(image_uri(synthetic["images"][i]), f"released #{i} (class {label})")]
             top_ssim = privacy["ssim_topk_member"][i]
             top_values = privacy["ssim_topk_values"][i]
+            top_moves = [transforms[int(t)] for t in privacy["ssim_topk_transform"][i]]
             tiles.append(
                 _private_tile(
                     private,
                     int(members[top_ssim[0]]),
-                    f"nearest by SSIM: {top_values[0]:.3f} (record {int(members[top_ssim[0]])})",
+                    f"nearest by SSIM: {top_values[0]:.3f} (record {int(members[top_ssim[0]])}"
+                    f"{_moved(top_moves[0])})",
+                    top_moves[0],
                 )
             )
             haar = int(privacy["haarpsi_member"][i])
+            haar_move = transforms[int(privacy["haarpsi_transform"][i])]
             tiles.append(
                 _private_tile(
                     private,
                     int(members[haar]),
                     f"nearest by HaarPSI: {privacy['haarpsi_values'][i]:.3f} "
-                    f"(record {int(members[haar])})",
+                    f"(record {int(members[haar])}{_moved(haar_move)})",
+                    haar_move,
                 )
             )
             for rank in range(1, len(top_ssim)):
                 record = int(members[top_ssim[rank]])
                 tiles.append(
                     _private_tile(
-                        private, record, f"SSIM #{rank + 1}: {top_values[rank]:.3f} ({record})"
+                        private,
+                        record,
+                        f"SSIM #{rank + 1}: {top_values[rank]:.3f} ({record}"
+                        f"{_moved(top_moves[rank])})",
+                        top_moves[rank],
                     )
                 )
             rows.append(tiles)
@@ -170,11 +186,29 @@ def nearest_panels(
             Panel(
                 title=f"{release['generator']} K={release['k']}",
                 note=f"the {len(worst)} released images most similar to a private member, "
-                "highest SSIM first; record = index in the dataset",
+                "highest SSIM first; record = index in the dataset; each member as mirrored or "
+                "shifted to match (the transformation in brackets)",
                 rows=rows,
             )
         )
     return panels
+
+
+def _moved(move: Transform) -> str:
+    return "" if move.is_identity else f", {move.name}"
+
+
+def suspected(privacy: dict[str, np.ndarray]) -> np.ndarray:
+    """Positions of the released images that are exact copies or stand out as copies by either
+    metric (audit/holdout.py), most like a copy first (smallest stand-out ratio)."""
+    flagged = np.zeros(len(privacy["ssim_values"]), bool)
+    for metric in ("ssim", "haarpsi"):
+        if f"{metric}_stands_out" in privacy:
+            flagged |= privacy[f"{metric}_stands_out"].astype(bool)
+    flagged[privacy["exact_copy_released"].astype(np.int64)] = True
+    positions = np.flatnonzero(flagged)
+    ratio = privacy.get("ssim_ratio", privacy["ssim_values"] * 0)[positions]
+    return positions[np.argsort(ratio, kind="stable")]
 
 
 def copy_panels(
@@ -182,39 +216,74 @@ def copy_panels(
     releases: list[dict[str, Any]],
     classes: list[str],
     private: PrivateImages,
+    n_show: int = 16,
 ) -> list[Panel]:
-    """Per release with exact copies (every pixel within +-2 of a member's): each copy beside
-    the member it reproduces."""
+    """Per release with suspected copies (exact copies, or images standing out as copies by
+    either metric): each beside its nearest member as the transformation found shows it, and
+    beside the nearest held-out record for comparison."""
+    transforms = _transforms(store)
     panels = []
     for release in releases:
         name = row_of(release)
         privacy = store.read_npz(f"privacy/{name}.npz")
-        if "exact_copy_released" not in privacy or not len(privacy["exact_copy_released"]):
+        flagged = suspected(privacy)
+        if not len(flagged):
             continue
         synthetic = store.read_npz(release["path"])
+        exact = dict(
+            zip(
+                privacy["exact_copy_released"].tolist(),
+                privacy["exact_copy_transform"].tolist(),
+                strict=True,
+            )
+        )
         rows = []
-        for position, record in zip(
-            privacy["exact_copy_released"], privacy["exact_copy_index"], strict=True
-        ):
+        for position in flagged[:n_show].tolist():
             label = classes[int(synthetic["labels"][position])]
+            record = int(privacy["ssim_index"][position])
+            move = transforms[int(privacy["ssim_transform"][position])]
+            what = "exact copy" if position in exact else "stands out"
+            held = int(privacy["ssim_holdout_index"][position])
             rows.append(
                 [
                     Tile(
                         image_uri(synthetic["images"][position]),
-                        f"released #{int(position)} (class {label})",
+                        f"released #{position} (class {label}): {what}",
                     ),
-                    _private_tile(private, int(record), f"member, record {int(record)}"),
+                    _private_tile(
+                        private,
+                        record,
+                        f"member {record}, {move.name}: SSIM "
+                        f"{privacy['ssim_values'][position]:.3f}",
+                        move,
+                    ),
+                    _private_tile(
+                        private,
+                        held,
+                        f"nearest held-out {held}: SSIM "
+                        f"{privacy['ssim_holdout_values'][position]:.3f} (ratio "
+                        f"{privacy['ssim_ratio'][position]:.2f})",
+                    ),
                 ]
             )
+        shown = f"; the first {n_show} shown" if len(flagged) > n_show else ""
         panels.append(
             Panel(
-                title=f"Exact copies in {name}: {len(rows)}",
-                note="released images within +-2 grey levels of a private member at every "
-                "pixel, each beside that member",
+                title=f"Suspected copies in {name}: {len(flagged)} ({len(exact)} exact)",
+                note="released images within +-2 grey levels of a (mirrored or shifted) member "
+                "or nearer one, relative to their nearest held-out record, than any record never "
+                "used is; each beside that member as transformed to match and beside its "
+                "nearest held-out record (ratio: distance to the member / to the held-out "
+                f"record){shown}",
                 rows=rows,
             )
         )
     return panels
+
+
+def _transforms(store: RunDir) -> list[Transform]:
+    names = store.read_json("privacy.json").get("transforms", ["identity"])
+    return [Transform.from_name(n) for n in names]
 
 
 def exposed_panels(

@@ -80,13 +80,17 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
         "choice does not bias the figure upwards: AUC with its 95% bootstrap CI, the one-sided "
         "Mann-Whitney p-value of AUC > 0.5, TPR at 1% FPR (empty where the half's non-members "
         "cannot resolve it) and eps_lower; eps_lower is the max over the families.",
-        "holdout_columns": "holdout_share_*: the share of released images whose nearest of a "
-        "random sample of members beats their nearest of as many held-out non-members (ties "
-        "half; 0.5 when nothing is memorised), with a Clopper-Pearson 95% CI and the one-sided "
-        "binomial p-value. copy_share_*: the share whose nearest member beats the held-out "
-        "records' 99th-percentile score to the members (expected copy_share_*_expected), with "
-        "its exact beta-binomial p-value. exact_copies: released images within +-2 grey levels "
-        "of a member at every pixel.",
+        "holdout_columns": "Every similarity below compares a released image with each private "
+        "image as it is, shifted by up to nn_shift px and (nn_mirror) mirrored, the best "
+        "counting. holdout_share_*: the share of released images whose nearest image among all "
+        "members and the held-out non-members is a member (holdout_share_*_expected when "
+        "nothing is memorised), with a Clopper-Pearson 95% CI and a one-sided permutation "
+        "p-value. copy_count_*: members with a suspected copy, i.e. nearest a released image "
+        "whose distance to them, relative to its nearest held-out record, is smaller than any "
+        "of n_calibration private records shows against the others, with a beta-binomial "
+        "p-value. "
+        "exact_copies: released images within +-2 grey levels of a (transformed) member at "
+        "every pixel.",
     }
     attacks = {  # per-attack figures with confidence intervals, for the report
         family: store.read_json(f"{family}.json")
@@ -119,7 +123,8 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
         "eps_delta": config.eps_delta,
         "holdout": {
             "n_holdout": len(privacy_info["holdout_nonmembers"]),
-            "n_member_sample": len(privacy_info["member_sample"]),
+            "n_calibration_members": len(privacy_info["calibration_members"]),
+            "transforms": privacy_info["transforms"],
             "n_real_release": len(privacy_info["reference_nonmembers"]),
             **privacy_info["holdout"],
         },

@@ -38,8 +38,9 @@ def strongest_attack(row: dict[str, Any]) -> dict[str, Any]:
 
 def summary_rows(rows: list[dict[str, Any]], passed: dict[str, bool]) -> list[dict[str, Any]]:
     """One dict per release (then the `real` and `target` baselines): utility_acc and its
-    ratio to the real members' utility_acc, holdout_share_ssim with its p-value (0.5 is
-    chance), the strongest attack, and the verdict (pass / fail / baseline)."""
+    ratio to the real members' utility_acc, holdout_share_ssim with its chance level and
+    p-value, the suspected copies (the larger copy_count), the strongest attack, and the verdict
+    (pass / fail / baseline)."""
     real = next((r for r in rows if r["generator"] == "real"), {})
     real_acc = number_or_none(real.get("utility_acc"))
     out = []
@@ -56,6 +57,10 @@ def summary_rows(rows: list[dict[str, Any]], passed: dict[str, bool]) -> list[di
                 "utility_vs_real": acc / real_acc if acc is not None and real_acc else None,
                 "holdout_share_ssim": number_or_none(row.get("holdout_share_ssim")),
                 "holdout_share_ssim_p": number_or_none(row.get("holdout_share_ssim_p")),
+                "holdout_share_ssim_expected": number_or_none(
+                    row.get("holdout_share_ssim_expected")
+                ),
+                "suspected_copies": _most(row, ("copy_count_ssim", "copy_count_haarpsi")),
                 **strongest_attack(row),
                 "verdict": "baseline"
                 if baseline
@@ -63,6 +68,12 @@ def summary_rows(rows: list[dict[str, Any]], passed: dict[str, bool]) -> list[di
             }
         )
     return out
+
+
+def _most(row: dict[str, Any], keys: tuple[str, ...]) -> int | None:
+    found = [number_or_none(row.get(k)) for k in keys]
+    counts = [int(v) for v in found if v is not None]
+    return max(counts) if counts else None
 
 
 def _cell(value: Any, spec: str = ".3f") -> str:
@@ -74,7 +85,7 @@ def _cell(value: Any, spec: str = ".3f") -> str:
 def render_summary(rows: list[dict[str, Any]]) -> str:
     """The table as fixed-width text, with a legend."""
     header = (
-        *("release", "utility", "vs real", "holdout", "p"),
+        *("release", "utility", "vs real", "holdout", "chance", "p", "copies"),
         *("strongest attack", "AUC", "TPR", "at FPR", "verdict"),
     )
     lines = []
@@ -85,7 +96,9 @@ def render_summary(rows: list[dict[str, Any]]) -> str:
                 _cell(r["utility_acc"]),
                 _cell(r["utility_vs_real"], ".2f"),
                 _cell(r["holdout_share_ssim"]),
+                _cell(r["holdout_share_ssim_expected"], ".2f"),
                 _cell(r["holdout_share_ssim_p"], ".2g"),
+                _cell(r["suspected_copies"]),
                 _cell(r["attack"]),
                 _cell(r["attack_auc"]),
                 _cell(r["attack_tpr"]),
@@ -101,8 +114,11 @@ def render_summary(rows: list[dict[str, Any]]) -> str:
     text.insert(1, "-" * len(text[0]))
     legend = (
         "utility: test accuracy of ResNet20 retrained on the release (vs real: its ratio to "
-        "training on the real members). holdout: share of released images nearer (SSIM) a "
-        "member than a held-out non-member, 0.5 is chance; p: its permutation p-value. "
+        "training on the real members). holdout: share of released images whose nearest image "
+        "(SSIM, compared shifted and, where the classes allow, mirrored) among all members and "
+        "the held-out records is a member, beside its chance level; p: its permutation p-value. "
+        "copies: members with a "
+        "suspected copy in the release (the larger of the SSIM and HaarPSI counts). "
         "strongest attack: the membership attack with the highest AUC (0.5 is chance) and its "
         "TPR at the lowest FPR its non-members resolve (n/r: not even 1%). "
         "Columns: docs/columns.md."

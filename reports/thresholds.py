@@ -56,17 +56,19 @@ TESTS: dict[str, Test] = {
         f"holdout_share_{m}": Test(
             f"holdout_share_{m}_p",
             f"holdout_share_{m}",
-            f"share of released images closer ({label}) to members than to held-out records",
-            0.5,
+            f"share of released images whose nearest ({label}, under mirror and shifts) of all "
+            "members and the held-out records is a member",
+            f"holdout_share_{m}_expected",
         )
         for m, label in (("ssim", "SSIM"), ("haarpsi", "HaarPSI"))
     },
     **{
-        f"copy_share_{m}": Test(
-            f"copy_share_{m}_p",
-            f"copy_share_{m}",
-            f"share of released images nearer a member ({label}) than 99% of held-out records",
-            f"copy_share_{m}_expected",
+        f"copy_count_{m}": Test(
+            f"copy_count_{m}_p",
+            f"copy_count_{m}",
+            f"members with a suspected copy: released images nearer a member ({label}), "
+            "relative to their nearest held-out record, than any private record to the others",
+            f"copy_count_{m}_expected",
         )
         for m, label in (("ssim", "SSIM"), ("haarpsi", "HaarPSI"))
     },
@@ -295,7 +297,7 @@ def summary_lines(verdicts: list[Verdict]) -> list[str]:
         mine = [v for v in verdicts if v.row == row]
         failed = [v for v in mine if not v.passed]
         if failed:
-            lines.append(f"FAIL {row}: " + "; ".join(_reason(v) for v in failed))
+            lines.append(f"FAIL {row}: " + _suspected(mine) + "; ".join(map(_reason, failed)))
             continue
         held = [_held(v) for v in mine if not v.is_test]
         tests = [v for v in mine if v.is_test]
@@ -310,6 +312,32 @@ def summary_lines(verdicts: list[Verdict]) -> list[str]:
     return lines
 
 
+def suspected_copies(verdicts: list[Verdict]) -> tuple[int, float] | None:
+    """(members with a suspected copy, images expected to stand out by chance) from the copy
+    test that found most, when a copy test failed; None otherwise (by chance about n / n_cal
+    released images stand out, which is no finding)."""
+    failed = [
+        v
+        for v in verdicts
+        if v.metric.startswith("copy_count_") and not v.passed and v.statistic is not None
+    ]
+    if not failed:
+        return None
+    worst = max(failed, key=lambda v: v.statistic or 0)
+    return int(worst.statistic or 0), float(worst.chance or 0.0)
+
+
+def _suspected(verdicts: list[Verdict]) -> str:
+    found = suspected_copies(verdicts)
+    if found is None:
+        return ""
+    count, chance = found
+    return (
+        f"{count} suspected cop{'y' if count == 1 else 'ies'} of members ({chance:.2g} "
+        "expected by chance); "
+    )
+
+
 def _held(v: Verdict) -> str:
     if v.metric == "max_exact_copies" and v.limit == 0:
         return "no exact copy of a member"
@@ -322,6 +350,11 @@ def _held(v: Verdict) -> str:
 def _reason(v: Verdict) -> str:
     if v.value is None:
         return f"{v.metric} not measured"
+    if v.metric.startswith("copy_count_") and v.statistic is not None:
+        return (
+            f"{v.metric}: {int(v.statistic)} members with a suspected copy ({_g(v.chance)} "
+            f"released images expected to stand out by chance, p = {v.value:.2g})"
+        )
     if v.is_test:
         return f"{v.metric} {_g(v.statistic)} (chance {_g(v.chance)}, p = {v.value:.2g})"
     if v.metric == "max_exact_copies":

@@ -30,7 +30,7 @@ def test_default_pipeline_leaks_less_than_the_thresholds(tiny_default_run, synth
     verdicts = synthaudit_gate(tiny_default_run, leakage_only=True)
     assert {v.metric for v in verdicts} == {
         "max_exact_copies",
-        *("holdout_share_ssim", "holdout_share_haarpsi", "copy_share_ssim", "copy_share_haarpsi"),
+        *("holdout_share_ssim", "holdout_share_haarpsi", "copy_count_ssim", "copy_count_haarpsi"),
         *("mia_release", "mia_model"),
     }
     assert {v.row for v in verdicts} == {"bn_match-k2", "bn_match-k4", "dp_vae-eps10"}

@@ -114,6 +114,8 @@ def test_exclude_and_priority():
         image, reference, "ssim", transforms=transforms, k=2, priority=np.array([3, 1, 0, 2])
     )
     assert found.indices[0].tolist() == [2, 1]  # by priority, not by position
+    short = l2_shortlist(image, reference, transforms, 2, priority=np.array([3, 1, 0, 2]))
+    assert sorted(short.indices[0].tolist()) == [1, 2]  # a tie at the cut goes by priority too
     skipped = transformed_neighbours(
         reference, reference, "ssim", transforms=transforms, exclude=np.arange(4)
     )

@@ -155,6 +155,6 @@ def test_verdict_table_shows_the_held_out_baseline_of_every_check():
         "max_exact_copies",
         "holdout_share_ssim",
         "holdout_share_haarpsi",
-        "copy_share_ssim",
-        "copy_share_haarpsi",
+        "copy_count_ssim",
+        "copy_count_haarpsi",
     ]

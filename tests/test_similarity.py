@@ -111,7 +111,7 @@ def test_odd_images_give_finite_scores_everywhere(channels):
     attacks gives finite scores (piq's HaarPSI of two black images is inf)."""
     from attacks.metrics import evaluate_attack
     from attacks.release import release_scores
-    from audit.holdout import memorisation_statistics
+    from audit.memorisation import calibration_ratios, make_yardstick, release_statistics
 
     images = odd_images(channels)
     for metric in METRICS:
@@ -130,17 +130,26 @@ def test_odd_images_give_finite_scores_everywhere(channels):
     for name, s in scores.items():
         assert np.isfinite(s).all(), name
         evaluate_attack(s[is_member], s[~is_member], rng=np.random.default_rng(0), n_bootstrap=5)
-    to_members = {
-        m: nearest_neighbours(images, images[:4], m, progress=False)[0][:, 0] for m in METRICS
-    }
-    summary, _ = memorisation_statistics(
+    y = make_yardstick(
         images,
-        to_members,
-        members=images[:4],
-        member_sample=images[:3],
-        holdout=images[4:7],
-        calibration={m: v[4:7] for m, v in to_members.items()},
-        rng=np.random.default_rng(0),
+        np.arange(4),
+        np.arange(4, 10),
+        seed=0,
+        max_holdout=3,
+        max_real=3,
+        nn_shift=2,
+        nn_mirror=True,
+    )
+    calibration = {m: ratios for m, (ratios, _) in calibration_ratios(y, device="cpu").items()}
+    assert all(not np.isnan(r).any() for r in calibration.values())
+    summary, _ = release_statistics(
+        images,
+        y,
+        calibration,
+        rngs={m: np.random.default_rng(0) for m in METRICS},
+        nn_k=2,
+        levels=(0.5,),
+        device="cpu",
     )
     assert all(np.isfinite(v) for v in summary.values() if isinstance(v, float))
 

@@ -20,6 +20,7 @@ from audit.costs import attack_cost
 from audit.graph import Plan, Task
 from audit.run import Run
 from audit.store import mia_scores_name
+from audit.transforms import augmentations
 
 INSIDER = "target_feature_l2"  # a diagnostic: needs the private target, which no attacker holds
 
@@ -57,6 +58,7 @@ def attack_release(run: Run, path: str, name: str) -> tuple[Any, Any, Any]:
             candidate_features=candidate_features(),
             synthetic_features=penultimate_features(extractor, synthetic, device=c.device),
             device=c.device,
+            transforms=augmentations(max_shift=c.nn_shift, mirror=bool(c.nn_mirror)),
         )
 
     refs_info = run.store.read_json("refs.json")

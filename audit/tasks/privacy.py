@@ -1,9 +1,11 @@
 """Nearest members of each released image, and how that compares with records never used.
 
-The non-members are split into a held-out yardstick (calibrating copy detection; as many members
-sampled beside it for the holdout share) and the `real` row's release, which is what an
-independent draw from the private distribution scores on the same tests. Tasks: the holdout row
-first (its scores calibrate the others), then each release and `real`.
+The non-members are split into a held-out yardstick (in the pool beside every member for the
+holdout share, and calibrating copy detection with a sample of members) and the `real` row's
+release, which is what an independent draw from the private distribution scores on the same
+tests. Every comparison runs under the generator's augmentations (--nn-shift, --nn-mirror).
+Tasks: the holdout row first (its calibration ratios serve the others), then each release and
+`real`.
 """
 
 from __future__ import annotations
@@ -16,25 +18,34 @@ import numpy as np
 from audit.costs import similarity_cost
 from audit.data import Split
 from audit.graph import Plan, Task
-from audit.holdout import HoldoutSets, choose_holdout, memorisation_statistics
+from audit.memorisation import (
+    METRICS,
+    Yardstick,
+    calibration_ratios,
+    make_yardstick,
+    release_statistics,
+)
 from audit.run import Run
 from audit.seeding import numpy_rng
-from audit.similarity import Metric, nearest_neighbours, summarise
+from audit.similarity import summarise
 
 log = logging.getLogger(__name__)
 
-METRICS: tuple[Metric, ...] = ("ssim", "haarpsi")
-HOLDOUT_SCORES = "privacy/holdout.npz"  # held-out non-members' nearest-member scores
+HOLDOUT_SCORES = "privacy/holdout.npz"  # the calibration ratios of copy detection
+BLIND_RATIO = 1e-3  # a calibration ratio below this: the dataset holds near-duplicates
 
 
-def holdout_sets(run: Run, split: Split) -> HoldoutSets:
+def yardstick(run: Run, split: Split) -> Yardstick:
     c = run.config
-    return choose_holdout(
+    return make_yardstick(
+        run.data.images,
+        split.members,
         split.nonmembers,
-        len(split.members),
-        numpy_rng(c.seed, "holdout"),
+        seed=c.seed,
         max_holdout=c.max_holdout,
         max_real=c.max_reference,
+        nn_shift=c.nn_shift,
+        nn_mirror=bool(c.nn_mirror),
     )
 
 
@@ -66,27 +77,47 @@ def privacy_tasks(plan: Plan) -> list[Task]:
 
 
 def privacy_of_holdout(run: Run) -> dict[str, Any]:
-    split = run.split()
-    sets = holdout_sets(run, split)
-    return _privacy_row(run.data.images[sets.holdout], split, run, "holdout", None)
+    """The calibration ratios of copy detection (audit/memorisation.py); the holdout row's
+    summary is its records' nearest-member scores."""
+    y = yardstick(run, run.split())
+    summary: dict[str, Any] = {"n_scored": len(y.holdout)}
+    arrays: dict[str, np.ndarray] = {}
+    for metric, (ratios, nearest) in calibration_ratios(y, device=run.config.device).items():
+        if ratios.min() < BLIND_RATIO:
+            log.warning(
+                "[privacy] copy detection by %s is nearly blind: a private record is itself a "
+                "(near-)duplicate of another (stand-out ratio %.2g), so a released copy must "
+                "come closer still to stand out; see the calibration in %s",
+                metric,
+                ratios.min(),
+                HOLDOUT_SCORES,
+            )
+        summary.update(
+            summarise(nearest, prefix=f"nn_{metric}", levels=run.config.similarity_levels)
+        )
+        arrays[f"{metric}_values"] = nearest
+        arrays[f"{metric}_calibration"] = ratios
+    run.store.write_npz(HOLDOUT_SCORES, **arrays)
+    return summary
 
 
 def privacy_of_release(run: Run, path: str, name: str) -> dict[str, Any]:
     split = run.split()
     images = run.store.read_npz(path)["images"]
-    return _privacy_row(images, split, run, name, holdout_sets(run, split))
+    return _privacy_row(images, run, name, yardstick(run, split))
 
 
 def privacy_of_real(run: Run) -> dict[str, Any]:
     split = run.split()
-    sets = holdout_sets(run, split)
-    return _privacy_row(run.data.images[sets.real_release], split, run, "real", sets)
+    y = yardstick(run, split)
+    return _privacy_row(run.data.images[y.sets.real_release], run, "real", y)
 
 
 def write_privacy(run: Run, results: dict[str, Any]) -> None:
-    """privacy.json: the releases' rows and `real`, the holdout row and who served as what."""
+    """privacy.json: the releases' rows and `real`, the holdout row, who served as what and the
+    transformations searched (the npz files' *_transform arrays index them)."""
     split = run.split()
-    sets = holdout_sets(run, split)
+    y = yardstick(run, split)
     rows = {name: row for name, row in results.items() if name != "holdout"}
     for name, row in rows.items():
         _log_privacy(name, row)
@@ -95,70 +126,46 @@ def write_privacy(run: Run, results: dict[str, Any]) -> None:
         {
             "rows": rows,
             "holdout": results["holdout"],
-            "holdout_nonmembers": sets.holdout,
-            "member_sample": split.members[sets.member_sample],
-            "reference_nonmembers": sets.real_release,
+            "holdout_nonmembers": y.sets.holdout,
+            "calibration_members": split.members[y.sets.member_sample],
+            "reference_nonmembers": y.sets.real_release,
+            "transforms": [t.name for t in y.transforms],
         },
     )
 
 
-def _privacy_row(
-    query: np.ndarray, split: Split, run: Run, name: str, sets: HoldoutSets | None
-) -> dict[str, Any]:
-    """The k nearest members of each query image by each metric (top-1 summarised in the row,
-    top-k kept for the report) and, given the held-out sets, the holdout-relative statistics:
-    summary row + privacy/{name}.npz. sets=None: the held-out calibration row itself."""
-    members = run.data.images[split.members]
-    summary: dict[str, Any] = {"n_scored": len(query)}
-    arrays: dict[str, np.ndarray] = {}
-    k = min(run.config.nn_k, len(members))
-    calibration = None if sets is None else run.store.read_npz(HOLDOUT_SCORES)
-    device = run.config.device
-    for metric in METRICS:
-        values, indices = nearest_neighbours(query, members, metric, k=k, device=device)
-        summary.update(
-            summarise(values[:, 0], prefix=f"nn_{metric}", levels=run.config.similarity_levels)
-        )
-        arrays[f"{metric}_values"] = values[:, 0]
-        arrays[f"{metric}_member"] = indices[:, 0]  # position within split.members
-        arrays[f"{metric}_index"] = split.members[indices[:, 0]]  # index in the dataset's order
-        arrays[f"{metric}_topk_values"] = values  # (n, k), best first
-        arrays[f"{metric}_topk_member"] = indices
-    if sets is not None and calibration is not None:
-        images = run.data.images
-        stats, extra = memorisation_statistics(
-            query,
-            {metric: arrays[f"{metric}_values"] for metric in METRICS},
-            members=members,
-            member_sample=members[sets.member_sample],
-            holdout=images[sets.holdout],
-            calibration={metric: calibration[f"{metric}_values"] for metric in METRICS},
-            rng=numpy_rng(run.config.seed, "holdout", "permutations", name),
-            device=device,
-        )
-        summary.update(stats)
-        arrays.update(extra)
-        arrays["exact_copy_index"] = split.members[extra["exact_copy_member"]]  # dataset index
+def _privacy_row(query: np.ndarray, run: Run, name: str, y: Yardstick) -> dict[str, Any]:
+    """The row's summary columns; its per-image arrays go to privacy/{name}.npz."""
+    c = run.config
+    saved = run.store.read_npz(HOLDOUT_SCORES)
+    summary, arrays = release_statistics(
+        query,
+        y,
+        {metric: saved[f"{metric}_calibration"] for metric in METRICS},
+        rngs={m: numpy_rng(c.seed, "holdout", "permutations", name, m) for m in METRICS},
+        nn_k=c.nn_k,
+        levels=c.similarity_levels,
+        device=c.device,
+    )
     run.store.write_npz(f"privacy/{name}.npz", **arrays)
     return summary
 
 
-HOLDOUT_SCORES = "privacy/holdout.npz"  # held-out non-members' nearest-member scores
-
-
 def _log_privacy(name: str, row: dict[str, Any]) -> None:
     log.info(
-        "[privacy] %s: holdout share SSIM %.2f (p %.2g), HaarPSI %.2f (p %.2g); copy share SSIM "
-        "%.3f (p %.2g), HaarPSI %.3f (p %.2g); %d exact copies; nearest-member SSIM mean %.3f",
+        "[privacy] %s: holdout share SSIM %.2f (chance %.2f, p %.2g), HaarPSI %.2f (p %.2g); "
+        "suspected copies SSIM %d (p %.2g), HaarPSI %d (p %.2g); %d exact copies; "
+        "nearest-member SSIM mean %.3f",
         name,
         row["holdout_share_ssim"],
+        row["holdout_share_ssim_expected"],
         row["holdout_share_ssim_p"],
         row["holdout_share_haarpsi"],
         row["holdout_share_haarpsi_p"],
-        row["copy_share_ssim"],
-        row["copy_share_ssim_p"],
-        row["copy_share_haarpsi"],
-        row["copy_share_haarpsi_p"],
+        row["copy_count_ssim"],
+        row["copy_count_ssim_p"],
+        row["copy_count_haarpsi"],
+        row["copy_count_haarpsi_p"],
         row["exact_copies"],
         row["nn_ssim_mean"],
     )
