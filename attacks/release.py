@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from audit.models import NormalizedClassifier
-from audit.neighbours import l2_shortlist, transformed_neighbours
+from audit.neighbours import SHORTLIST, l2_shortlist, transformed_neighbours
 from audit.training import to_tensor
 from audit.transforms import IDENTITY, Transform
 
@@ -65,13 +65,20 @@ def release_scores(
     The pixel distances take the best of the transformations (a released image may be a
     mirrored or shifted copy of the candidate; audit/neighbours.py); feature distances do not
     need them."""
+    # one shortlist serves all three pixel scores: its top-1 is the exact transformed L2
+    short = l2_shortlist(candidates, synthetic, transforms, SHORTLIST, device=device)
     scores = {
-        "pixel_l2": l2_shortlist(candidates, synthetic, transforms, 1, device=device).values[:, 0],
+        "pixel_l2": short.values[:, 0],
         "feature_l2": -nearest_l2(candidate_features, synthetic_features),
     }
     for metric in ("ssim", "haarpsi"):
         found = transformed_neighbours(
-            candidates, synthetic, metric, transforms=transforms, device=device
+            candidates,
+            synthetic,
+            metric,
+            transforms=transforms,
+            device=device,
+            candidates=short if len(transforms) > 1 else None,
         )
         scores[metric] = found.values[:, 0]
     return {name: scores[name] for name in DISTANCES}
