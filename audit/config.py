@@ -110,6 +110,9 @@ class DPConfig:
     # charged for. 1.0 is DP-SGD; anything else makes a release whose epsilon claim is false, to
     # check that the canary audit catches it. No flag sets it.
     actual_noise_factor: float = 1.0
+    # TEST-ONLY fault injection: records' gradients enter DP-SGD's sum unclipped while the noise
+    # stays calibrated to clip (a known class of DP-SGD bug). No flag sets it.
+    fault_skip_clipping: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,9 @@ class FedConfig:
     noise_multiplier: float | None = None
     latent: int = 8
     kl_weight: float = 0.01
+    # TEST-ONLY fault injection: the published code's swap of the optimisers, DP-SGD on the
+    # clients' encoders and a plain optimiser on the shared decoder. No flag sets it.
+    fault_swap_optimisers: bool = False
 
 
 # Named BN-matching loss variants (docs/references.md); "paper" is the default.
@@ -200,6 +206,8 @@ class RunConfig:
     mia_refs: int = 0  # reference pipelines for LiRA/RMIA (0: single-model attacks only)
     mia_augment: bool = True  # LiRA queries each record shifted (and mirrored) too (Carlini et al.)
     canaries: int = 0  # one-run epsilon audit (attacks/tasks/canaries.py); 0 = off
+    # white-box gradient canaries planted beside them in every DP-SGD training of the audit run
+    gradient_canaries: int = 5000
     inception_weights: str | None = None  # torchvision inception_v3 state dict: fid_inception
     synthetic: str | None = None  # audit this existing set (generator "external") instead
     split: str | None = None  # members/non-members/test indices from a split.npz
@@ -226,7 +234,7 @@ SECTIONS: dict[str, type] = {
     "features": FeatureConfig,
 }
 # settings that only tests set (see DPConfig.actual_noise_factor): a file or flag cannot
-TEST_ONLY = ("dp.actual_noise_factor",)
+TEST_ONLY = ("dp.actual_noise_factor", "dp.fault_skip_clipping", "fed.fault_swap_optimisers")
 
 
 def build_config(*layers: Mapping[str, Any] | None, **settings: Any) -> RunConfig:
@@ -481,6 +489,22 @@ def validate(config: RunConfig) -> None:
         )
     if config.canaries < 0 or config.canaries == 1:
         raise AuditError(f"--canaries needs 0 (off) or at least 2 canaries, got {config.canaries}")
+    if config.gradient_canaries < 0 or config.gradient_canaries == 1:
+        raise AuditError(
+            f"--gradient-canaries needs 0 (off) or at least 2, got {config.gradient_canaries}"
+        )
+    most = math.floor(1 / (2 * config.dp.delta))
+    if max(config.canaries, config.gradient_canaries) > most:
+        # the audit's bound grows with the right guesses only while 2 m delta <= 1
+        raise AuditError(
+            f"at --delta {config.dp.delta:g} the canary audit takes at most {most} canaries "
+            f"(2 m delta <= 1), got {max(config.canaries, config.gradient_canaries)}"
+        )
+    if "dp2_vae" in config.generator and config.vae.epochs < 2:
+        raise AuditError(
+            f"dp2_vae trains in two stages of at least one epoch each: --dp-epochs (vae.epochs) "
+            f"must be at least 2, got {config.vae.epochs}"
+        )
     if config.nn_k <= 0:
         raise AuditError(f"nn_k must be positive, got {config.nn_k}")
     if not 0 <= config.nn_shift <= 8:

@@ -48,7 +48,7 @@ def generation_cost(plan: Plan, generator: str, members: int | None = None) -> f
     n = n_members(plan) if members is None else members
     if generator == "bn_match":
         return BN_IMAGE_STEP_S * max(c.k) * c.n_synthetic * _scale(plan)
-    if generator == "dpd_fvae":
+    if generator in ("dpd_fvae", "dpd_fvae_published"):
         epochs = c.fed.rounds * c.fed.local_epochs * len(c.epsilon)
         return VAE_IMAGE_EPOCH_S * epochs * n * _scale(plan)
     if generator in ("dp_vae", "dp2_vae"):

@@ -166,7 +166,7 @@ STAGES: list[Stage] = [
     Stage(  # the one-run epsilon audit, the costliest, last
         "canaries",
         stage_canaries,
-        config=(*_ATTACK, "weights", "canaries", "target", *_GENERATION),
+        config=(*_ATTACK, "weights", "canaries", "gradient_canaries", "target", *_GENERATION),
         reads=("split", "generate"),
         cost=costs.canary_cost,
     ),

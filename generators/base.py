@@ -25,6 +25,9 @@ class SyntheticSet:
     # a white-box membership score of (images, labels), lower = more likely trained on, where
     # the generator's released model allows one (the canary audit uses it); not saved
     score_records: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    # the white-box gradient canaries' scores (higher = more likely inserted), where the request
+    # planted them in a DP-SGD training (generators/dp_sgd.py GradientCanaries); not saved
+    gradient_scores: np.ndarray | None = None
 
 
 SetKey = int | float | None  # a K, a target epsilon, or None (a single set)
@@ -53,6 +56,13 @@ class GenerationRequest:
     private_images: np.ndarray | None = None
     private_labels: np.ndarray | None = None
     epsilons: tuple[float, ...] = ()  # sorted, positive: a DP generator's targets
+    # the canary audit only: white-box gradient canaries' coins, planted by the DP-SGD
+    # generators in each training (one canary per coin; generators/dp_sgd.py GradientCanaries)
+    gradient_canary_coins: np.ndarray | None = None
+    # the public record count DP generators plan their sampling, steps and noise for (None: the
+    # number of private records); the canary audit plans for members + every canary, so that no
+    # coin moves the schedule
+    planned_records: int | None = None
 
 
 class Generator(Protocol):

@@ -25,10 +25,11 @@ from functools import partial
 import torch
 
 from audit.config import DPConfig, RunConfig, VAEConfig
+from audit.errors import AuditError
 from generators.accounting import DPRecord, solve_noise
 from generators.base import Axis, GenerationRequest, SetKey, SyntheticSet, register
 from generators.dp_sgd import Schedule, train_dp_sgd
-from generators.dp_vae import release, vae_loss
+from generators.dp_vae import gradient_canaries, planned_records, release, vae_loss
 from generators.vae import (
     ConditionalVAE,
     VAEGenerator,
@@ -41,7 +42,9 @@ log = logging.getLogger(__name__)
 
 
 def stage_epochs(epochs: int, pretrain_share: float) -> tuple[int, int]:
-    """(stage 1, stage 2) epochs: at least one each."""
+    """(stage 1, stage 2) epochs: at least one each (the config needs epochs >= 2)."""
+    if epochs < 2:
+        raise AuditError(f"dp2_vae needs at least 2 epochs (one per stage), got {epochs}")
     first = min(max(1, round(epochs * pretrain_share)), epochs - 1)
     return first, epochs - first
 
@@ -72,8 +75,9 @@ class DP2VAE(VAEGenerator):
     def generate(self, request: GenerationRequest) -> dict[SetKey, SyntheticSet]:
         data = private_data(request)
         first, second = stage_epochs(self.vae.epochs, self.dp.pretrain_share)
-        stage1 = Schedule.of(len(data.x), self.vae.batch_size, first)
-        stage2 = Schedule.of(len(data.x), self.vae.batch_size, second)
+        n = planned_records(request)
+        stage1 = Schedule.of(n, self.vae.batch_size, first)
+        stage2 = Schedule.of(n, self.vae.batch_size, second)
         sets: dict[SetKey, SyntheticSet] = {}
         for epsilon in request.epsilons:
             # one noise for both phases; same sample rate, so the composition is one mechanism
@@ -83,30 +87,33 @@ class DP2VAE(VAEGenerator):
             )
             stream = f"{self.name}-eps{epsilon:g}"
             model = build_vae(request, self.vae, stream=stream)
+            canaries = gradient_canaries(request)  # in the decoder: trained in both stages
             train = partial(
                 train_dp_sgd,
                 x=data.x,
                 y=data.y,
                 noise_multiplier=noise * self.dp.actual_noise_factor,
                 clip=self.dp.clip,
-                batch_size=self.vae.batch_size,
                 lr=self.vae.lr,
                 seed=request.seed,
+                canaries=canaries,
+                canary_host=model.decoder,
+                skip_clipping=self.dp.fault_skip_clipping,
             )
             ran1 = train(
-                model, vae_loss(self.vae.kl_weight), epochs=first, stream=f"{stream}-stage1"
+                model, vae_loss(self.vae.kl_weight), schedule=stage1, stream=f"{stream}-stage1"
             )
             for p in model.encoder.parameters():
                 p.requires_grad_(False)
             ran2 = train(
-                model.decoder, FrozenEncoderLoss(model), epochs=second, stream=f"{stream}-stage2"
+                model.decoder, FrozenEncoderLoss(model), schedule=stage2, stream=f"{stream}-stage2"
             )
             record = DPRecord(
                 epsilon,
                 self.dp.delta,
                 ((noise, ran1.sample_rate, ran1.steps), (noise, ran2.sample_rate, ran2.steps)),
             )
-            sets[epsilon] = release(request, model, record, stream)
+            sets[epsilon] = release(request, model, record, stream, canaries)
             if request.on_set is not None:
                 request.on_set(epsilon, sets[epsilon])
         return sets

@@ -9,6 +9,7 @@ score computed from the trained model is post-processing and covered by the guar
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import torch
@@ -16,7 +17,7 @@ import torch
 from audit.config import DPConfig, RunConfig, VAEConfig
 from generators.accounting import DPRecord, solve_noise
 from generators.base import Axis, GenerationRequest, SetKey, SyntheticSet, register
-from generators.dp_sgd import PerRecordLoss, Schedule, train_dp_sgd
+from generators.dp_sgd import GradientCanaries, PerRecordLoss, Schedule, train_dp_sgd
 from generators.vae import (
     ConditionalVAE,
     VAEGenerator,
@@ -48,36 +49,59 @@ class DPVAE(VAEGenerator):
 
     def generate(self, request: GenerationRequest) -> dict[SetKey, SyntheticSet]:
         data = private_data(request)
-        schedule = Schedule.of(len(data.x), self.vae.batch_size, self.vae.epochs)
+        schedule = Schedule.of(planned_records(request), self.vae.batch_size, self.vae.epochs)
         sets: dict[SetKey, SyntheticSet] = {}
         for epsilon in request.epsilons:
             noise = solve_noise(epsilon, self.dp.delta, schedule.sample_rate, schedule.steps)
             stream = f"{self.name}-eps{epsilon:g}"
             model = build_vae(request, self.vae, stream=stream)
+            canaries = gradient_canaries(request)
             ran = train_dp_sgd(
                 model,
                 vae_loss(self.vae.kl_weight),
                 data.x,
                 data.y,
+                schedule=schedule,
                 noise_multiplier=noise * self.dp.actual_noise_factor,
                 clip=self.dp.clip,
-                batch_size=self.vae.batch_size,
-                epochs=self.vae.epochs,
                 lr=self.vae.lr,
                 seed=request.seed,
                 stream=stream,
+                canaries=canaries,
+                canary_host=model.decoder,
+                skip_clipping=self.dp.fault_skip_clipping,
             )
             record = DPRecord(epsilon, self.dp.delta, ((noise, ran.sample_rate, ran.steps),))
-            sets[epsilon] = release(request, model, record, stream)
+            sets[epsilon] = release(request, model, record, stream, canaries)
             if request.on_set is not None:
                 request.on_set(epsilon, sets[epsilon])
         return sets
 
 
+def planned_records(request: GenerationRequest) -> int:
+    """The public record count the DP schedule is planned for: the request's, else the number
+    of private records (the usual assumption that n is public)."""
+    assert request.private_images is not None
+    return request.planned_records or len(request.private_images)
+
+
+def gradient_canaries(request: GenerationRequest) -> GradientCanaries | None:
+    """A fresh set of the request's white-box gradient canaries for one training (the same
+    coordinates and signs in every training of the run: seeded by the run's seed)."""
+    if request.gradient_canary_coins is None:
+        return None
+    return GradientCanaries(request.gradient_canary_coins, seed=request.seed)
+
+
 def release(
-    request: GenerationRequest, model: ConditionalVAE, record: DPRecord, stream: str
+    request: GenerationRequest,
+    model: ConditionalVAE,
+    record: DPRecord,
+    stream: str,
+    canaries: GradientCanaries | None = None,
 ) -> SyntheticSet:
-    """Sample the release from a trained VAE and label it with its DP record."""
+    """Sample the release from a trained VAE and label it with its DP record (and the gradient
+    canaries' scores, where the training planted them)."""
     columns = record.columns()
     log.info(
         "[generate] %s: noise multiplier %.3g, %d steps at sample rate %.3g, accountant epsilon "
@@ -89,7 +113,10 @@ def release(
         columns["eps_accountant"],
         record.delta,
     )
-    return release_of(model, request, columns)
+    synthetic = release_of(model, request, columns)
+    if canaries is None:
+        return synthetic
+    return dataclasses.replace(synthetic, gradient_scores=canaries.scores.copy())
 
 
 @register("dp_vae")

@@ -1,44 +1,62 @@
-"""DPD-fVAE (papers/dpd-fvae-abstract.txt): a federated VAE whose decoder alone is shared and
-trained with DP-SGD.
+"""DPD-fVAE (papers/dpd-fvae-abstract.txt): a federated VAE whose decoder alone is shared.
 
 Federated averaging is simulated in one process over `clients` clients, the members split among
 them IID or by a Dirichlet(alpha) draw of each class's share per client (non-IID). Each client
-keeps its own encoder, trained locally without privacy; only the decoder travels. Every round the
-sampled clients start from the server's decoder, train `local_epochs` with DP-SGD on their own
-records (Opacus: Poisson sampling, clipping at `clip`, noise multiplier `noise_multiplier`), and
-send their decoders back; the server averages the updates and applies them with momentum SGD.
+keeps its own encoder; only the decoder travels. Every round the sampled clients start from the
+server's decoder, train `local_epochs` on their own records (Opacus: Poisson sampling, clipping at
+`clip`, noise multiplier `noise_multiplier`), and send their decoders back; the server averages
+the updates and applies them with momentum SGD.
+
+Two variants, two generators:
+
+* `dpd_fvae` (sound, the default): each client trains its encoder AND its copy of the decoder as
+  one module with DP-SGD, one clipped per-record gradient over both, one Gaussian noise draw per
+  step. Every parameter that sees a private record is a DP output, so the encoder that feeds
+  later decoder gradients is post-processing of earlier noisy steps (adaptive composition), and
+  the client's guarantee is its accountant's: (noise, the client's sample rate, its steps). A
+  record belongs to one client, so the clients compose in parallel and the row's epsilon is the
+  largest client's. This is a theorem, under the assumptions below.
+* `dpd_fvae_published` (the paper's public code): the encoder is trained locally WITHOUT
+  privacy beside the DP decoder. It then computes the latent behind every decoder gradient from
+  all of the client's records, so one record changes the other records' decoder gradients and
+  the per-step sensitivity is not the clip norm: its epsilon is the decoder's accounting only,
+  NOT a formal guarantee. Its row says so (dp_formal false) and the gate does not check it.
 
 Privacy: one RDP accountant per client, charged for that client's DP steps; a client stops
 (mid-round if need be) when one more step would exceed the target epsilon. With a fixed noise
 multiplier (the public code: 1.2) the training length follows from the budget; at small epsilon
 and few records per client that can be no step at all. By default the noise is instead solved per
-epsilon so that every client can run the whole plan (rounds x local epochs). A record belongs to one
-client, so its guarantee is its client's: the row reports the largest client epsilon.
+epsilon so that every client can run the whole plan (rounds x local epochs).
 
-Caveat (also in the README): the guarantee covers the decoder, and assumes each record's decoder
-gradient depends on that record alone. The client's encoder, trained without privacy on all of
-the client's records, computes the latent that feeds every decoder gradient, so strictly the
-decoder's per-record gradients depend on the other records through the encoder. The encoders are
-never released, but the formal (epsilon, delta) holds only if the encoder is treated as fixed.
-The canary audit scores this generator by its decoder alone (decoder_fit_loss), never by the
-encoders.
+Every client samples at one public rate, planned for (public record count) / clients records, and
+the noise and every client's step budget follow from that rate: no client's actual size moves
+them. Each record's client is a function of that record alone (its bytes and the seed; with the
+Dirichlet partition, class shares drawn from the seed), so adding a record moves no other record
+to another client. Treated as public (not charged to the budget, stated in the report): the
+number of records, and which clients hold fewer than 2 records (they are dropped).
+
+The canary audit scores this generator by its decoder alone (decoder_fit_loss and gradient
+canaries in the decoder), never by the encoders, which are never released.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 from functools import partial
 
 import numpy as np
 import torch
+from torch import nn
 
 from audit.config import FedConfig, RunConfig
 from audit.errors import AuditError
 from audit.seeding import numpy_rng, seeded_global_rng
 from generators.accounting import DPRecord, rdp_epsilon, solve_noise, steps_within
 from generators.base import Axis, GenerationRequest, SetKey, SyntheticSet, register
-from generators.dp_sgd import Schedule, train_dp_sgd
+from generators.dp_sgd import GradientCanaries, Schedule, train_dp_sgd
+from generators.dp_vae import gradient_canaries, planned_records
 from generators.vae import (
     ConditionalVAE,
     Decoder,
@@ -55,58 +73,95 @@ from generators.vae import (
 log = logging.getLogger(__name__)
 
 
+def record_uniforms(images: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
+    """A number in [0, 1) per record from the record's own bytes (its pixels and label) and the
+    seed alone: adding or removing one record moves no other record's number."""
+    salt = str(seed).encode()
+    out = np.empty(len(labels))
+    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+        digest = hashlib.sha256(salt + int(label).to_bytes(8, "little") + image.tobytes()).digest()
+        out[i] = int.from_bytes(digest[:8], "little") / 2.0**64
+    return out
+
+
 def partition(
-    labels: np.ndarray, clients: int, how: str, alpha: float, rng: np.random.Generator
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    clients: int,
+    how: str,
+    alpha: float,
+    num_classes: int,
+    seed: int,
 ) -> list[np.ndarray]:
-    """Record indices per client: IID (a random equal split) or Dirichlet non-IID (each class's
-    records divided among clients in Dirichlet(alpha) proportions). Clients left with fewer than
-    2 records are dropped (DP-SGD needs a batch to sample from)."""
-    n = len(labels)
+    """Record indices per client. Each record's client is a function of that record alone (and
+    the seed), so parallel composition across clients holds record by record: IID, uniform over
+    the clients; Dirichlet non-IID, from its class's client shares, Dirichlet(alpha) draws made
+    from the seed before any record is seen. Clients left with fewer than 2 records are dropped
+    (DP-SGD needs a batch to sample from)."""
+    u = record_uniforms(images, labels, seed)
     if how == "iid":
-        parts = np.array_split(rng.permutation(n), clients)
+        owner = np.minimum((u * clients).astype(np.int64), clients - 1)
     elif how == "dirichlet":
-        buckets: list[list[int]] = [[] for _ in range(clients)]
-        for label in np.unique(labels):
-            members = rng.permutation(np.flatnonzero(labels == label))
-            shares = rng.dirichlet(np.full(clients, alpha))
-            cuts = (np.cumsum(shares)[:-1] * len(members)).astype(int)
-            for bucket, chunk in zip(buckets, np.split(members, cuts), strict=True):
-                bucket.extend(chunk.tolist())
-        parts = [np.sort(np.asarray(b, dtype=np.int64)) for b in buckets]
+        shares = numpy_rng(seed, "dpd-fvae", "dirichlet").dirichlet(
+            np.full(clients, alpha), size=num_classes
+        )
+        edges = np.cumsum(shares, axis=1)
+        owner = np.array(
+            [
+                min(int(np.searchsorted(edges[y], v, side="right")), clients - 1)
+                for y, v in zip(labels, u, strict=True)
+            ],
+            dtype=np.int64,
+        )
     else:
         raise AuditError(f"client partition must be iid or dirichlet, got {how!r}")
-    kept = [np.asarray(p, dtype=np.int64) for p in parts if len(p) >= 2]
+    parts = [np.flatnonzero(owner == c) for c in range(clients)]
+    kept = [p.astype(np.int64) for p in parts if len(p) >= 2]
     if not kept:
-        raise AuditError(f"no client holds 2 or more of the {n} private records")
+        raise AuditError(f"no client holds 2 or more of the {len(labels)} private records")
     return kept
 
 
-class ClientLoss:
-    """A client's per-record negative ELBO through its own encoder (trained beside the decoder,
-    without privacy) and the decoder that DP-SGD trains."""
+class ClientVAE(nn.Module):
+    """A client's encoder and its copy of the decoder, one module for DP-SGD (the sound
+    variant: one clipped per-record gradient over both)."""
 
-    def __init__(self, encoder: Encoder, kl_weight: float) -> None:
-        self.encoder, self.kl_weight = encoder, kl_weight
+    def __init__(self, encoder: Encoder, decoder: Decoder) -> None:
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+
+
+class ClientLoss:
+    """A client's per-record negative ELBO through its encoder and the decoder; whichever of
+    them DP-SGD trains is the `module` argument, called through these same layers."""
+
+    def __init__(self, encoder: Encoder, decoder: Decoder, kl_weight: float) -> None:
+        self.encoder, self.decoder, self.kl_weight = encoder, decoder, kl_weight
 
     def __call__(
-        self, decoder: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
+        self, _module: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator
     ) -> torch.Tensor:
         mu, logvar = self.encoder(x, y)
         z = reparameterise(mu, logvar, gen)
-        return reconstruction_loss(decoder(z, y), x) + self.kl_weight * kl_divergence(mu, logvar)
+        loss = reconstruction_loss(self.decoder(z, y), x)
+        return loss + self.kl_weight * kl_divergence(mu, logvar)
 
 
 class DPDfVAE(VAEGenerator):
-    name = "dpd_fvae"
     axis: Axis = "epsilon"
 
-    def __init__(self, fed: FedConfig, delta: float) -> None:
-        self.fed, self.delta = fed, delta
+    def __init__(
+        self, fed: FedConfig, delta: float, *, published: bool, skip_clipping: bool = False
+    ) -> None:
+        self.fed, self.delta, self.published = fed, delta, published
+        self.skip_clipping = skip_clipping
+        self.name = "dpd_fvae_published" if published else "dpd_fvae"
 
     def generate(self, request: GenerationRequest) -> dict[SetKey, SyntheticSet]:
         sets: dict[SetKey, SyntheticSet] = {}
         for epsilon in request.epsilons:
-            decoder, record, federation = self.train(request, epsilon)
+            decoder, record, federation, canaries = self.train(request, epsilon)
             images, labels = sample_release(
                 decoder,
                 request.n_images,
@@ -118,41 +173,64 @@ class DPDfVAE(VAEGenerator):
             score = partial(
                 decoder_fit_loss, decoder, latent=self.fed.latent, device=request.device
             )
-            info = {**record.columns(), **federation}
-            sets[epsilon] = SyntheticSet(images, labels, info, score_records=score)
+            info = {**record.columns(), **federation, "dp_formal": not self.published}
+            sets[epsilon] = SyntheticSet(
+                images,
+                labels,
+                info,
+                score_records=score,
+                gradient_scores=None if canaries is None else canaries.scores.copy(),
+            )
             if request.on_set is not None:
                 request.on_set(epsilon, sets[epsilon])
         return sets
 
-    def noise_for(self, epsilon: float, parts: list[np.ndarray]) -> float:
+    def client_schedule(self, planned: int) -> Schedule:
+        """One client's local training per round, public: planned for planned / clients records
+        (the IID share of the public record count), whatever each client actually holds."""
+        fed = self.fed
+        return Schedule.of(max(1, planned // fed.clients), fed.batch_size, fed.local_epochs)
+
+    def noise_for(self, epsilon: float, local: Schedule) -> float:
         """The fixed noise multiplier if one is set (the public code's rule: clients stop when
-        their budget is spent), else the noise that lets the client with the largest sample rate
-        run its whole plan (rounds x local epochs, were it sampled every round) within epsilon."""
+        their budget is spent), else the noise that lets a client run its whole plan (rounds x
+        local epochs, were it sampled every round) within epsilon."""
         fed = self.fed
         if fed.noise_multiplier is not None:
             return fed.noise_multiplier
-        smallest = min(len(p) for p in parts)
-        plan = Schedule.of(smallest, fed.batch_size, fed.rounds * fed.local_epochs)
-        return solve_noise(epsilon, self.delta, plan.sample_rate, plan.steps)
+        return solve_noise(epsilon, self.delta, local.sample_rate, local.steps * fed.rounds)
 
     def train(
         self, request: GenerationRequest, epsilon: float
-    ) -> tuple[Decoder, DPRecord, dict[str, int]]:
-        """The trained shared decoder, its DP record and the federation's figures."""
+    ) -> tuple[Decoder, DPRecord, dict[str, int], GradientCanaries | None]:
+        """The trained shared decoder, its DP record, the federation's figures and the gradient
+        canaries planted in its clients' trainings (None: none requested)."""
         fed, data = self.fed, private_data(request)
         stream = f"{self.name}-eps{epsilon:g}"
         rng = numpy_rng(request.seed, stream, "clients")
+        assert request.private_images is not None and request.private_labels is not None
         parts = partition(
-            data.y.cpu().numpy(), fed.clients, fed.partition, fed.dirichlet_alpha, rng
+            request.private_images,
+            request.private_labels,
+            clients=fed.clients,
+            how=fed.partition,
+            alpha=fed.dirichlet_alpha,
+            num_classes=request.num_classes,
+            seed=request.seed,
         )
         shape = (request.channels, request.image_size, request.num_classes, fed.latent)
         with seeded_global_rng(request.seed, stream, "init"):
             server = ConditionalVAE(*shape).decoder.to(request.device)
             encoders = [Encoder(*shape).to(request.device) for _ in parts]
         encoder_opts = [torch.optim.Adam(e.parameters(), lr=fed.lr) for e in encoders]
-        rates = [Schedule.of(len(p), fed.batch_size, 1).sample_rate for p in parts]
-        noise = self.noise_for(epsilon, parts)
-        budgets = [steps_within(epsilon, self.delta, noise, q) for q in rates]
+        canaries = gradient_canaries(request)
+        if canaries is not None:
+            canaries.assign_owners(len(parts))
+        local_plan = self.client_schedule(planned_records(request))
+        noise = self.noise_for(epsilon, local_plan)
+        # one public sample rate and budget for every client: no client's size moves them
+        budget = steps_within(epsilon, self.delta, noise, local_plan.sample_rate)
+        budgets = [budget] * len(parts)
         spent = [0] * len(parts)
         velocity = [torch.zeros_like(p) for p in server.parameters()]
         per_round = max(1, round(fed.client_fraction * len(parts)))
@@ -166,20 +244,24 @@ class DPDfVAE(VAEGenerator):
             for c in sorted(int(i) for i in chosen):
                 local = copy.deepcopy(server)
                 idx = torch.as_tensor(parts[c], device=request.device)
+                module, companion = self.client_training(encoders[c], local, encoder_opts[c])
                 ran = train_dp_sgd(
-                    local,
-                    ClientLoss(encoders[c], fed.kl_weight),
+                    module,
+                    ClientLoss(encoders[c], local, fed.kl_weight),
                     data.x[idx],
                     data.y[idx],
+                    schedule=local_plan,
                     noise_multiplier=noise,
                     clip=fed.clip,
-                    batch_size=fed.batch_size,
-                    epochs=fed.local_epochs,
                     lr=fed.lr,
                     seed=request.seed,
                     stream=f"{stream}-client{c}-round{round_index}",
                     max_steps=budgets[c] - spent[c],
-                    companion=encoder_opts[c],
+                    companion=companion,
+                    canaries=canaries,
+                    canary_host=local,
+                    client=c,
+                    skip_clipping=self.skip_clipping,
                 )
                 spent[c] += ran.steps
                 pairs = zip(local.parameters(), server.parameters(), strict=True)
@@ -191,11 +273,11 @@ class DPDfVAE(VAEGenerator):
                     param.add_(fed.server_lr * velocity[i])
             rounds_run += 1
         # the worst-off client's guarantee is the row's (each record belongs to one client)
-        client_eps = [
-            rdp_epsilon([(noise, q, n)], self.delta) for q, n in zip(rates, spent, strict=True)
-        ]
-        worst = int(np.argmax(client_eps))
-        record = DPRecord(epsilon, self.delta, ((noise, rates[worst], spent[worst]),))
+        # same noise and sample rate for all: the client with the most steps dominates the
+        # others at every RDP order, so its phase bounds every record's cost
+        q = local_plan.sample_rate
+        client_eps = [rdp_epsilon([(noise, q, n)], self.delta) for n in spent]
+        record = DPRecord(epsilon, self.delta, ((noise, q, max(spent)),))
         log.info(
             "[generate] %s: %d clients (%s), %d rounds, %d-%d DP steps per client; largest "
             "client epsilon %.3g at delta %.0e",
@@ -211,16 +293,36 @@ class DPDfVAE(VAEGenerator):
         if max(spent) == 0:
             log.warning(
                 "[generate] %s: noise %.3g allows no DP step within epsilon %g at the clients' "
-                "sample rates (%.3g and up): the release is the untrained decoder. Give each "
+                "sample rate %.3g: the release is the untrained decoder. Give each "
                 "client more records (fewer --clients) or a larger epsilon",
                 stream,
                 noise,
                 epsilon,
-                min(rates),
+                q,
             )
-        return server.eval(), record, {"dp_clients": len(parts), "fl_rounds": rounds_run}
+        federation = {"dp_clients": len(parts), "fl_rounds": rounds_run}
+        return server.eval(), record, federation, canaries
+
+    def client_training(
+        self, encoder: Encoder, decoder: Decoder, encoder_opt: torch.optim.Optimizer
+    ) -> tuple[nn.Module, torch.optim.Optimizer | None]:
+        """(the module DP-SGD trains, the optimiser stepped beside it without privacy)."""
+        if self.fed.fault_swap_optimisers:  # the fault: DP on the encoder, plain decoder
+            return encoder, torch.optim.Adam(decoder.parameters(), lr=self.fed.lr)
+        if self.published:  # the public code: DP decoder, non-private encoder
+            return decoder, encoder_opt
+        return ClientVAE(encoder, decoder), None
 
 
 @register("dpd_fvae")
 def _factory(config: RunConfig) -> DPDfVAE:
-    return DPDfVAE(config.fed, config.dp.delta)
+    return DPDfVAE(
+        config.fed, config.dp.delta, published=False, skip_clipping=config.dp.fault_skip_clipping
+    )
+
+
+@register("dpd_fvae_published")
+def _published(config: RunConfig) -> DPDfVAE:
+    return DPDfVAE(
+        config.fed, config.dp.delta, published=True, skip_clipping=config.dp.fault_skip_clipping
+    )

@@ -13,6 +13,7 @@ from reports.results import columns
 # The report's sections, in order: (id, heading). The browser test checks each one renders.
 SECTIONS = (
     ("verdict", "Verdict"),
+    ("dp", "Differential-privacy claims"),
     ("tradeoff", "Privacy-utility trade-off"),
     ("releases", "Per release"),
     ("results", "All results"),

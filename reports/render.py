@@ -62,6 +62,17 @@ def per_release_tables(rows: list[dict[str, Any]], verdicts: list[Verdict]) -> l
     return tables
 
 
+def dp_claims(rows: list[dict[str, Any]], verdicts: list[Verdict]) -> list[dict[str, Any]]:
+    """Each row with a DP claim, by name, with the gate's standing of its claim (judged at the
+    gate's family-wise level; the row's own dp_claim_status is at 95%, unadjusted)."""
+    gate = {v.row: v for v in verdicts if v.metric == "dp_claim"}
+    return [
+        {"name": row_of(row), "row": row, "verdict": gate.get(row_of(row))}
+        for row in rows
+        if row.get("eps_accountant") is not None
+    ]
+
+
 def build_report(
     store: RunDir, results: dict[str, Any], *, private: PrivateImages, thresholds: Thresholds
 ) -> str:
@@ -105,6 +116,7 @@ def build_report(
         "summary": summary_lines(verdicts),
         "baseline": baseline,
         "release_tables": per_release_tables(results["rows"], verdicts),
+        "dp_claims": dp_claims(results["rows"], verdicts),
         "real_row": real or {},
         "figures": figures,
         "samples": sample_panels(store, releases),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -10,7 +11,21 @@ import pandas as pd
 from audit.config import RunConfig
 from audit.data import ImageDataset
 from audit.store import RunDir, row_of
+from generators.accounting import rdp_epsilon
 from reports.columns import BASE_COLUMNS, SCHEMA_VERSION
+
+log = logging.getLogger(__name__)
+
+# what the DP rows' accounting treats as public, though it comes from the private data
+DP_ASSUMPTIONS = (
+    "the number of private records n: the sample rate (1 / ceil(n / batch size)), the number of "
+    "steps and the noise multiplier are computed from it",
+    "the number of classes and the balanced labels of the release",
+    "DPD-fVAE: which clients hold fewer than 2 records (they are dropped); each record's client "
+    "is a function of that record alone, and every client samples at one public rate",
+    "the hyperparameters (epochs, batch size, clip norm, learning rate): set, not tuned on the "
+    "private data",
+)
 
 
 def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dict[str, Any]:
@@ -129,6 +144,7 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
             **privacy_info["holdout"],
         },
         "notes": notes,
+        "dp": dp_summary(rows, len(split["members"]), config.dp.delta),
         "rows": rows,
         "attacks": attacks,
         **reconstruction,
@@ -163,3 +179,41 @@ def _cell(value: Any) -> Any:
     if isinstance(value, float):
         return f"{value:.6g}"
     return value
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def dp_summary(rows: list[dict[str, Any]], n_members: int, delta: float) -> dict[str, Any]:
+    """The run-level DP figures: every formal DP row's training composed in one RDP accountant
+    (each row released from the same members: a record's total cost), which released rows that
+    composition does not cover, whether delta >= 1/n, and what is treated as public.
+
+    Each row enters as (its smallest noise multiplier, its largest sample rate, all its steps):
+    exact for every generator here (their phases share noise and rate), an upper bound otherwise.
+    """
+    released = [r for r in rows if r["generator"] not in ("real", "target")]
+    formal = [r for r in released if _number(r.get("eps_accountant")) and r.get("dp_formal", True)]
+    phases = [
+        (float(r["dp_noise_multiplier"]), float(r["dp_sample_rate"]), int(r["dp_steps"]))
+        for r in formal
+    ]
+    uncovered = [row_of(r) for r in released if r not in formal]
+    large_delta = bool(formal) and delta >= 1 / max(n_members, 1)
+    if large_delta:
+        log.warning(
+            "delta %g >= 1/n = 1/%d: a mechanism that publishes one random record in full "
+            "meets this delta; choose delta well below 1/n",
+            delta,
+            n_members,
+        )
+    return {
+        "rows": [row_of(r) for r in formal],
+        "composed_epsilon": rdp_epsilon(phases, delta) if phases else None,
+        "delta": delta,
+        "not_covered": uncovered,
+        "n_members": n_members,
+        "delta_at_least_1_over_n": large_delta,
+        "assumptions": list(DP_ASSUMPTIONS),
+    }

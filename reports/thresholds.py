@@ -29,15 +29,8 @@ METRICS: dict[str, tuple[bool, str]] = {
     "max_mia_auc": (True, "strongest membership attack's AUC"),
     "max_tpr_at_1fpr": (True, "strongest membership attack's TPR at 1% FPR"),
     "max_eps_lower": (True, "eps_lower"),
-    "max_dp_claim_excess": (
-        True,
-        "eps_audit - eps_accountant (the canary audit's 95% lower bound beyond the DP claim)",
-    ),
     "min_utility": (False, "utility_acc"),
 }
-# limits that apply only where their figure exists: a DP claim is checked on the rows that make
-# one (eps_accountant) and were audited (--canaries); other rows have nothing to check
-WHERE_MEASURED = ("max_dp_claim_excess",)
 
 
 @dataclass(frozen=True)
@@ -49,6 +42,8 @@ class Test:
     statistic: str
     what: str
     chance: float | str  # the statistic when nothing is memorised, or the column that has it
+    # run only on rows that make a formal DP claim (eps_accountant, dp_formal)
+    dp_claims_only: bool = False
 
 
 TESTS: dict[str, Test] = {
@@ -85,6 +80,14 @@ TESTS: dict[str, Test] = {
         "candidates)",
         0.5,
     ),
+    "dp_claim": Test(
+        "dp_claim_p",
+        "eps_audit",
+        "the one-run canary audit's lower bound on epsilon (95%), against the row's claim "
+        "(H0: the training is (epsilon, delta)-DP at its accountant's epsilon)",
+        "dp_claim_audited",
+        dp_claims_only=True,
+    ),
 }
 SETTINGS = {"share_ssim_level": 0.9, "alpha": 0.05}  # parameters, not limits themselves
 LEAKAGE_METRICS = tuple(name for name in (*METRICS, *TESTS) if name != "min_utility")
@@ -110,12 +113,17 @@ class Verdict:
     chance: float | None = None  # the statistic when nothing is memorised
     ci: tuple[float, float] | None = None
     n_tests: int = 0  # how many tests the corrected level divides alpha by
+    # a DP claim's standing: refuted, not refuted, uninformative (even a perfect attack could
+    # not reach this level), not audited (no --canaries), not formal (no guarantee to check)
+    status: str | None = None
 
     @property
     def is_test(self) -> bool:
         return self.metric in TESTS
 
     def line(self) -> str:
+        if self.metric == "dp_claim":
+            return self._claim_line()
         if self.is_test:
             test = TESTS[self.metric]
             if self.value is None:
@@ -134,6 +142,23 @@ class Verdict:
         if self.passed:
             sign = "<=" if upper else ">="
         return f"{self.row}: {what} = {self.value:.4g} {sign} {self.metric} = {self.limit:g}"
+
+    def _claim_line(self) -> str:
+        claim = f"{self.row}: DP claim epsilon {_g(self.chance)}"
+        if self.status == "not audited":
+            return f"{claim} not audited (run with --canaries M); taken on trust"
+        if self.status == "not formal":
+            return f"{claim} is not a formal guarantee (dp_formal false); not checked"
+        found = (
+            f"eps_audit {_g(self.statistic)} (95% lower bound), p = {_g(self.value)} vs "
+            f"{self.limit:.2g} (alpha {self.limit * self.n_tests:g} / {self.n_tests} tests)"
+        )
+        if self.status == "uninformative":
+            return (
+                f"{claim} uninformative: even a perfect attack with these canaries could not "
+                f"refute it at this level ({found})"
+            )
+        return f"{claim} {self.status} by the canary audit: {found}"
 
 
 def _g(value: float | None) -> str:
@@ -220,11 +245,6 @@ def release_values(store: RunDir, row: dict[str, Any], share_level: float) -> di
         "max_mia_auc": _worst(row, ("mia_release_auc", "mia_model_auc")),
         "max_tpr_at_1fpr": _worst(row, ("mia_release_tpr_at_1fpr", "mia_model_tpr_at_1fpr")),
         "max_eps_lower": row.get("eps_lower"),
-        "max_dp_claim_excess": (
-            float(row["eps_audit"]) - float(row["eps_accountant"])
-            if _is_number(row.get("eps_audit")) and _is_number(row.get("eps_accountant"))
-            else None
-        ),
         "min_utility": row.get("utility_acc"),
     }
 
@@ -248,13 +268,43 @@ def judge_limit(row: dict[str, Any], values: dict[str, Any], metric: str, limit:
     )
 
 
+def makes_formal_claim(row: dict[str, Any]) -> bool:
+    """A DP row whose epsilon is a theorem (the published DPD-fVAE variant's is not)."""
+    return _is_number(row.get("eps_accountant")) and row.get("dp_formal", True) is not False
+
+
+def claim_standing(row: dict[str, Any]) -> str | None:
+    """Why a DP row's claim is not tested: not formal, or not audited; None where it is."""
+    if not _is_number(row.get("eps_accountant")):
+        return None
+    if not makes_formal_claim(row):
+        return "not formal"
+    if not _is_number(row.get("dp_claim_p")):
+        return "not audited"
+    return None
+
+
 def judge_test(row: dict[str, Any], test: str, level: float, n_tests: int) -> Verdict:
-    """One statistical test on one released row at the corrected level; fails closed."""
+    """One statistical test on one released row at the corrected level; fails closed (a DP
+    claim that was not audited, or is not formal, passes with that status: nothing is tested)."""
     spec = TESTS[test]
     p_value = number_or_none(row.get(spec.p_column))
     low = number_or_none(row.get(f"{spec.statistic}_ci_low"))
     high = number_or_none(row.get(f"{spec.statistic}_ci_high"))
     chance = spec.chance if isinstance(spec.chance, float) else number_or_none(row.get(spec.chance))
+    status = None
+    if spec.dp_claims_only:
+        chance = number_or_none(row.get("eps_accountant")) if chance is None else chance
+        status = claim_standing(row)
+        if status is not None:
+            return Verdict(row_of(row), test, None, level, True, chance=chance, status=status)
+        p_min = number_or_none(row.get("dp_claim_p_min"))
+        if p_value is not None and p_value < level:
+            status = "refuted"
+        elif p_min is not None and p_min >= level:
+            status = "uninformative"
+        else:
+            status = "not refuted"
     return Verdict(
         row=row_of(row),
         metric=test,
@@ -265,6 +315,7 @@ def judge_test(row: dict[str, Any], test: str, level: float, n_tests: int) -> Ve
         chance=chance,
         ci=(low, high) if low is not None and high is not None else None,
         n_tests=n_tests,
+        status=status,
     )
 
 
@@ -272,10 +323,20 @@ def check(
     store: RunDir, results: dict[str, Any], thresholds: Thresholds, *, metrics: tuple[str, ...] = ()
 ) -> list[Verdict]:
     """One verdict per (released row, threshold or test); metrics restricts which apply. The
-    tests share one family-wise level: alpha / (released rows x tests), Bonferroni."""
+    tests share one family-wise level: alpha / (the tests run on the whole run), Bonferroni:
+    every test on every released row, and the DP-claim test on each audited formal DP row."""
     released = [row for row in results["rows"] if row["generator"] not in BASELINE_ROWS]
     tests = [t for t in thresholds.tests if not metrics or t in metrics]
-    n_tests = len(released) * len(tests)
+
+    def applies(row: dict[str, Any], test: str) -> bool:
+        return not TESTS[test].dp_claims_only or _is_number(row.get("eps_accountant"))
+
+    def runs(row: dict[str, Any], test: str) -> bool:
+        return applies(row, test) and not (
+            TESTS[test].dp_claims_only and claim_standing(row) is not None
+        )
+
+    n_tests = sum(runs(row, test) for row in released for test in tests)
     level = thresholds.alpha / max(n_tests, 1)
     verdicts: list[Verdict] = []
     for row in released:
@@ -283,10 +344,11 @@ def check(
         verdicts.extend(
             judge_limit(row, values, metric, limit)
             for metric, limit in thresholds.limits.items()
-            if (not metrics or metric in metrics)
-            and not (metric in WHERE_MEASURED and values[metric] is None)
+            if not metrics or metric in metrics
         )
-        verdicts.extend(judge_test(row, test, level, n_tests) for test in tests)
+        verdicts.extend(
+            judge_test(row, test, level, n_tests) for test in tests if applies(row, test)
+        )
     return verdicts
 
 
@@ -300,7 +362,8 @@ def summary_lines(verdicts: list[Verdict]) -> list[str]:
             lines.append(f"FAIL {row}: " + _suspected(mine) + "; ".join(map(_reason, failed)))
             continue
         held = [_held(v) for v in mine if not v.is_test]
-        tests = [v for v in mine if v.is_test]
+        held += [_claim_held(v) for v in mine if v.metric == "dp_claim"]
+        tests = [v for v in mine if v.is_test and v.metric != "dp_claim"]
         if tests:
             smallest = min(tests, key=lambda v: v.value if v.value is not None else 0.0)
             held.append(
@@ -338,16 +401,32 @@ def _suspected(verdicts: list[Verdict]) -> str:
     )
 
 
+def _claim_held(v: Verdict) -> str:
+    claim = f"DP claim epsilon {_g(v.chance)}"
+    if v.status == "not audited":
+        return f"{claim} not audited (no --canaries)"
+    if v.status == "not formal":
+        return f"{claim} not a formal guarantee, not checked"
+    if v.status == "uninformative":
+        return f"{claim} beyond what the canary audit could refute (uninformative)"
+    return (
+        f"{claim} not refuted by the canary audit (p = {_g(v.value)}; eps_audit {_g(v.statistic)})"
+    )
+
+
 def _held(v: Verdict) -> str:
     if v.metric == "max_exact_copies" and v.limit == 0:
         return "no exact copy of a member"
-    if v.metric == "max_dp_claim_excess" and v.limit == 0:
-        return "the canary audit does not refute the DP claim"
     sign = "<=" if METRICS[v.metric][0] else ">="
     return f"{v.metric}: {v.value:.4g} {sign} {v.limit:g}"
 
 
 def _reason(v: Verdict) -> str:
+    if v.metric == "dp_claim":
+        return (
+            f"DP claim epsilon {_g(v.chance)} refuted by the canary audit (eps_audit "
+            f"{_g(v.statistic)}, p = {_g(v.value)})"
+        )
     if v.value is None:
         return f"{v.metric} not measured"
     if v.metric.startswith("copy_count_") and v.statistic is not None:
@@ -359,8 +438,6 @@ def _reason(v: Verdict) -> str:
         return f"{v.metric} {_g(v.statistic)} (chance {_g(v.chance)}, p = {v.value:.2g})"
     if v.metric == "max_exact_copies":
         return f"{v.value:g} exact cop{'y' if v.value == 1 else 'ies'} of members"
-    if v.metric == "max_dp_claim_excess":
-        return f"DP claim violated: eps_audit exceeds eps_accountant by {v.value:.3g}"
     return f"{v.metric}: {v.value:.4g} beyond {v.limit:g}"
 
 
@@ -391,7 +468,7 @@ def load_run_results(run_dir: str | Path) -> tuple[RunDir, dict[str, Any]]:
     return store, results
 
 
-VERDICT_SCHEMA_VERSION = 1
+VERDICT_SCHEMA_VERSION = 2
 
 
 def passed_by_release(verdicts: list[Verdict]) -> dict[str, bool]:
@@ -426,6 +503,8 @@ def verdict_document(
             check = {"kind": "test", "test": v.metric, "p_value": v.value, "level": v.limit}
             check |= {"statistic": v.statistic, "chance": v.chance, "ci": v.ci}
             check |= {"n_tests": v.n_tests}
+            if v.status is not None:
+                check |= {"status": v.status}
         else:
             check = {"kind": "limit", "metric": v.metric, "value": v.value, "limit": v.limit}
         entry["checks"].append({k: clean(x) for k, x in check.items()} | {"passed": v.passed})

@@ -197,6 +197,11 @@ USER_MODELS = "tests.fixtures.user_models"
         (["--generator", "dp_vae", "dp_vae"], "once"),
         (["--canaries", "1"], "--canaries"),
         (["--canaries", "-3"], "--canaries"),
+        (["--gradient-canaries", "-1"], "--gradient-canaries"),
+        (
+            ["--generator", "dp2_vae", "--dp-epochs", "1"],
+            "--dp-epochs (vae.epochs) must be at least 2",
+        ),
         (["--dp-clip", "0"], "clip"),
         (["--generator", "dp_vae", "--image-size", "18"], "divisible by 4"),
         (["--model", f"{USER_MODELS}:no_bn_cnn"], "no BatchNorm"),

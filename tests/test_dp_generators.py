@@ -10,7 +10,7 @@ import pytest
 import torch
 from dp_accounting import dp_event, pld, rdp
 
-from attacks.canary import audit_canaries, epsilon_lower_bound
+from attacks.canary import audit_canaries, audit_scores, epsilon_lower_bound, reach
 from audit.config import build_config
 from audit.errors import AuditError
 from audit.models import build_model
@@ -18,7 +18,8 @@ from generators.accounting import DPRecord, rdp_epsilon, solve_noise, steps_with
 from generators.base import GenerationRequest, get_generator
 from generators.dp_sgd import require_dp_compatible
 from generators.dpd_fvae import partition
-from generators.vae import ConditionalVAE
+from generators.vae import ConditionalVAE, Decoder, Encoder
+from reports.results import dp_summary
 
 SETTINGS = [  # (sample rate, noise multiplier, steps, delta)
     (0.02, 1.1, 2000, 1e-5),
@@ -72,14 +73,26 @@ def test_opacus_accepts_every_vae_and_rejects_batchnorm():
         ConditionalVAE(1, 18, 10, 8)
 
 
-def test_non_iid_partition_covers_every_member_once():
-    labels = np.repeat(np.arange(10), 30)
+def test_each_records_client_depends_on_that_record_alone():
+    """Parallel composition across clients needs it: adding a record moves no other record to
+    another client, IID or Dirichlet; every record lands once; alpha 0.1 skews the classes."""
     rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 30)
+    images = rng.integers(0, 256, (300, 4, 4, 1), dtype=np.uint8)
     for how in ("iid", "dirichlet"):
-        parts = partition(labels, 5, how, 0.3, rng)
+        split = dict(clients=5, how=how, alpha=0.3, num_classes=10, seed=7)
+        parts = partition(images, labels, **split)  # type: ignore[arg-type]
         joined = np.concatenate(parts)
         assert len(joined) == len(np.unique(joined)) <= 300
-    skewed = partition(labels, 5, "dirichlet", 0.1, np.random.default_rng(1))
+        owner = {int(i): c for c, p in enumerate(parts) for i in p}
+        grown = partition(  # one more record, first in line
+            np.concatenate([images[:1] ^ 1, images]), np.concatenate([[3], labels]), **split
+        )
+        moved = {int(i) - 1: c for c, p in enumerate(grown) for i in p if i > 0}
+        assert moved == owner
+    skewed = partition(
+        images, labels, clients=5, how="dirichlet", alpha=0.1, num_classes=10, seed=1
+    )
     shares = [np.bincount(labels[p], minlength=10).max() / len(p) for p in skewed]
     assert max(shares) > 0.3  # alpha 0.1: some client is dominated by one class
 
@@ -101,28 +114,35 @@ def test_eps_audit_is_sound_on_chance_scores_and_sharp_on_perfect_ones():
     )
 
 
-def _audit_dp_vae(noise_factor: float, seed: int) -> float:
-    """A small DP-VAE at a claimed epsilon 1 on 40 digits + 60 mislabelled canaries (each in by
-    a fair coin), in a regime where training without noise memorises: eps_audit by the white-box
-    ELBO score."""
+def _positive_control(generator: str, seed: int = 1, **faults: dict) -> dict:
+    """A small DP generator at a claimed epsilon 1 on 150 digits, audited as the report audits
+    it (attacks/tasks/canaries.py audit_release): 40 mislabelled record canaries and 2,000
+    gradient canaries, each in by a fair coin. faults: test-only settings (dp / fed sections)."""
+    from attacks.tasks.canaries import audit_release
     from audit.data import load_dataset
 
+    small = {
+        "vae": {"epochs": 4, "batch_size": 32},
+        "fed": {"clients": 2, "rounds": 2, "local_epochs": 2, "batch_size": 20},
+    }
     config = build_config(
+        small,
         preset="quick",
-        dp={"actual_noise_factor": noise_factor, "clip": 100.0},
-        vae={"epochs": 80, "batch_size": 16, "lr": 0.003},
+        gradient_canaries=2000,
+        **{k: {**small.get(k, {}), **v} for k, v in faults.items()},
     )
     data = load_dataset("digits", None, image_size=16)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(data.images))
-    members, canaries = order[:40], order[40:100]
+    members, canaries = order[:150], order[150:190]
     images = data.images[canaries]
-    labels = (data.labels[canaries] + rng.integers(1, 10, 60)) % 10
-    included = rng.random(60) < 0.5
+    labels = (data.labels[canaries] + rng.integers(1, 10, 40)) % 10
+    included = rng.random(40) < 0.5
+    coins = rng.random(config.gradient_canaries) < 0.5
     request = GenerationRequest(
         teacher=None,  # type: ignore[arg-type]
         ks=(),
-        n_images=10,
+        n_images=20,
         num_classes=10,
         channels=1,
         image_size=16,
@@ -131,16 +151,176 @@ def _audit_dp_vae(noise_factor: float, seed: int) -> float:
         private_images=np.concatenate([data.images[members], images[included]]),
         private_labels=np.concatenate([data.labels[members], labels[included]]),
         epsilons=(1.0,),
+        gradient_canary_coins=coins,
     )
-    torch.manual_seed(seed)
-    release = get_generator("dp_vae", config).generate(request)[1.0]
+    release = get_generator(generator, config).generate(request)[1.0]
     assert release.info["eps_accountant"] <= 1.0
-    assert release.score_records is not None
-    scores = -release.score_records(images, labels)
-    return audit_canaries(scores, included, delta=1e-5).eps_audit
+    return audit_release(release, images, labels, included, coins, config)
 
 
 @pytest.mark.slow
-def test_canary_audit_flags_a_false_claim_and_clears_a_true_one():
-    assert _audit_dp_vae(noise_factor=0.0, seed=1) > 1.0  # no noise, epsilon 1 claimed
-    assert _audit_dp_vae(noise_factor=1.0, seed=1) <= 1.0  # DP-SGD as solved for epsilon 1
+@pytest.mark.parametrize(
+    ("generator", "faults"),
+    [
+        ("dp_vae", {"dp": {"actual_noise_factor": 0.0}}),  # no noise
+        ("dp_vae", {"dp": {"fault_skip_clipping": True}}),  # clipping skipped
+        ("dpd_fvae", {"fed": {"fault_swap_optimisers": True}}),  # the published code's swap
+    ],
+    ids=["no-noise", "clipping-skipped", "dpd-fvae-optimiser-swap"],
+)
+def test_positive_controls_are_refuted_at_their_claimed_epsilon_1(generator, faults):
+    figures = _positive_control(generator, **faults)
+    assert figures["dp_claim_status"] == "refuted", figures
+    assert figures["eps_audit"] > 1.0 and figures["eps_audit_score"] == "whitebox_gradient"
+    assert figures["dp_claim_p"] < 0.05 / 7  # the gate's level for one release (7 tests)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("generator", ["dp_vae", "dp2_vae", "dpd_fvae"])
+def test_sound_dp_training_is_not_refuted_and_the_audit_could_have(generator):
+    figures = _positive_control(generator)
+    assert figures["dp_claim_status"] == "not refuted", figures
+    assert figures["eps_audit"] <= 1.0 < figures["eps_audit_max_whitebox_gradient"]
+
+
+def test_an_audits_reach_is_what_a_perfect_attack_gets():
+    """eps_audit_max at delta 1e-5 and 95%: the figures the report states (100 canaries and one
+    score: 3.1; two scores: 2.95; 1,000 canaries: 5.4), and no attack gets past it."""
+    assert reach(100, delta=1e-5) == pytest.approx(3.10, abs=0.01)
+    assert reach(100, delta=1e-5, confidence=0.975) == pytest.approx(2.95, abs=0.01)
+    assert reach(1000, delta=1e-5) == pytest.approx(5.37, abs=0.01)
+    # 5,000 gradient canaries beside two other scores, half of them in (docs/generators.md)
+    assert reach(5000, delta=1e-5, confidence=1 - 0.05 / 3, included=2500) == pytest.approx(
+        5.7, abs=0.05
+    )
+    rng = np.random.default_rng(0)
+    coins = rng.random(1000) < 0.5  # a perfect score: right on every guess count it can fill
+    perfect = audit_canaries(coins + 0.01 * rng.random(1000), coins, delta=1e-5)
+    assert perfect.correct == perfect.guesses and perfect.eps_audit <= perfect.eps_audit_max
+    balanced = rng.permutation(np.arange(1000) < 500)  # every count filled: the reach itself
+    perfect = audit_canaries(balanced + 0.01 * rng.random(1000), balanced, delta=1e-5)
+    assert perfect.eps_audit == pytest.approx(perfect.eps_audit_max)
+
+
+def test_the_claims_p_value_agrees_with_eps_audit():
+    """dp_claim_p < 0.05 exactly when eps_audit (95%) exceeds the claim: one test, two faces."""
+    rng = np.random.default_rng(3)
+    for trial in range(30):
+        included = rng.random(400) < 0.5
+        signal = rng.uniform(0, 4)
+        scores = {
+            "a": (included * signal + rng.normal(size=400), included),
+            "b": (rng.normal(size=400), included),
+        }
+        claim = float(rng.uniform(0.05, 2.5))
+        figures = audit_scores(scores, delta=1e-5, claim=claim)
+        refuted = figures["eps_audit"] > claim
+        assert (figures["dp_claim_p"] < 0.05) == refuted, (trial, figures)
+        assert figures["dp_claim_status"] == (
+            "refuted"
+            if refuted
+            else "uninformative"
+            if claim >= figures["eps_audit_max"]
+            else "not refuted"
+        )
+        assert figures["dp_claim_p_min"] <= figures["dp_claim_p"]
+
+
+def test_the_run_level_epsilon_composes_every_formal_dp_row(caplog):
+    """Two releases from the same members cost a member both trainings: RDP composition of the
+    rows against dp-accounting; the published DPD-fVAE and bn_match are named as not covered."""
+    rows = [
+        {
+            "generator": "dp_vae",
+            "k": None,
+            "epsilon": 1.0,
+            "eps_accountant": 1.0,
+            "dp_noise_multiplier": 7.145,
+            "dp_sample_rate": 0.1,
+            "dp_steps": 300,
+        },
+        {
+            "generator": "dp2_vae",
+            "k": None,
+            "epsilon": 10.0,
+            "eps_accountant": 9.9,
+            "dp_noise_multiplier": 1.1,
+            "dp_sample_rate": 0.02,
+            "dp_steps": 2000,
+        },
+        {
+            "generator": "dpd_fvae_published",
+            "k": None,
+            "epsilon": 1.0,
+            "eps_accountant": 1.0,
+            "dp_formal": False,
+            "dp_noise_multiplier": 1.2,
+            "dp_sample_rate": 0.25,
+            "dp_steps": 46,
+        },
+        {"generator": "bn_match", "k": 500, "epsilon": None},
+        {"generator": "real", "k": None, "epsilon": None},
+    ]
+    summary = dp_summary(rows, n_members=629, delta=1e-5)
+    oracle = rdp.RdpAccountant().compose(_event(0.1, 7.145, 300)).compose(_event(0.02, 1.1, 2000))
+    assert summary["composed_epsilon"] == pytest.approx(oracle.get_epsilon(1e-5), rel=0.01)
+    alone = [rdp_epsilon([(7.145, 0.1, 300)], 1e-5), rdp_epsilon([(1.1, 0.02, 2000)], 1e-5)]
+    assert max(alone) < summary["composed_epsilon"] <= sum(alone)
+    assert summary["rows"] == ["dp_vae-eps1", "dp2_vae-eps10"]
+    assert summary["not_covered"] == ["dpd_fvae_published-eps1", "bn_match-k500"]
+    assert not summary["delta_at_least_1_over_n"] and summary["assumptions"]
+    with caplog.at_level("WARNING"):
+        assert dp_summary(rows, n_members=629, delta=0.01)["delta_at_least_1_over_n"]
+    assert "1/n" in caplog.text
+
+
+def test_the_sound_dpd_fvae_trains_every_private_parameter_with_dp_sgd():
+    """The sound variant hands DP-SGD the encoder and the decoder as one module, with nothing
+    trained beside it; the published one trains its encoder without privacy (not formal)."""
+    config = build_config(preset="quick")
+    shape = (1, 16, 10, 8)
+    encoder, decoder = Encoder(*shape), Decoder(*shape)
+    plain = torch.optim.Adam(encoder.parameters())
+    sound = get_generator("dpd_fvae", config)
+    module, companion = sound.client_training(encoder, decoder, plain)  # type: ignore[attr-defined]
+    assert companion is None
+    assert {id(p) for p in module.parameters()} == {
+        id(p) for p in [*encoder.parameters(), *decoder.parameters()]
+    }
+    published = get_generator("dpd_fvae_published", config)
+    module, companion = published.client_training(encoder, decoder, plain)  # type: ignore[attr-defined]
+    assert module is decoder and companion is plain
+
+
+def test_a_zero_epoch_dp2_vae_stage_is_a_one_line_error():
+    with pytest.raises(AuditError, match="at least 2"):
+        build_config(preset="quick", generator=("dp2_vae",), vae={"epochs": 1})
+
+
+def test_the_dp_schedule_does_not_move_with_the_canaries_coins():
+    """Planned for a public record count, the sample rate, steps and noise are the same whether
+    60 or 75 records are present (the canary audit's coins change how many are)."""
+    from audit.data import load_dataset
+
+    config = build_config(preset="quick", vae={"epochs": 2, "batch_size": 16})
+    data = load_dataset("digits", None, image_size=16)
+    info = []
+    for n in (60, 75):
+        request = GenerationRequest(
+            teacher=None,  # type: ignore[arg-type]
+            ks=(),
+            n_images=10,
+            num_classes=10,
+            channels=1,
+            image_size=16,
+            seed=0,
+            device="cpu",
+            private_images=data.images[:n],
+            private_labels=data.labels[:n],
+            epsilons=(1.0,),
+            planned_records=80,
+        )
+        info.append(get_generator("dp_vae", config).generate(request)[1.0].info)
+    keys = ("dp_sample_rate", "dp_steps", "dp_noise_multiplier", "eps_accountant")
+    assert [info[0][k] for k in keys] == [info[1][k] for k in keys]
+    assert info[0]["dp_sample_rate"] == 1 / 5 and info[0]["dp_steps"] == 10  # 80 / 16 per epoch

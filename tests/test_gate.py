@@ -25,7 +25,7 @@ def test_default_gate_is_holdout_relative():
     """The default gates on exact copies and on the tests against held-out records; absolute
     levels (max_nn_ssim, ...) and utility are opt-in."""
     defaults = load_thresholds()
-    assert defaults.limits == {"max_exact_copies": 0, "max_dp_claim_excess": 0}
+    assert defaults.limits == {"max_exact_copies": 0}
     assert set(defaults.tests) == set(TESTS) and defaults.alpha == 0.05
     assert "shipped" in defaults.source
 
@@ -34,8 +34,9 @@ def test_tests_share_one_bonferroni_level(tmp_path):
     results = json.loads((FIXTURE / "results.json").read_text())
     verdicts = check(RunDir(FIXTURE), results, load_thresholds())
     tests = [v for v in verdicts if v.is_test]
-    assert len(tests) == 3 * 6  # three released rows x six tests
-    assert all(v.limit == pytest.approx(0.05 / 18) and v.n_tests == 18 for v in tests)
+    # three released rows x six tests, and the DP-claim test of the audited dp_vae row
+    assert len(tests) == 3 * 6 + 1
+    assert all(v.limit == pytest.approx(0.05 / 19) and v.n_tests == 19 for v in tests)
     row = next(r for r in results["rows"] if r["generator"] == "bn_match" and r["k"] == 2)
     significant = {**row, "holdout_share_ssim_p": 0.004}  # < 0.05 but > 0.05 / 18
     alone = check(RunDir(tmp_path), {"rows": [significant]}, load_thresholds())
@@ -116,7 +117,7 @@ def test_within_and_beyond_thresholds(tmp_path, capsys):
     # the fixture is a smoke run: leakage at chance, utility at chance
     assert main(["check", str(FIXTURE)]) == 0  # the shipped default: holdout-relative tests
     out = capsys.readouterr().out
-    assert out.splitlines()[-1].startswith("PASS: 3 release(s) within 2 limit(s) and 6 test(s)")
+    assert out.splitlines()[-1].startswith("PASS: 3 release(s) within 1 limit(s) and 7 test(s)")
     assert "PASS bn_match-k2: no exact copy of a member; none of 6 tests" in out
     leakage = write(
         tmp_path / "leak.toml",
@@ -191,21 +192,37 @@ def test_leakage_metrics_exclude_utility():
     assert "min_utility" not in LEAKAGE_METRICS and "max_mia_auc" in LEAKAGE_METRICS
 
 
-def test_a_refuted_dp_claim_fails_the_gate():
+def test_dp_claims_are_tested_inside_the_family_and_never_skipped_silently(tmp_path):
     results = json.loads((FIXTURE / "results.json").read_text())
     dp = next(r for r in results["rows"] if r["generator"] == "dp_vae")
-    assert dp["eps_audit"] == 0 and dp["eps_accountant"] > 9  # the fixture's honest claim
+    assert dp["eps_accountant"] > 9 and dp["eps_audit_max"] < 9  # claim 10, out of reach
     verdicts = check(RunDir(FIXTURE), results, load_thresholds())
-    claims = [v for v in verdicts if v.metric == "max_dp_claim_excess"]
-    assert [v.row for v in claims] == ["dp_vae-eps10"] and claims[0].passed  # DP rows only
-    refuted = {**dp, "eps_audit": dp["eps_accountant"] + 0.5}
-    (verdict,) = [
-        v
-        for v in check(RunDir(FIXTURE), {"rows": [refuted]}, load_thresholds())
-        if v.metric == "max_dp_claim_excess"
-    ]
-    assert not verdict.passed and verdict.value == pytest.approx(0.5)
-    assert "DP claim violated" in summary_lines([verdict])[0]
+    claims = [v for v in verdicts if v.metric == "dp_claim"]
+    assert [v.row for v in claims] == ["dp_vae-eps10"]  # DP rows only
+    assert claims[0].passed and claims[0].status == "uninformative"
+    assert "uninformative" in claims[0].line() and "within" not in claims[0].line()
+
+    def alone(row: dict) -> list:
+        return check(RunDir(tmp_path), {"rows": [row]}, load_thresholds())
+
+    refuted = {**dp, "dp_claim_p": 1e-6, "dp_claim_p_min": 1e-9}
+    (verdict,) = [v for v in alone(refuted) if v.metric == "dp_claim"]
+    assert not verdict.passed and verdict.status == "refuted"
+    assert verdict.limit == pytest.approx(0.05 / 7) and verdict.n_tests == 7  # 6 + the claim
+    assert "refuted by the canary audit" in summary_lines([verdict])[0]
+    # significant alone (0.01 < 0.05), not after the family-wise correction (0.05 / 7)
+    borderline = {**dp, "dp_claim_p": 0.01, "dp_claim_p_min": 1e-9}
+    (verdict,) = [v for v in alone(borderline) if v.metric == "dp_claim"]
+    assert verdict.passed and verdict.status == "not refuted"
+    unaudited = {k: v for k, v in dp.items() if not k.startswith(("dp_claim", "eps_audit"))}
+    verdicts = alone(unaudited)
+    (verdict,) = [v for v in verdicts if v.metric == "dp_claim"]
+    assert verdict.passed and verdict.status == "not audited" and verdict.value is None
+    assert "not audited" in verdict.line() and "not audited" in summary_lines(verdicts)[0]
+    assert {v.n_tests for v in verdicts if v.is_test and v.metric != "dp_claim"} == {6}
+    informal = {**dp, "dp_formal": False, "dp_claim_p": 1e-6}
+    (verdict,) = [v for v in alone(informal) if v.metric == "dp_claim"]
+    assert verdict.passed and verdict.status == "not formal"
 
 
 def test_check_json_agrees_with_the_lines_and_the_results(tmp_path, capsys):
@@ -215,10 +232,12 @@ def test_check_json_agrees_with_the_lines_and_the_results(tmp_path, capsys):
     document = json.loads(capsys.readouterr().out)
     results = json.loads((FIXTURE / "results.json").read_text())
     released = {row_of(r) for r in results["rows"] if r["generator"] not in ("real", "target")}
-    assert document["schema_version"] == 1 and document["passed"] is True
+    assert document["schema_version"] == 2 and document["passed"] is True
     assert set(document["releases"]) == released
     tests = [c for r in document["releases"].values() for c in r["checks"] if c["kind"] == "test"]
     assert tests and all(c["p_value"] is None or c["p_value"] > c["level"] for c in tests)
+    (claim,) = [c for c in tests if c["test"] == "dp_claim"]
+    assert claim["status"] == "uninformative"
     strict = write(tmp_path / "s.toml", "[thresholds]\nmin_utility = 0.99\nmax_nn_ssim = 0.1\n")
     assert main(["check", str(FIXTURE), "--thresholds", str(strict), "--json"]) == 1
     text = capsys.readouterr().out

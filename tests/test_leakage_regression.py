@@ -32,8 +32,11 @@ def test_default_pipeline_leaks_less_than_the_thresholds(tiny_default_run, synth
         "max_exact_copies",
         *("holdout_share_ssim", "holdout_share_haarpsi", "copy_count_ssim", "copy_count_haarpsi"),
         *("mia_release", "mia_model"),
+        "dp_claim",  # on the DP row only, and not audited here: said, not skipped
     }
     assert {v.row for v in verdicts} == {"bn_match-k2", "bn_match-k4", "dp_vae-eps10"}
+    (claim,) = [v for v in verdicts if v.metric == "dp_claim"]
+    assert claim.row == "dp_vae-eps10" and claim.status == "not audited" and claim.passed
 
 
 @pytest.mark.slow
