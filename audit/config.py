@@ -494,7 +494,7 @@ def validate(config: RunConfig) -> None:
             f"--gradient-canaries needs 0 (off) or at least 2, got {config.gradient_canaries}"
         )
     most = math.floor(1 / (2 * config.dp.delta))
-    if max(config.canaries, config.gradient_canaries) > most:
+    if config.canaries and max(config.canaries, config.gradient_canaries) > most:
         # the audit's bound grows with the right guesses only while 2 m delta <= 1
         raise AuditError(
             f"at --delta {config.dp.delta:g} the canary audit takes at most {most} canaries "

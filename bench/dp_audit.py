@@ -79,6 +79,7 @@ def audit_case(
         private_labels=np.concatenate([data.labels[split.members], labels[included]]),
         epsilons=(epsilon,),
         gradient_canary_coins=coins < 0.5,
+        planned_records=len(split.members) + args.canaries,  # as the canary stage plans it
     )
     start = time.perf_counter()
     release = get_generator(generator, config).generate(request)[epsilon]

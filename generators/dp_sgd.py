@@ -228,9 +228,8 @@ def train_dp_sgd(
             noise_generator=torch_generator(seed, stream, "noise", device=str(device)),
         )
     # the mean's divisor: the planned batch, not one computed from the records present
-    dp_optimizer.expected_batch_size = max(
-        1, round(schedule.planned_records * schedule.sample_rate)
-    )
+    planned = schedule.planned_records or len(x)
+    dp_optimizer.expected_batch_size = max(1, round(planned * schedule.sample_rate))
     if skip_clipping:
         _skip_clipping(dp_optimizer)
     hooks, hooks_on_plain = None, False
@@ -278,11 +277,13 @@ def train_dp_sgd(
     private.remove_hooks()
     module.eval()
     ran = Schedule(1.0 / len(dp_loader), steps, schedule.planned_records)
-    # Opacus's own accountant saw the same sampling as the phase the caller reports
-    assert math.isclose(ran.sample_rate, schedule.sample_rate), (ran, schedule)
-    assert [(q, n) for _sigma, q, n in engine.accountant.history] == [(ran.sample_rate, steps)], (
-        engine.accountant.history
-    )
+    # Opacus's own accountant saw the same sampling as the phase the caller reports (raised, not
+    # asserted: python -O must not skip it)
+    charged = [(q, n) for _sigma, q, n in engine.accountant.history]
+    if not math.isclose(ran.sample_rate, schedule.sample_rate) or charged != [
+        (ran.sample_rate, steps)
+    ]:
+        raise RuntimeError(f"Opacus charged {charged}, the schedule planned {schedule}")
     return ran
 
 

@@ -32,8 +32,11 @@ Every client samples at one public rate, planned for (public record count) / cli
 the noise and every client's step budget follow from that rate: no client's actual size moves
 them. Each record's client is a function of that record alone (its bytes and the seed; with the
 Dirichlet partition, class shares drawn from the seed), so adding a record moves no other record
-to another client. Treated as public (not charged to the budget, stated in the report): the
-number of records, and which clients hold fewer than 2 records (they are dropped).
+to another client, and no client is dropped (a run whose partition leaves a client empty stops
+with an error instead). The guarantee is for add/remove-one neighbours (Poisson sampling, the RDP
+accountant); under replace-one the replaced record may sit at another client, up to 2 epsilon.
+Treated as public (not charged to the budget, stated in the report): the number of records, and
+that every client holds at least one.
 
 The canary audit scores this generator by its decoder alone (decoder_fit_loss and gradient
 canaries in the decoder), never by the encoders, which are never released.
@@ -97,8 +100,8 @@ def partition(
     """Record indices per client. Each record's client is a function of that record alone (and
     the seed), so parallel composition across clients holds record by record: IID, uniform over
     the clients; Dirichlet non-IID, from its class's client shares, Dirichlet(alpha) draws made
-    from the seed before any record is seen. Clients left with fewer than 2 records are dropped
-    (DP-SGD needs a batch to sample from)."""
+    from the seed before any record is seen. Every client must hold a record (an AuditError
+    otherwise): none is dropped, so client numbers never depend on the data."""
     u = record_uniforms(images, labels, seed)
     if how == "iid":
         owner = np.minimum((u * clients).astype(np.int64), clients - 1)
@@ -117,10 +120,16 @@ def partition(
     else:
         raise AuditError(f"client partition must be iid or dirichlet, got {how!r}")
     parts = [np.flatnonzero(owner == c) for c in range(clients)]
-    kept = [p.astype(np.int64) for p in parts if len(p) >= 2]
-    if not kept:
-        raise AuditError(f"no client holds 2 or more of the {len(labels)} private records")
-    return kept
+    empty = [c for c, p in enumerate(parts) if len(p) == 0]
+    if empty:
+        # no client is dropped: dropping one would renumber the others, so one record could
+        # move every other client's encoder, randomness and canaries
+        raise AuditError(
+            f"DPD-fVAE client {empty[0]} of {clients} holds none of the {len(labels)} private "
+            "records (each record's client is drawn on its own): use fewer --clients"
+            + (" or a larger Dirichlet alpha" if how == "dirichlet" else "")
+        )
+    return [p.astype(np.int64) for p in parts]
 
 
 class ClientVAE(nn.Module):

@@ -455,8 +455,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("canaries_{score}", "canaries that score ranks", "integer >= 2", NEUTRAL, CANARY),
     Column(
         "dp_claim_audited",
-        "the claim the audit tested: the audit run's own eps_accountant (its training "
-        "differs from the release's by the included canaries)",
+        "the claim the audit tested: the audit run's own eps_accountant (its DP schedule is "
+        "planned for the members and every canary, and its trainings carry the gradient "
+        "canaries)",
         "> 0",
         NEUTRAL,
         CANARY,

@@ -21,8 +21,9 @@ DP_ASSUMPTIONS = (
     "the number of private records n: the sample rate (1 / ceil(n / batch size)), the number of "
     "steps and the noise multiplier are computed from it",
     "the number of classes and the balanced labels of the release",
-    "DPD-fVAE: which clients hold fewer than 2 records (they are dropped); each record's client "
-    "is a function of that record alone, and every client samples at one public rate",
+    "DPD-fVAE: that every client holds a record (a partition leaving one empty stops the run); "
+    "each record's client is a function of that record alone, and every client samples at one "
+    "public rate",
     "the hyperparameters (epochs, batch size, clip norm, learning rate): set, not tuned on the "
     "private data",
 )

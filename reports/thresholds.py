@@ -147,8 +147,9 @@ class Verdict:
         claim = f"{self.row}: DP claim epsilon {_g(self.chance)}"
         if self.status == "not audited":
             return f"{claim} not audited (run with --canaries M); taken on trust"
-        if self.status == "not formal":
-            return f"{claim} is not a formal guarantee (dp_formal false); not checked"
+        if self.status and self.status.startswith("not formal"):
+            refuted = "; the audit refutes it at 95%" if "refuted" in self.status else ""
+            return f"{claim} is not a formal guarantee (dp_formal false); not checked{refuted}"
         found = (
             f"eps_audit {_g(self.statistic)} (95% lower bound), p = {_g(self.value)} vs "
             f"{self.limit:.2g} (alpha {self.limit * self.n_tests:g} / {self.n_tests} tests)"
@@ -277,8 +278,11 @@ def claim_standing(row: dict[str, Any]) -> str | None:
     """Why a DP row's claim is not tested: not formal, or not audited; None where it is."""
     if not _is_number(row.get("eps_accountant")):
         return None
-    if not makes_formal_claim(row):
-        return "not formal"
+    if not makes_formal_claim(row):  # informative only: "not formal; refuted" where it is
+        status = row.get("dp_claim_status")
+        return (
+            status if isinstance(status, str) and status.startswith("not formal") else "not formal"
+        )
     if not _is_number(row.get("dp_claim_p")):
         return "not audited"
     return None
@@ -407,6 +411,8 @@ def _claim_held(v: Verdict) -> str:
         return f"{claim} not audited (no --canaries)"
     if v.status == "not formal":
         return f"{claim} not a formal guarantee, not checked"
+    if v.status == "not formal; refuted":
+        return f"{claim} not a formal guarantee, not checked (the audit refutes it at 95%)"
     if v.status == "uninformative":
         return f"{claim} beyond what the canary audit could refute (uninformative)"
     return (

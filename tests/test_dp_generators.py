@@ -90,6 +90,8 @@ def test_each_records_client_depends_on_that_record_alone():
         )
         moved = {int(i) - 1: c for c, p in enumerate(grown) for i in p if i > 0}
         assert moved == owner
+    with pytest.raises(AuditError, match="holds none"):  # dropped, it would renumber the rest
+        partition(images[:3], labels[:3], clients=5, how="iid", alpha=1, num_classes=10, seed=0)
     skewed = partition(
         images, labels, clients=5, how="dirichlet", alpha=0.1, num_classes=10, seed=1
     )
@@ -111,6 +113,23 @@ def test_eps_audit_is_sound_on_chance_scores_and_sharp_on_perfect_ones():
     q = 0.05 ** (1 / 100)
     assert epsilon_lower_bound(100, 100, 100, 0.0, 0.05) == pytest.approx(
         math.log(q / (1 - q)), rel=1e-3
+    )
+
+
+def _digits_request(images: np.ndarray, labels: np.ndarray, **fields) -> GenerationRequest:
+    """A DP generator's request on 16-px digits at epsilon 1 (the VAEs need no teacher)."""
+    return GenerationRequest(
+        teacher=None,  # type: ignore[arg-type]
+        ks=(),
+        n_images=20,
+        num_classes=10,
+        channels=1,
+        image_size=16,
+        device="cpu",
+        private_images=images,
+        private_labels=labels,
+        epsilons=(1.0,),
+        **fields,
     )
 
 
@@ -139,19 +158,12 @@ def _positive_control(generator: str, seed: int = 1, **faults: dict) -> dict:
     labels = (data.labels[canaries] + rng.integers(1, 10, 40)) % 10
     included = rng.random(40) < 0.5
     coins = rng.random(config.gradient_canaries) < 0.5
-    request = GenerationRequest(
-        teacher=None,  # type: ignore[arg-type]
-        ks=(),
-        n_images=20,
-        num_classes=10,
-        channels=1,
-        image_size=16,
+    request = _digits_request(
+        np.concatenate([data.images[members], images[included]]),
+        np.concatenate([data.labels[members], labels[included]]),
         seed=seed,
-        device="cpu",
-        private_images=np.concatenate([data.images[members], images[included]]),
-        private_labels=np.concatenate([data.labels[members], labels[included]]),
-        epsilons=(1.0,),
         gradient_canary_coins=coins,
+        planned_records=190,  # the members and every canary: no coin moves the schedule
     )
     release = get_generator(generator, config).generate(request)[1.0]
     assert release.info["eps_accountant"] <= 1.0
@@ -297,30 +309,23 @@ def test_a_zero_epoch_dp2_vae_stage_is_a_one_line_error():
         build_config(preset="quick", generator=("dp2_vae",), vae={"epochs": 1})
 
 
-def test_the_dp_schedule_does_not_move_with_the_canaries_coins():
+@pytest.mark.parametrize("generator", ["dp_vae", "dpd_fvae"])
+def test_the_dp_schedule_does_not_move_with_the_canaries_coins(generator):
     """Planned for a public record count, the sample rate, steps and noise are the same whether
     60 or 75 records are present (the canary audit's coins change how many are)."""
     from audit.data import load_dataset
 
-    config = build_config(preset="quick", vae={"epochs": 2, "batch_size": 16})
+    config = build_config(
+        preset="quick",
+        vae={"epochs": 2, "batch_size": 16},
+        fed={"clients": 2, "rounds": 1, "local_epochs": 2, "batch_size": 8},
+    )
     data = load_dataset("digits", None, image_size=16)
     info = []
     for n in (60, 75):
-        request = GenerationRequest(
-            teacher=None,  # type: ignore[arg-type]
-            ks=(),
-            n_images=10,
-            num_classes=10,
-            channels=1,
-            image_size=16,
-            seed=0,
-            device="cpu",
-            private_images=data.images[:n],
-            private_labels=data.labels[:n],
-            epsilons=(1.0,),
-            planned_records=80,
-        )
-        info.append(get_generator("dp_vae", config).generate(request)[1.0].info)
+        request = _digits_request(data.images[:n], data.labels[:n], seed=0, planned_records=80)
+        info.append(get_generator(generator, config).generate(request)[1.0].info)
     keys = ("dp_sample_rate", "dp_steps", "dp_noise_multiplier", "eps_accountant")
     assert [info[0][k] for k in keys] == [info[1][k] for k in keys]
-    assert info[0]["dp_sample_rate"] == 1 / 5 and info[0]["dp_steps"] == 10  # 80 / 16 per epoch
+    # 80 / 16 = 5 steps per epoch; a DPD-fVAE client plans for 80 / 2 clients / 8 = 5 too
+    assert info[0]["dp_sample_rate"] == 1 / 5 and info[0]["dp_steps"] == 10
