@@ -89,7 +89,12 @@ TESTS: dict[str, Test] = {
         dp_claims_only=True,
     ),
 }
-SETTINGS = {"share_ssim_level": 0.9, "alpha": 0.05}  # parameters, not limits themselves
+# parameters, not limits themselves. dp_claim_alpha_share: the part of alpha the DP-claim tests
+# share when any runs (weighted Bonferroni: the family-wise error stays <= alpha). A one-run
+# audit's p-value cannot fall below a floor of order delta (Steinke et al.'s delta term: about
+# 8e-4 at delta 1e-5 with the report's three scores), so an even split over 70 tests would leave
+# no claim refutable; the memorisation tests keep the rest.
+SETTINGS = {"share_ssim_level": 0.9, "alpha": 0.05, "dp_claim_alpha_share": 0.25}
 LEAKAGE_METRICS = tuple(name for name in (*METRICS, *TESTS) if name != "min_utility")
 
 
@@ -100,6 +105,7 @@ class Thresholds:
     alpha: float  # family-wise significance level over every test the gate runs on a run
     share_ssim_level: float
     source: str  # the file they came from, for messages and the report
+    dp_claim_alpha_share: float = SETTINGS["dp_claim_alpha_share"]
 
 
 @dataclass(frozen=True)
@@ -207,6 +213,7 @@ def load_thresholds(path: str | Path | None = None) -> Thresholds:
         values[name] = float(value)
     level = values.pop("share_ssim_level", SETTINGS["share_ssim_level"])
     alpha = values.pop("alpha", SETTINGS["alpha"])
+    dp_share = values.pop("dp_claim_alpha_share", SETTINGS["dp_claim_alpha_share"])
     if not values and not tests:
         known = ", ".join([*METRICS, "tests"])
         raise AuditError(f"thresholds file {source} sets no thresholds; known: {known}")
@@ -214,12 +221,15 @@ def load_thresholds(path: str | Path | None = None) -> Thresholds:
         raise AuditError(f"thresholds file {source}: share_ssim_level must lie in [0, 1]")
     if not 0 < alpha < 1:
         raise AuditError(f"thresholds file {source}: alpha must lie in (0, 1)")
+    if not 0 < dp_share < 1:
+        raise AuditError(f"thresholds file {source}: dp_claim_alpha_share must lie in (0, 1)")
     return Thresholds(
         limits=values,
         tests=tuple(dict.fromkeys(tests)),
         alpha=alpha,
         share_ssim_level=level,
         source=source,
+        dp_claim_alpha_share=dp_share,
     )
 
 
@@ -327,8 +337,10 @@ def check(
     store: RunDir, results: dict[str, Any], thresholds: Thresholds, *, metrics: tuple[str, ...] = ()
 ) -> list[Verdict]:
     """One verdict per (released row, threshold or test); metrics restricts which apply. The
-    tests share one family-wise level: alpha / (the tests run on the whole run), Bonferroni:
-    every test on every released row, and the DP-claim test on each audited formal DP row."""
+    tests share one family-wise level alpha, weighted Bonferroni: the DP-claim tests (one per
+    audited formal DP row) share dp_claim_alpha_share x alpha, the others (every memorisation
+    test on every released row) the rest; either part takes all of alpha when the other is
+    empty."""
     released = [row for row in results["rows"] if row["generator"] not in BASELINE_ROWS]
     tests = [t for t in thresholds.tests if not metrics or t in metrics]
 
@@ -340,8 +352,17 @@ def check(
             TESTS[test].dp_claims_only and claim_standing(row) is not None
         )
 
-    n_tests = sum(runs(row, test) for row in released for test in tests)
-    level = thresholds.alpha / max(n_tests, 1)
+    n_claims = sum(runs(row, "dp_claim") for row in released if "dp_claim" in tests)
+    n_others = sum(runs(row, t) for row in released for t in tests if t != "dp_claim")
+    share = thresholds.dp_claim_alpha_share if n_claims and n_others else float(n_claims > 0)
+    alphas = {True: thresholds.alpha * share, False: thresholds.alpha * (1 - share)}
+    counts = {True: n_claims, False: n_others}
+
+    def judged(row: dict[str, Any], test: str) -> Verdict:
+        claim = test == "dp_claim"
+        n = counts[claim]
+        return judge_test(row, test, alphas[claim] / max(n, 1), n)
+
     verdicts: list[Verdict] = []
     for row in released:
         values = release_values(store, row, thresholds.share_ssim_level)
@@ -350,9 +371,7 @@ def check(
             for metric, limit in thresholds.limits.items()
             if not metrics or metric in metrics
         )
-        verdicts.extend(
-            judge_test(row, test, level, n_tests) for test in tests if applies(row, test)
-        )
+        verdicts.extend(judged(row, test) for test in tests if applies(row, test))
     return verdicts
 
 

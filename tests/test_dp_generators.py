@@ -184,7 +184,8 @@ def test_positive_controls_are_refuted_at_their_claimed_epsilon_1(generator, fau
     figures = _positive_control(generator, **faults)
     assert figures["dp_claim_status"] == "refuted", figures
     assert figures["eps_audit"] > 1.0 and figures["eps_audit_score"] == "whitebox_gradient"
-    assert figures["dp_claim_p"] < 0.05 / 7  # the gate's level for one release (7 tests)
+    # the gate's level for one audited claim beside any number of other tests: its quarter of alpha
+    assert figures["dp_claim_p"] < 0.05 / 4
 
 
 @pytest.mark.slow

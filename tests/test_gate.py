@@ -34,9 +34,14 @@ def test_tests_share_one_bonferroni_level(tmp_path):
     results = json.loads((FIXTURE / "results.json").read_text())
     verdicts = check(RunDir(FIXTURE), results, load_thresholds())
     tests = [v for v in verdicts if v.is_test]
-    # three released rows x six tests, and the DP-claim test of the audited dp_vae row
+    # three released rows x six tests share 3/4 of alpha; the DP-claim test of the audited
+    # dp_vae row takes the other quarter (weighted Bonferroni: 18 x 0.0375 / 18 + 0.0125 = 0.05)
     assert len(tests) == 3 * 6 + 1
-    assert all(v.limit == pytest.approx(0.05 / 19) and v.n_tests == 19 for v in tests)
+    claim = [v for v in tests if v.metric == "dp_claim"]
+    others = [v for v in tests if v.metric != "dp_claim"]
+    assert all(v.limit == pytest.approx(0.0375 / 18) and v.n_tests == 18 for v in others)
+    assert len(claim) == 1 and claim[0].limit == pytest.approx(0.0125) and claim[0].n_tests == 1
+    assert sum(v.limit for v in tests) == pytest.approx(0.05)
     row = next(r for r in results["rows"] if r["generator"] == "bn_match" and r["k"] == 2)
     significant = {**row, "holdout_share_ssim_p": 0.004}  # < 0.05 but > 0.05 / 18
     alone = check(RunDir(tmp_path), {"rows": [significant]}, load_thresholds())
@@ -208,10 +213,10 @@ def test_dp_claims_are_tested_inside_the_family_and_never_skipped_silently(tmp_p
     refuted = {**dp, "dp_claim_p": 1e-6, "dp_claim_p_min": 1e-9}
     (verdict,) = [v for v in alone(refuted) if v.metric == "dp_claim"]
     assert not verdict.passed and verdict.status == "refuted"
-    assert verdict.limit == pytest.approx(0.05 / 7) and verdict.n_tests == 7  # 6 + the claim
+    assert verdict.limit == pytest.approx(0.05 / 4) and verdict.n_tests == 1  # its quarter
     assert "refuted by the canary audit" in summary_lines([verdict])[0]
-    # significant alone (0.01 < 0.05), not after the family-wise correction (0.05 / 7)
-    borderline = {**dp, "dp_claim_p": 0.01, "dp_claim_p_min": 1e-9}
+    # significant alone (0.02 < 0.05), not at the claims' share of alpha (0.0125)
+    borderline = {**dp, "dp_claim_p": 0.02, "dp_claim_p_min": 1e-9}
     (verdict,) = [v for v in alone(borderline) if v.metric == "dp_claim"]
     assert verdict.passed and verdict.status == "not refuted"
     unaudited = {k: v for k, v in dp.items() if not k.startswith(("dp_claim", "eps_audit"))}
@@ -249,3 +254,27 @@ def test_check_json_agrees_with_the_lines_and_the_results(tmp_path, capsys):
             checks = {c.get("metric"): c for c in document["releases"][row_of(row)]["checks"]}
             assert checks["min_utility"]["value"] == row["utility_acc"]
             assert checks["min_utility"]["passed"] is False
+
+
+@pytest.mark.slow
+def test_the_gate_fails_a_dp_release_that_adds_no_noise(tmp_path):
+    """End to end, a positive control: a DP-VAE that claims epsilon 1 but adds no noise (a
+    test-only fault), audited with --canaries, FAILs the default gate on its DP claim alone."""
+    from audit.config import build_config
+    from audit.pipeline import execute
+    from reports.thresholds import gate_run
+
+    config = build_config(
+        preset="smoke",
+        generator=("dp_vae",),
+        epsilon=(1.0,),
+        canaries=20,
+        device="cpu",
+        out=str(tmp_path / "run"),
+        dp={"actual_noise_factor": 0.0},
+    )
+    run = execute(config)
+    _limits, verdicts = gate_run(run)
+    failed = [v for v in verdicts if not v.passed]
+    assert [(v.row, v.metric, v.status) for v in failed] == [("dp_vae-eps1", "dp_claim", "refuted")]
+    assert "refuted by the canary audit" in summary_lines(verdicts)[0]
