@@ -7,6 +7,7 @@ report's verdict both call `check`. Thresholds apply to released rows only: the 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tomllib
 from dataclasses import dataclass
@@ -113,12 +114,14 @@ class Verdict:
     row: str
     metric: str  # a METRICS limit or a TESTS name
     value: float | None  # the measured value, or the test's p-value; None: not measured
-    limit: float  # the limit, or the Bonferroni-corrected level alpha / n_tests
+    limit: float  # the limit, or the corrected level: its part of alpha / n_tests
     passed: bool
     statistic: float | None = None  # a test's statistic (a share or an AUC)
     chance: float | None = None  # the statistic when nothing is memorised
     ci: tuple[float, float] | None = None
-    n_tests: int = 0  # how many tests the corrected level divides alpha by
+    # how many tests share its part of alpha: the DP-claim tests, or all the others
+    n_tests: int = 0
+    alpha: float = 0.0  # the gate's whole family-wise alpha (its part: limit x n_tests)
     # a DP claim's standing: refuted, not refuted, uninformative (even a perfect attack could
     # not reach this level), not audited (no --canaries), not formal (no guarantee to check)
     status: str | None = None
@@ -139,7 +142,7 @@ class Verdict:
             return (
                 f"{self.row}: {self.metric} = {_g(self.statistic)} ({test.what}; chance "
                 f"{_g(self.chance)}{ci}), p = {self.value:.2g} {sign} {self.limit:.2g} "
-                f"(alpha {self.limit * self.n_tests:g} / {self.n_tests} tests)"
+                f"({self.family()})"
             )
         upper, what = METRICS[self.metric]
         if self.value is None:
@@ -148,6 +151,14 @@ class Verdict:
         if self.passed:
             sign = "<=" if upper else ">="
         return f"{self.row}: {what} = {self.value:.4g} {sign} {self.metric} = {self.limit:g}"
+
+    def family(self) -> str:
+        """Where the level comes from: alpha, or its share, over the tests sharing it."""
+        part = self.limit * self.n_tests
+        kind = "DP-claim tests" if self.metric == "dp_claim" else "tests"
+        if self.alpha and abs(part - self.alpha) > 1e-12:
+            return f"alpha {self.alpha:g} x {part / self.alpha:.2g} / {self.n_tests} {kind}"
+        return f"alpha {part:g} / {self.n_tests} {kind}"
 
     def _claim_line(self) -> str:
         claim = f"{self.row}: DP claim epsilon {_g(self.chance)}"
@@ -158,7 +169,7 @@ class Verdict:
             return f"{claim} is not a formal guarantee (dp_formal false); not checked{refuted}"
         found = (
             f"eps_audit {_g(self.statistic)} (95% lower bound), p = {_g(self.value)} vs "
-            f"{self.limit:.2g} (alpha {self.limit * self.n_tests:g} / {self.n_tests} tests)"
+            f"{self.limit:.2g} ({self.family()})"
         )
         if self.status == "uninformative":
             return (
@@ -361,7 +372,8 @@ def check(
     def judged(row: dict[str, Any], test: str) -> Verdict:
         claim = test == "dp_claim"
         n = counts[claim]
-        return judge_test(row, test, alphas[claim] / max(n, 1), n)
+        verdict = judge_test(row, test, alphas[claim] / max(n, 1), n)
+        return dataclasses.replace(verdict, alpha=thresholds.alpha)
 
     verdicts: list[Verdict] = []
     for row in released:
@@ -525,9 +537,15 @@ def verdict_document(
         entry = releases.setdefault(v.row, {"passed": passed[v.row], "checks": []})
         check: dict[str, Any]
         if v.is_test:  # a test's value is its p-value, its limit the corrected level
-            check = {"kind": "test", "test": v.metric, "p_value": v.value, "level": v.limit}
+            tested = v.metric != "dp_claim" or v.status not in ("not audited", "not formal")
+            level = v.limit if tested else None  # a claim not tested has no level
+            check = {"kind": "test", "test": v.metric, "p_value": v.value, "level": level}
             check |= {"statistic": v.statistic, "chance": v.chance, "ci": v.ci}
-            check |= {"n_tests": v.n_tests}
+            check |= {
+                "n_tests": v.n_tests if tested else None,
+                # the part of alpha its n_tests share (weighted Bonferroni)
+                "alpha_part": v.limit * v.n_tests if tested else None,
+            }
             if v.status is not None:
                 check |= {"status": v.status}
         else:
@@ -538,6 +556,7 @@ def verdict_document(
         "run": str(run_dir),
         "thresholds": thresholds.source,
         "alpha": thresholds.alpha,
+        "dp_claim_alpha_share": thresholds.dp_claim_alpha_share,
         "passed": all(v.passed for v in verdicts),
         "releases": releases,
     }

@@ -224,7 +224,9 @@ def test_dp_claims_are_tested_inside_the_family_and_never_skipped_silently(tmp_p
     (verdict,) = [v for v in verdicts if v.metric == "dp_claim"]
     assert verdict.passed and verdict.status == "not audited" and verdict.value is None
     assert "not audited" in verdict.line() and "not audited" in summary_lines(verdicts)[0]
-    assert {v.n_tests for v in verdicts if v.is_test and v.metric != "dp_claim"} == {6}
+    others = [v for v in verdicts if v.is_test and v.metric != "dp_claim"]
+    assert {v.n_tests for v in others} == {6}  # a claim that runs no test takes no alpha
+    assert all(v.limit == pytest.approx(0.05 / 6) for v in others)
     informal = {**dp, "dp_formal": False, "dp_claim_p": 1e-6}
     (verdict,) = [v for v in alone(informal) if v.metric == "dp_claim"]
     assert verdict.passed and verdict.status == "not formal"
@@ -278,3 +280,27 @@ def test_the_gate_fails_a_dp_release_that_adds_no_noise(tmp_path):
     failed = [v for v in verdicts if not v.passed]
     assert [(v.row, v.metric, v.status) for v in failed] == [("dp_vae-eps1", "dp_claim", "refuted")]
     assert "refuted by the canary audit" in summary_lines(verdicts)[0]
+
+
+@pytest.mark.parametrize(
+    "case", ["no claims", "only claims", "both", "claims not audited", "claim not formal"]
+)
+def test_the_tested_levels_never_add_up_to_more_than_alpha(tmp_path, case):
+    """Weighted Bonferroni: whatever runs, the levels of the tests that ran sum to alpha at most."""
+    results = json.loads((FIXTURE / "results.json").read_text())
+    rows = [r for r in results["rows"] if r["generator"] not in ("real", "target")]
+    dp = next(r for r in rows if r["generator"] == "dp_vae")
+    metrics: tuple[str, ...] = ()
+    if case == "no claims":
+        rows = [r for r in rows if r is not dp]
+    elif case == "only claims":
+        metrics = ("dp_claim",)
+    elif case == "claims not audited":
+        rows = [{k: v for k, v in r.items() if not k.startswith("dp_claim")} for r in rows]
+    elif case == "claim not formal":
+        rows = [{**r, "dp_formal": False} if r is dp else r for r in rows]
+    verdicts = check(RunDir(tmp_path), {"rows": rows}, load_thresholds(), metrics=metrics)
+    tested = [v for v in verdicts if v.is_test and v.value is not None]
+    assert tested and sum(v.limit for v in tested) <= 0.05 + 1e-12
+    if case in ("no claims", "only claims", "claims not audited", "claim not formal"):
+        assert sum(v.limit for v in tested) == pytest.approx(0.05)  # one part takes all of it
