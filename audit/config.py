@@ -493,7 +493,7 @@ def validate(config: RunConfig) -> None:
         raise AuditError(
             f"--gradient-canaries needs 0 (off) or at least 2, got {config.gradient_canaries}"
         )
-    most = math.floor(1 / (2 * config.dp.delta))
+    most = math.floor(1 / (2 * config.dp.delta) + 1e-9)  # 1 / 2e-5 is 49999.999...
     if config.canaries and max(config.canaries, config.gradient_canaries) > most:
         # the audit's bound grows with the right guesses only while 2 m delta <= 1
         raise AuditError(
