@@ -28,10 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from attacks.tasks.canaries import audit_release
+from attacks.tasks.canaries import audit_release, draw_canaries, gradient_coins
 from audit.config import build_config
 from audit.data import load_dataset, split_dataset
-from audit.seeding import numpy_rng
 from audit.store import to_json, write_text_atomic
 from generators.base import GenerationRequest, get_generator
 
@@ -60,11 +59,11 @@ def audit_case(
         max_nonmembers=config.max_nonmembers,
         max_test=config.max_test,
     )
-    rng = numpy_rng(config.seed, "canaries")  # as the canary stage draws them
-    index = np.sort(rng.choice(split.test, args.canaries, replace=False))
-    labels = (data.labels[index] + rng.integers(1, len(data.classes), args.canaries)) % 10
-    included = rng.random(args.canaries) < 0.5
-    coins = numpy_rng(config.seed, "gradient-canaries", "coins").random(args.gradient_canaries)
+    # drawn as the canary stage draws them
+    index, labels, included = draw_canaries(
+        config.seed, split.test, data.labels, args.canaries, len(data.classes)
+    )
+    coins = gradient_coins(config)
     images = data.images[index]
     request = GenerationRequest(
         teacher=None,  # type: ignore[arg-type]  # the VAEs train on the records, not a teacher
@@ -78,12 +77,12 @@ def audit_case(
         private_images=np.concatenate([data.images[split.members], images[included]]),
         private_labels=np.concatenate([data.labels[split.members], labels[included]]),
         epsilons=(epsilon,),
-        gradient_canary_coins=coins < 0.5,
+        gradient_canary_coins=coins,
         planned_records=len(split.members) + args.canaries,  # as the canary stage plans it
     )
     start = time.perf_counter()
     release = get_generator(generator, config).generate(request)[epsilon]
-    figures = audit_release(release, images, labels, included, coins < 0.5, config)
+    figures = audit_release(release, images, labels, included, coins, config)
     return {
         "eps_accountant": release.info["eps_accountant"],
         "seconds": time.perf_counter() - start,

@@ -13,6 +13,7 @@ from audit.data import ImageDataset
 from audit.store import RunDir, row_of
 from generators.accounting import rdp_epsilon
 from reports.columns import BASE_COLUMNS, SCHEMA_VERSION
+from reports.thresholds import makes_formal_claim
 
 log = logging.getLogger(__name__)
 
@@ -182,10 +183,6 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def dp_summary(rows: list[dict[str, Any]], n_members: int, delta: float) -> dict[str, Any]:
     """The run-level DP figures: every formal DP row's training composed in one RDP accountant
     (each row released from the same members: a record's total cost), which released rows that
@@ -195,7 +192,7 @@ def dp_summary(rows: list[dict[str, Any]], n_members: int, delta: float) -> dict
     exact for every generator here (their phases share noise and rate), an upper bound otherwise.
     """
     released = [r for r in rows if r["generator"] not in ("real", "target")]
-    formal = [r for r in released if _number(r.get("eps_accountant")) and r.get("dp_formal", True)]
+    formal = [r for r in released if makes_formal_claim(r)]
     phases = [
         (float(r["dp_noise_multiplier"]), float(r["dp_sample_rate"]), int(r["dp_steps"]))
         for r in formal

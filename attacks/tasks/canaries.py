@@ -50,13 +50,22 @@ def choose_canaries(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(dataset indices, images, wrong labels, included coins) of the run's canaries."""
     c, data, split = run.config, run.data, run.split()
-    m, classes = c.canaries, len(data.classes)
     check_canary_room(c, split)  # again: a reused split may predate a larger --canaries
-    rng = numpy_rng(c.seed, "canaries")
-    index = np.sort(rng.choice(split.test, m, replace=False))
-    labels = (data.labels[index] + rng.integers(1, classes, m)) % classes
-    included = rng.random(m) < 0.5
-    return index, data.images[index], labels.astype(np.int64), included
+    index, labels, included = draw_canaries(
+        c.seed, split.test, data.labels, c.canaries, len(data.classes)
+    )
+    return index, data.images[index], labels, included
+
+
+def draw_canaries(
+    seed: int, test: np.ndarray, labels: np.ndarray, m: int, classes: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(dataset indices, wrong labels, included coins) of m canaries drawn from the test split:
+    each relabelled uniformly among the other classes, each in by a fair coin (seeded)."""
+    rng = numpy_rng(seed, "canaries")
+    index = np.sort(rng.choice(test, m, replace=False))
+    wrong = (labels[index] + rng.integers(1, classes, m)) % classes
+    return index, wrong.astype(np.int64), rng.random(m) < 0.5
 
 
 def label_aware_ssim(
