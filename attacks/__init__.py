@@ -1,5 +1,5 @@
 """Attacks on a release and on models trained on it (membership inference, inversion, HCR bounds).
 
 The maths lives in this package's modules; attacks/tasks/ holds the stages' tasks, which
-audit/pipeline.py lists.
+audit/engine/pipeline.py lists.
 """

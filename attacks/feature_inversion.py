@@ -20,9 +20,9 @@ from torch import nn
 
 from attacks.features import split_classifier, to_dct
 from attacks.release import penultimate_features
-from audit.models import NormalizedClassifier
-from audit.seeding import seeded_global_rng, torch_generator
-from audit.training import to_tensor
+from audit.core.models import NormalizedClassifier
+from audit.core.seeding import seeded_global_rng, torch_generator
+from audit.core.training import to_tensor
 
 
 class Decoder(nn.Module):

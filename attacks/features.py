@@ -11,8 +11,8 @@ import scipy.fft
 import torch
 from torch import nn
 
-from audit.errors import AuditError
-from audit.models import NormalizedClassifier
+from audit.core.errors import AuditError
+from audit.core.models import NormalizedClassifier
 
 FeatureMap = Callable[[torch.Tensor], torch.Tensor]  # normalised NCHW -> (N, D)
 

@@ -23,13 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from audit.config import BNMatchConfig, InversionConfig
-from audit.errors import AuditError
-from audit.models import NormalizedClassifier, bn_layers
-from audit.seeding import numpy_rng, torch_generator
-from audit.similarity import nearest_neighbours
-from generators.bn_loss import bn_inputs, frozen, group_losses
-from generators.bn_match import quantise
+from audit.core.bn import bn_inputs, frozen, group_losses
+from audit.core.config import BNMatchConfig, InversionConfig
+from audit.core.errors import AuditError
+from audit.core.models import NormalizedClassifier, bn_layers, quantise
+from audit.core.seeding import numpy_rng, torch_generator
+from audit.core.similarity import nearest_neighbours
 
 Variant = Literal["priors", "miface"]
 VARIANTS: tuple[Variant, ...] = ("priors", "miface")

@@ -15,11 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from audit.models import NormalizedClassifier
-from audit.run import Run
-from audit.seeding import numpy_rng
-from audit.training import predict_logits
-
 
 @dataclass(frozen=True)
 class AttackRecords:
@@ -34,29 +29,6 @@ class AttackRecords:
     population: np.ndarray  # dataset indices
 
 
-def attack_records(run: Run) -> AttackRecords:
-    c, split = run.config, run.split()
-    pool = np.concatenate([split.members, split.nonmembers])
-    order = np.argsort(pool, kind="stable")
-    pool, is_member = (
-        pool[order],
-        np.r_[np.ones(len(split.members), bool), np.zeros(len(split.nonmembers), bool)][order],
-    )
-    rng = numpy_rng(c.seed, "mia", "candidates")
-    # every member and non-member up to the cap, the same records for every attack
-    candidates = np.concatenate(
-        [
-            np.sort(rng.choice(group, min(len(group), c.mia_candidates), replace=False))
-            for group in (np.flatnonzero(is_member), np.flatnonzero(~is_member))
-        ]
-    )
-    n_population = min(len(split.test), c.mia_candidates)
-    population = np.sort(
-        numpy_rng(c.seed, "mia", "population").choice(split.test, n_population, replace=False)
-    )
-    return AttackRecords(pool, is_member, candidates, population)
-
-
 def reference_size_note(n_members: int, n_nonmembers: int) -> str | None:
     """Why LiRA/RMIA may mislead when the reference models do not see as many records as the
     target did (they train on half the pool), or None when they do."""
@@ -67,11 +39,6 @@ def reference_size_note(n_members: int, n_nonmembers: int) -> str | None:
         f"the target on its {n_members} members: LiRA and RMIA assume models of the same "
         "training-set size; give equal --max-members and --max-nonmembers"
     )
-
-
-def reference_rows(run: Run) -> list[dict]:
-    """The releases a reference pipeline can reproduce (not external sets)."""
-    return [r for r in run.releases() if r["generator"] != "external"]
 
 
 SHIFTS = ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))  # (dy, dx) in pixels; (0, 0) first
@@ -96,26 +63,3 @@ def query_views(images: np.ndarray, *, augment: bool, hflip: bool) -> list[np.nd
         return [images]
     views = [shifted(images, dy, dx) for dy, dx in SHIFTS]
     return views + [view[:, :, ::-1] for view in views] if hflip else views
-
-
-def query_logits(run: Run, model: NormalizedClassifier, images: np.ndarray) -> np.ndarray:
-    """(queries, records, classes): the model's logits on every query view of the images."""
-    c = run.config
-    views = query_views(images, augment=c.mia_augment, hflip=c.target.hflip)
-    return np.stack(
-        [predict_logits(model, np.ascontiguousarray(v), device=c.device).numpy() for v in views]
-    )
-
-
-def load_references(run: Run, row: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(keep (refs, pool), logits (refs, queries, pool, classes), population logits) for a row, or
-    None when no reference pipeline covers it."""
-    info = run.store.read_json("refs.json")
-    if info["n_references"] == 0 or row not in info["rows"]:
-        return None
-    refs = [run.store.read_npz(f"refs/ref{i}.npz") for i in range(info["n_references"])]
-    return (
-        np.stack([r["keep"] for r in refs]),
-        np.stack([r[f"logits_{row}"] for r in refs]),
-        np.stack([r[f"population_logits_{row}"] for r in refs]),
-    )

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from audit.models import NormalizedClassifier
-from audit.neighbours import SHORTLIST, l2_shortlist, transformed_neighbours
-from audit.training import to_tensor
-from audit.transforms import IDENTITY, Transform
+from audit.core.models import NormalizedClassifier
+from audit.core.neighbours import SHORTLIST, l2_shortlist, transformed_neighbours
+from audit.core.training import to_tensor
+from audit.core.transforms import IDENTITY, Transform
 
 DISTANCES = ("pixel_l2", "ssim", "haarpsi", "feature_l2")
 
@@ -63,7 +63,7 @@ def release_scores(
 ) -> dict[str, np.ndarray]:
     """Membership score of each candidate under each distance (higher = more likely a member).
     The pixel distances take the best of the transformations (a released image may be a
-    mirrored or shifted copy of the candidate; audit/neighbours.py); feature distances do not
+    mirrored or shifted copy of the candidate; audit/core/neighbours.py); feature distances do not
     need them."""
     # one shortlist serves all three pixel scores: its top-1 is the exact transformed L2
     short = l2_shortlist(candidates, synthetic, transforms, SHORTLIST, device=device)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from audit.config import RunConfig, build_config, load_settings, merge_settings, typed_settings
-from audit.errors import AuditError
+from audit.core.config import RunConfig, build_config, load_settings, merge_settings, typed_settings
+from audit.core.errors import AuditError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,7 +51,7 @@ def run_audit(
     empty); returns the run directory, whose results.json, results.csv and report.html exist
     only when everything succeeded. executor "ray" runs the tasks on a Ray cluster (ray_address,
     or a local one bound to loopback): same bytes."""
-    from audit.pipeline import execute
+    from audit.engine.pipeline import execute
 
     if not config.out:  # the digest ignores where results go
         out = f"runs/{dt.datetime.now():%Y%m%d-%H%M%S}-{config.digest()[:8]}"
@@ -62,7 +62,7 @@ def run_audit(
         raise AuditError("--ray-address and --ray-cpus need --executor ray")
     runner = None
     if executor == "ray":
-        from audit.ray_executor import RayExecutor
+        from audit.engine.ray_executor import RayExecutor
 
         runner = RayExecutor(ray_address, ray_cpus)
     # config.json's "command": the CLI passes its argv; from Python, say where the run came from

@@ -11,14 +11,14 @@ import warnings
 import zipfile
 
 from audit.arguments import EXIT_BAD_INPUT, build_parser, flag_settings
-from audit.errors import AuditError
+from audit.core.errors import AuditError
 
 EXIT_BREACH = 1  # audit check: a release crossed a threshold
 
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from audit.api import configure, run_audit
-    from audit.pipeline import dry_run
+    from audit.engine.pipeline import dry_run
 
     config = configure(args.config, flag_settings(args))
     if args.dry_run:  # with the --out (or file's out) of an earlier run: what it would reuse
@@ -61,7 +61,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from audit.store import write_text_atomic
+    from audit.core.store import write_text_atomic
     from reports.gallery import PrivateImages
     from reports.render import build_report
     from reports.thresholds import load_run_results, load_thresholds

@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from audit.config import BNMatchConfig
-from audit.models import build_model
+from audit.core.config import BNMatchConfig
+from audit.core.models import build_model
 from generators.bn_match import balanced_labels, bn_match
 
 

@@ -17,7 +17,7 @@ training    the suite's training loop against a plain DataLoader loop (bench/tra
 paper_run   a reduced paper run (the paper preset with fewer synthetic images and epochs, K 500 /
             2,000), sized from the rates measured above to fit the time left; its seconds and
             peak GPU memory per stage, its accuracies, and the full paper preset's time
-            extrapolated stage by stage: audit/costs.py's work units, each stage's rate
+            extrapolated stage by stage: audit/engine/costs.py's work units, each stage's rate
             calibrated on this run.
 
 Every section records the peak GPU memory it allocated. What is skipped is printed and recorded
@@ -48,7 +48,7 @@ import similarity as similarity_bench
 import torch
 import training as training_bench
 
-from audit.store import to_json, write_text_atomic
+from audit.core.store import to_json, write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVES = (  # where the CIFAR-10 JPEG archive is looked for, first found wins
@@ -190,7 +190,7 @@ def cifar_folder(source: Path, scratch: Path) -> Path:
 def check_similarity(
     sizes: Sizes, device: str, images: np.ndarray | None, source: str
 ) -> dict[str, Any]:
-    from audit.similarity import block_shape, nearest_neighbours
+    from audit.core.similarity import block_shape, nearest_neighbours
 
     n, m = sizes.sim_queries, sizes.sim_references
     record: dict[str, Any] = {"queries": n, "references": m, "images": source}
@@ -301,15 +301,15 @@ def check_paper_run(
     import pandas as pd
 
     import audit
-    from audit.pipeline import graph_of
-    from audit.run import dataset_for, remember_dataset
-    from audit.store import row_name
+    from audit.core.store import row_name
+    from audit.engine.pipeline import graph_of
+    from audit.engine.run import dataset_for, remember_dataset
 
     full = audit.configure(preset="paper", device=device, **data_settings)
     if loaded is not None:  # the JPEGs the similarity section decoded, not decoded again
         remember_dataset(full, loaded)
     data = dataset_for(full)
-    # members as audit/data.py's split draws them: half the train part, or a fraction of all
+    # members as audit/core/data.py's split draws them: half the train part, or a fraction of all
     pool = data.n_train // 2 if data.n_train else len(data.images) * full.member_fraction
     members = int(min(pool, full.max_members or pool))
     settings = reduced_settings(sizes, seconds_left, rates, members)
@@ -380,7 +380,7 @@ def check_paper_run(
         "stage_seconds": estimate,
         "total_hours": round(sum(estimate.values()) / 3600, 2),
         "stages_not_measured": unmeasured,
-        "method": "each stage's measured seconds scaled by audit/costs.py's work units, "
+        "method": "each stage's measured seconds scaled by audit/engine/costs.py's work units, "
         "full paper preset over this run",
     }
     return record
@@ -472,7 +472,7 @@ def main() -> int:
     start = time.perf_counter()
     sizes = TINY if args.tiny else FULL
     out = Path(args.out)
-    from audit.provenance import environment
+    from audit.core.provenance import environment
 
     recorder = Recorder(
         out,
@@ -496,7 +496,7 @@ def main() -> int:
         if args.tiny:
             source = "random (--tiny)"
         elif archive is not None:
-            from audit.data import load_dataset
+            from audit.core.data import load_dataset
 
             folder = cifar_folder(archive, scratch)
             loaded, load_s = timed("cpu", load_dataset, "imagefolder", str(folder), image_size=None)

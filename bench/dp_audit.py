@@ -29,10 +29,11 @@ from typing import Any
 import numpy as np
 
 from attacks.tasks.canaries import audit_release, draw_canaries, gradient_coins
-from audit.config import build_config
-from audit.data import load_dataset, split_dataset
-from audit.store import to_json, write_text_atomic
-from generators.base import GenerationRequest, get_generator
+from audit.core.config import build_config
+from audit.core.data import load_dataset, split_dataset
+from audit.core.store import to_json, write_text_atomic
+from generators.base import GenerationRequest
+from generators.registry import get_generator
 
 SOUND = ("dp_vae", "dp2_vae", "dpd_fvae", "dpd_fvae_published")
 CONTROLS: dict[str, tuple[str, dict[str, Any]]] = {

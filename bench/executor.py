@@ -3,7 +3,7 @@
 Each worker is one CPU and each task one torch thread (`--threads 1`), so the graph's
 parallelism is all the speed-up there is: the reference pipelines, generators and rows run side by
 side. The serial executor runs the same graph too, as the baseline that Ray's overhead is
-measured against. All runs are inside a private network namespace (audit/netns.py: nothing
+measured against. All runs are inside a private network namespace (audit/engine/netns.py: nothing
 leaves the machine); their results.json must agree byte for byte. The last line is the ratio
 (`speedup: 2 Ray workers over 1 ...`). Ratios only; absolute times depend on the machine.
 
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from audit import netns
+from audit.engine import netns
 
 
 def timed_run(out: Path, flags: list[str]) -> float:

@@ -1,7 +1,7 @@
 """The gate's power table: what its similarity tests catch and what they pass.
 
 1. Planted releases x datasets -> each test's p-value and the verdict. Each release is scored by
-   the privacy stage's own code (audit/memorisation.py) against the run's yardstick (all
+   the privacy stage's own code (audit/core/memorisation.py) against the run's yardstick (all
    members, the holdout, the calibration ratios), as `audit run --synthetic` would. Copies are
    of distinct random members; moved copies are shifted as crop augmentation shifts them (zero
    fill, which the search does not assume: it repeats the edge), mirrored copies flipped
@@ -36,12 +36,12 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from audit.config import RunConfig, build_config
-from audit.data import ImageDataset, Split, load_dataset, split_dataset
-from audit.holdout import clopper_pearson_interval, copy_count_test, holdout_share_test
-from audit.memorisation import METRICS, Yardstick, calibration_ratios, make_yardstick
-from audit.memorisation import release_statistics as statistics
-from audit.store import to_json, write_text_atomic
+from audit.core.config import RunConfig, build_config
+from audit.core.data import ImageDataset, Split, load_dataset, split_dataset
+from audit.core.holdout import clopper_pearson_interval, copy_count_test, holdout_share_test
+from audit.core.memorisation import METRICS, Yardstick, calibration_ratios, make_yardstick
+from audit.core.memorisation import release_statistics as statistics
+from audit.core.store import to_json, write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]
 ARCHIVE = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -123,8 +123,9 @@ def dp_releases(
 ) -> list[Case]:
     """Real DP releases (the run's recipes, trained on the members): DP-VAE at epsilon 1 and,
     with dp2, DP^2-VAE at epsilon 1 and 10."""
-    from audit.models import build_model
-    from generators.base import GenerationRequest, get_generator
+    from audit.core.models import build_model
+    from generators.base import GenerationRequest
+    from generators.registry import get_generator
 
     members, labels = data.images[split.members], data.labels[split.members]
     cases = []

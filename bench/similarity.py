@@ -20,7 +20,7 @@ import numpy as np
 import piq
 import torch
 
-from audit.similarity import block_shape, nearest_neighbours
+from audit.core.similarity import block_shape, nearest_neighbours
 
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 

@@ -1,11 +1,11 @@
 """Side-by-side: the suite's training loop against a plain DataLoader + torchvision transforms loop.
 
 Same model (pytorchcv ResNet20), same images, epochs, batch size, optimiser and learning-rate
-schedule, same device, one run. The suite's loop (audit/training.py) keeps the data on the device
-and augments whole batches there; the plain loop is the textbook one: a Dataset of PIL images,
-per-image RandomCrop(padding) + RandomHorizontalFlip + ToTensor + Normalize in the DataLoader,
-batches copied to the device each step. Prints images/s for both; the last line is the ratio
-(`speedup: training loop 1.4x`). Issue 7's target on a GPU is at least 3x.
+schedule, same device, one run. The suite's loop (audit/core/training.py) keeps the data on the
+device and augments whole batches there; the plain loop is the textbook one: a Dataset of PIL
+images, per-image RandomCrop(padding) + RandomHorizontalFlip + ToTensor + Normalize in the
+DataLoader, batches copied to the device each step. Prints images/s for both; the last line is the
+ratio (`speedup: training loop 1.4x`). Issue 7's target on a GPU is at least 3x.
 
     python bench/training.py                               # CPU, 2,048 images, 2 epochs
     python bench/training.py --n 20000 --epochs 3 --device cuda --workers 4
@@ -24,9 +24,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from audit.config import TrainConfig
-from audit.models import build_model
-from audit.training import train_classifier
+from audit.core.config import TrainConfig
+from audit.core.models import build_model
+from audit.core.training import train_classifier
 
 
 class PILImages(Dataset):

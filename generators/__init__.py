@@ -1,5 +1,2 @@
-"""Synthetic-set generators. Each registers itself in generators.base.REGISTRY by name."""
-
-from generators.base import REGISTRY, GenerationRequest, Generator, SyntheticSet, get_generator
-
-__all__ = ["REGISTRY", "GenerationRequest", "Generator", "SyntheticSet", "get_generator"]
+"""Synthetic-set generators: the interface (base.py), one module per generator, and the
+registry that lists them (registry.py)."""

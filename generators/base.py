@@ -1,4 +1,7 @@
-"""The generator interface and registry: a new generator registers here, the core is not edited."""
+"""The generator interface: what a generator is given, what it returns, and what it declares about
+itself (`GeneratorPlugin`). generators/registry.py lists the plugins; the engine derives the
+rest (release rows, cost estimates, cache keys, reference and canary reruns) from their
+declarations."""
 
 from __future__ import annotations
 
@@ -8,9 +11,8 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from audit.config import RunConfig
-from audit.errors import AuditError
-from audit.models import NormalizedClassifier
+from audit.core.config import RunConfig
+from audit.core.models import NormalizedClassifier
 
 
 @dataclass(frozen=True)
@@ -66,33 +68,62 @@ class GenerationRequest:
 
 
 class Generator(Protocol):
-    name: str
-    # what the sets are keyed by: "k" (one per requested K), "epsilon" (one per target
-    # epsilon), or None (a single set, key None: an external set, a non-private ablation)
-    axis: Axis
-
     def generate(self, request: GenerationRequest) -> dict[SetKey, SyntheticSet]:
         """One synthetic set per requested K or epsilon, or {None: set}."""
         ...
 
 
-REGISTRY: dict[str, Callable[[RunConfig], Generator]] = {}
+def no_cost(config: RunConfig, members: int) -> float:
+    return 0.0
 
 
-def register(
-    name: str,
-) -> Callable[[Callable[[RunConfig], Generator]], Callable[[RunConfig], Generator]]:
-    def decorate(factory: Callable[[RunConfig], Generator]) -> Callable[[RunConfig], Generator]:
-        REGISTRY[name] = factory
-        return factory
-
-    return decorate
+def no_checks(config: RunConfig, channels: int, image_size: int) -> None:
+    return None
 
 
-def get_generator(name: str, config: RunConfig) -> Generator:
-    # importing the modules fills the registry
-    from generators import bn_match, dp2_vae, dp_vae, dpd_fvae, external, vae  # noqa: F401
+@dataclass(frozen=True)
+class GeneratorPlugin:
+    """A generator as the engine sees it.
 
-    if name not in REGISTRY:
-        raise AuditError(f"unknown generator {name!r}; choose one of {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name](config)
+    Attributes:
+        name: the `--generator` name and the prefix of its rows ("bn_match-k200").
+        axis: what its sets are keyed by: "k" (one per requested K), "epsilon" (one per target
+            epsilon) or None (a single set).
+        build: the generator for a run's config.
+        settings: the RunConfig fields it reads (its sections, e.g. ("vae", "dp")); a release
+            row's cache key holds these and no other generator's.
+        cost: estimated seconds of one generation on the reference 2-core CPU at 16x16 px, given
+            the config and the number of private records it trains on.
+        reproducible: whether a pipeline can rerun it on other records (the reference pipelines,
+            the canary audit); an external set cannot be.
+        from_teacher: it synthesises from the target classifier (needs BatchNorm layers; not
+            rerun on canaries when the target is a given weights file, which no run can retrain).
+        check: its own input checks, before any file is written (raise AuditError).
+    """
+
+    name: str
+    axis: Axis
+    build: Callable[[RunConfig], Generator]
+    settings: tuple[str, ...] = ()
+    cost: Callable[[RunConfig, int], float] = no_cost
+    reproducible: bool = True
+    from_teacher: bool = False
+    check: Callable[[RunConfig, int, int], None] = no_checks
+
+    def keys(self, config: RunConfig) -> tuple[SetKey, ...]:
+        """The sets the config asks of it: its Ks, its epsilons, or the one set."""
+        if self.axis == "k":
+            return config.k
+        if self.axis == "epsilon":
+            return config.epsilon
+        return (None,)
+
+    def setting(self, key: SetKey) -> tuple[int | None, float | None]:
+        """(k, epsilon) of one of its sets."""
+        if self.axis == "k":
+            assert isinstance(key, int)
+            return key, None
+        if self.axis == "epsilon":
+            assert key is not None
+            return None, float(key)
+        return None, None

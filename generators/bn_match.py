@@ -36,18 +36,18 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from audit.config import BNMatchConfig, RunConfig
-from audit.errors import AuditError
-from audit.models import NormalizedClassifier
-from audit.seeding import torch_generator
-from generators.base import Axis, GenerationRequest, SetKey, SyntheticSet, register
-from generators.bn_loss import (
+from audit.core.bn import (
     bn_inputs,
     bn_statistics_distance,
     frozen,
     group_losses,
     group_matrix,
 )
+from audit.core.config import BNMatchConfig, RunConfig
+from audit.core.errors import AuditError
+from audit.core.models import NormalizedClassifier, quantise
+from audit.core.seeding import torch_generator
+from generators.base import GenerationRequest, GeneratorPlugin, SetKey, SyntheticSet
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +117,6 @@ def groups_within_budget(
     backward's temporaries, within budget bytes (at least one group)."""
     per_image = activation_bytes_per_image(teacher, image_shape, device=device)
     return max(1, budget // (2 * per_image * group_size))
-
-
-def quantise(teacher: NormalizedClassifier, z: torch.Tensor) -> np.ndarray:
-    """Normalised tensor -> uint8 NHWC: de-normalise, clamp to [0, 1], round to 1/255."""
-    x = teacher.denormalize(z.detach()).clamp(0, 1)
-    return (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def balanced_labels(n_images: int, num_classes: int) -> np.ndarray:
@@ -287,9 +281,6 @@ def _checked_mean(losses: torch.Tensor, z: torch.Tensor, step: int) -> float:
 
 
 class BNMatchGenerator:
-    name = "bn_match"
-    axis: Axis = "k"
-
     def __init__(self, config: BNMatchConfig) -> None:
         self.config = config
 
@@ -324,6 +315,20 @@ class BNMatchGenerator:
         return sets
 
 
-@register("bn_match")
-def _factory(config: RunConfig) -> BNMatchGenerator:
-    return BNMatchGenerator(config.bn)
+# from the default digits run on the reference 2-core CPU: 73.8 s for 1,000 steps of 100 images
+IMAGE_STEP_S = 7.4e-4  # per synthetic image and step, at 16x16 px
+
+
+def estimated_seconds(config: RunConfig, members: int) -> float:
+    """One trajectory to the largest K (the smaller Ks are its snapshots)."""
+    return IMAGE_STEP_S * max(config.k) * config.n_synthetic
+
+
+PLUGIN = GeneratorPlugin(
+    "bn_match",
+    axis="k",
+    build=lambda config: BNMatchGenerator(config.bn),
+    settings=("bn",),
+    cost=estimated_seconds,
+    from_teacher=True,
+)

@@ -24,16 +24,18 @@ from functools import partial
 
 import torch
 
-from audit.config import DPConfig, RunConfig, VAEConfig
-from audit.errors import AuditError
-from generators.accounting import DPRecord, solve_noise
-from generators.base import Axis, GenerationRequest, SetKey, SyntheticSet, register
+from audit.core.accounting import DPRecord, solve_noise
+from audit.core.config import DPConfig, RunConfig, VAEConfig
+from audit.core.errors import AuditError
+from generators.base import GenerationRequest, GeneratorPlugin, SetKey, SyntheticSet
 from generators.dp_sgd import Schedule, train_dp_sgd
 from generators.dp_vae import gradient_canaries, planned_records, release, vae_loss
 from generators.vae import (
     ConditionalVAE,
     VAEGenerator,
     build_vae,
+    check_vae,
+    dp_vae_seconds,
     private_data,
     reconstruction_loss,
 )
@@ -67,7 +69,6 @@ class FrozenEncoderLoss:
 
 class DP2VAE(VAEGenerator):
     name = "dp2_vae"
-    axis: Axis = "epsilon"
 
     def __init__(self, vae: VAEConfig, dp: DPConfig) -> None:
         self.vae, self.dp = vae, dp
@@ -119,6 +120,20 @@ class DP2VAE(VAEGenerator):
         return sets
 
 
-@register("dp2_vae")
-def _factory(config: RunConfig) -> DP2VAE:
-    return DP2VAE(config.vae, config.dp)
+def check_two_stages(config: RunConfig, channels: int, image_size: int) -> None:
+    check_vae(config, channels, image_size)
+    if config.vae.epochs < 2:
+        raise AuditError(
+            f"dp2_vae trains in two stages of at least one epoch each: --dp-epochs (vae.epochs) "
+            f"must be at least 2, got {config.vae.epochs}"
+        )
+
+
+PLUGIN = GeneratorPlugin(
+    "dp2_vae",
+    axis="epsilon",
+    build=lambda config: DP2VAE(config.vae, config.dp),
+    settings=("vae", "dp"),
+    cost=dp_vae_seconds,
+    check=check_two_stages,
+)

@@ -2,7 +2,7 @@
 
 One function trains any module on a strictly per-record loss; the generators decide what the
 module is (the whole VAE, or its decoder with the encoder frozen) and charge every phase to one
-accountant (generators/accounting.py).
+accountant (audit/core/accounting.py).
 
 White-box audit (Steinke, Nasr & Jagielski 2023, their Dirac canaries): `GradientCanaries` plants
 m gradient-only records in the training. Canary i is the gradient `scale x clip x sign_i` at one
@@ -30,8 +30,8 @@ from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from audit.errors import AuditError
-from audit.seeding import numpy_rng, torch_generator
+from audit.core.errors import AuditError
+from audit.core.seeding import numpy_rng, torch_generator
 
 # (module, images, labels, generator) -> the loss of each record, shape (N,)
 PerRecordLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]

@@ -14,14 +14,16 @@ import logging
 
 import torch
 
-from audit.config import DPConfig, RunConfig, VAEConfig
-from generators.accounting import DPRecord, solve_noise
-from generators.base import Axis, GenerationRequest, SetKey, SyntheticSet, register
+from audit.core.accounting import DPRecord, solve_noise
+from audit.core.config import DPConfig, VAEConfig
+from generators.base import GenerationRequest, GeneratorPlugin, SetKey, SyntheticSet
 from generators.dp_sgd import GradientCanaries, PerRecordLoss, Schedule, train_dp_sgd
 from generators.vae import (
     ConditionalVAE,
     VAEGenerator,
     build_vae,
+    check_vae,
+    dp_vae_seconds,
     per_record_loss,
     private_data,
     release_of,
@@ -42,7 +44,6 @@ def vae_loss(kl_weight: float) -> PerRecordLoss:
 
 class DPVAE(VAEGenerator):
     name = "dp_vae"
-    axis: Axis = "epsilon"
 
     def __init__(self, vae: VAEConfig, dp: DPConfig) -> None:
         self.vae, self.dp = vae, dp
@@ -119,6 +120,11 @@ def release(
     return dataclasses.replace(synthetic, gradient_scores=canaries.scores.copy())
 
 
-@register("dp_vae")
-def _factory(config: RunConfig) -> DPVAE:
-    return DPVAE(config.vae, config.dp)
+PLUGIN = GeneratorPlugin(
+    "dp_vae",
+    axis="epsilon",
+    build=lambda config: DPVAE(config.vae, config.dp),
+    settings=("vae", "dp"),
+    cost=dp_vae_seconds,
+    check=check_vae,
+)

@@ -53,18 +53,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from audit.config import FedConfig, RunConfig
-from audit.errors import AuditError
-from audit.seeding import numpy_rng, seeded_global_rng
-from generators.accounting import DPRecord, rdp_epsilon, solve_noise, steps_within
-from generators.base import Axis, GenerationRequest, SetKey, SyntheticSet, register
+from audit.core.accounting import DPRecord, rdp_epsilon, solve_noise, steps_within
+from audit.core.config import FedConfig, RunConfig
+from audit.core.errors import AuditError
+from audit.core.seeding import numpy_rng, seeded_global_rng
+from generators.base import GenerationRequest, GeneratorPlugin, SetKey, SyntheticSet
 from generators.dp_sgd import GradientCanaries, Schedule, train_dp_sgd
 from generators.dp_vae import gradient_canaries, planned_records
 from generators.vae import (
+    IMAGE_EPOCH_S,
     ConditionalVAE,
     Decoder,
     Encoder,
     VAEGenerator,
+    check_vae,
     decoder_fit_loss,
     kl_divergence,
     private_data,
@@ -158,8 +160,6 @@ class ClientLoss:
 
 
 class DPDfVAE(VAEGenerator):
-    axis: Axis = "epsilon"
-
     def __init__(
         self, fed: FedConfig, delta: float, *, published: bool, skip_clipping: bool = False
     ) -> None:
@@ -323,15 +323,27 @@ class DPDfVAE(VAEGenerator):
         return ClientVAE(encoder, decoder), None
 
 
-@register("dpd_fvae")
-def _factory(config: RunConfig) -> DPDfVAE:
-    return DPDfVAE(
-        config.fed, config.dp.delta, published=False, skip_clipping=config.dp.fault_skip_clipping
+def federated_seconds(config: RunConfig, members: int) -> float:
+    """rounds x local epochs over the members (split among the clients), per target epsilon."""
+    epochs = config.fed.rounds * config.fed.local_epochs * len(config.epsilon)
+    return IMAGE_EPOCH_S * epochs * members
+
+
+def _plugin(name: str, *, published: bool) -> GeneratorPlugin:
+    return GeneratorPlugin(
+        name,
+        axis="epsilon",
+        build=lambda config: DPDfVAE(
+            config.fed,
+            config.dp.delta,
+            published=published,
+            skip_clipping=config.dp.fault_skip_clipping,
+        ),
+        settings=("fed", "dp"),
+        cost=federated_seconds,
+        check=check_vae,
     )
 
 
-@register("dpd_fvae_published")
-def _published(config: RunConfig) -> DPDfVAE:
-    return DPDfVAE(
-        config.fed, config.dp.delta, published=True, skip_clipping=config.dp.fault_skip_clipping
-    )
+PLUGIN = _plugin("dpd_fvae", published=False)
+PUBLISHED_PLUGIN = _plugin("dpd_fvae_published", published=True)

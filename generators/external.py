@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from audit.config import RunConfig
-from audit.data import IMAGE_EXTENSIONS, read_image
-from audit.errors import AuditError
-from generators.base import Axis, GenerationRequest, SetKey, SyntheticSet, register
+from audit.core.data import IMAGE_EXTENSIONS, read_image
+from audit.core.errors import AuditError
+from generators.base import GenerationRequest, GeneratorPlugin, SetKey, SyntheticSet
 
 
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -100,7 +99,6 @@ def load_synthetic(
 
 class ExternalSet:
     name = "external"
-    axis: Axis = None
 
     def __init__(self, path: str | None) -> None:
         if not path:
@@ -117,6 +115,10 @@ class ExternalSet:
         return {None: synthetic}
 
 
-@register("external")
-def _factory(config: RunConfig) -> ExternalSet:
-    return ExternalSet(config.synthetic)
+PLUGIN = GeneratorPlugin(
+    "external",
+    axis=None,
+    build=lambda config: ExternalSet(config.synthetic),
+    settings=("synthetic",),
+    reproducible=False,
+)

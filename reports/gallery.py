@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from audit.store import RunDir, mia_scores_name, row_of
-from audit.transforms import IDENTITY, Transform, apply_uint8
+from audit.core.store import RunDir, mia_scores_name, row_of
+from audit.core.transforms import IDENTITY, Transform, apply_uint8
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ def _moved(move: Transform) -> str:
 
 def suspected(privacy: dict[str, np.ndarray]) -> np.ndarray:
     """Positions of the released images that are exact copies or stand out as copies by either
-    metric (audit/holdout.py), most like a copy first (smallest stand-out ratio)."""
+    metric (audit/core/holdout.py), most like a copy first (smallest stand-out ratio)."""
     flagged = np.zeros(len(privacy["ssim_values"]), bool)
     for metric in ("ssim", "haarpsi"):
         if f"{metric}_stands_out" in privacy:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from audit.store import RunDir, mia_scores_name, row_of
+from audit.core.store import RunDir, mia_scores_name, row_of
 from reports.figures import hcr_figure, roc_figure, tradeoff_figure
 from reports.gallery import (
     PrivateImages,

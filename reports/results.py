@@ -8,10 +8,10 @@ from typing import Any
 
 import pandas as pd
 
-from audit.config import RunConfig
-from audit.data import ImageDataset
-from audit.store import RunDir, row_of
-from generators.accounting import rdp_epsilon
+from audit.core.accounting import rdp_epsilon
+from audit.core.config import RunConfig
+from audit.core.data import ImageDataset
+from audit.core.store import RunDir, row_of
 from reports.columns import BASE_COLUMNS, SCHEMA_VERSION
 from reports.thresholds import makes_formal_claim
 

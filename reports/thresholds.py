@@ -15,8 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from audit.errors import AuditError
-from audit.store import RunDir, row_of
+from audit.core.errors import AuditError
+from audit.core.store import RunDir, row_of
 
 DEFAULT_THRESHOLDS = "default_thresholds.toml"  # shipped in this package, documented inline
 BASELINE_ROWS = ("real", "target")

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from audit.config import TrainConfig
-from audit.data import ImageDataset, load_dataset
-from audit.models import NormalizedClassifier, build_model
-from audit.training import train_classifier
+from audit.core.config import TrainConfig
+from audit.core.data import ImageDataset, load_dataset
+from audit.core.models import NormalizedClassifier, build_model
+from audit.core.training import train_classifier
 
 torch.set_num_threads(2)
 

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from audit.config import BNMatchConfig
-from audit.errors import AuditError
-from audit.models import bn_layers
-from generators.bn_loss import bn_statistics_distance
+from audit.core.bn import bn_statistics_distance
+from audit.core.config import BNMatchConfig
+from audit.core.errors import AuditError
+from audit.core.models import bn_layers
 from generators.bn_match import balanced_labels, bn_match
 
 SHAPE = (1, 16, 16)
@@ -120,7 +120,7 @@ def test_divergence_stops_with_error(teacher):
 
 
 def test_no_bn_layers_is_rejected():
-    from audit.models import build_model
+    from audit.core.models import build_model
 
     model = build_model("nin_cifar10", channels=1, num_classes=10, seed=0)
     with pytest.raises(AuditError, match="no BatchNorm"):
@@ -169,7 +169,7 @@ def test_bn_statistics_distance_is_batched_by_whole_groups(teacher, digits):
 def test_loss_at_k_is_the_loss_of_the_images_released_at_k(teacher):
     """bn_loss at K describes the images after K steps (what is released), not those before the
     K-th update."""
-    from generators.bn_loss import bn_inputs, frozen, group_losses, group_matrix
+    from audit.core.bn import bn_inputs, frozen, group_losses, group_matrix
 
     result = run(teacher, (3, 6))
     config = BNMatchConfig(group_size=10, check_every=5)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from audit.cli import main
-from audit.config import build_config
-from audit.errors import AuditError
-from audit.pipeline import execute
+from audit.core.config import build_config
+from audit.core.errors import AuditError
+from audit.engine.pipeline import execute
 from reports.columns import BASE_COLUMNS
 from tests.conftest import SMOKE
 
@@ -222,7 +222,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, args, match):
 
 
 def test_weights_that_do_not_fit(tmp_path, capsys):
-    from audit.models import build_model
+    from audit.core.models import build_model
 
     path = tmp_path / "rgb.pt"
     torch.save(
@@ -290,9 +290,9 @@ def test_privacy_stage_finds_a_planted_member(smoke_run, tmp_path):
     """Copy two members into a release and re-run the privacy stage on a copy of the run."""
     import shutil
 
-    from audit.data import load_dataset
-    from audit.run import Run
-    from audit.store import RunDir
+    from audit.core.data import load_dataset
+    from audit.core.store import RunDir
+    from audit.engine.run import Run
     from audit.tasks.privacy import privacy_of_release
 
     run_dir = tmp_path / "copy"
@@ -353,7 +353,7 @@ def _write_set(path, images, labels):
 def test_external_set_is_audited_as_a_row(smoke_run, tmp_path):
     """An existing set (here: members plus slight noise, a planted leak) audited with the run's
     own split: every privacy, utility and attack measure runs on the 'external' row."""
-    from audit.data import load_dataset
+    from audit.core.data import load_dataset
 
     data = load_dataset("digits", None, image_size=16)
     with np.load(smoke_run / "split.npz") as split:
@@ -383,7 +383,7 @@ def test_external_set_is_audited_as_a_row(smoke_run, tmp_path):
 def test_external_image_folder(tmp_path):
     from PIL import Image
 
-    from audit.data import load_dataset
+    from audit.core.data import load_dataset
 
     data = load_dataset("digits", None, image_size=16)
     for i in range(12):
@@ -449,7 +449,7 @@ def test_bad_split_file(tmp_path, capsys):
 def test_pretrained_checkpoint_split_follows_what_it_was_trained_on(cifar_folder, tmp_path, capsys):
     """A bare pytorchcv checkpoint saw the whole train part: members are that part, non-members
     and test halves of the test part; the run says so in its output, results.json and report."""
-    from audit.models import build_model
+    from audit.core.models import build_model
 
     checkpoint = tmp_path / "resnet20_cifar10-bare.pth"
     net = build_model("resnet20_cifar10", channels=3, num_classes=3, seed=3).net
@@ -469,7 +469,7 @@ def test_pretrained_checkpoint_split_follows_what_it_was_trained_on(cifar_folder
 
 
 def test_other_weights_state_the_membership_assumption(smoke_run):
-    from audit.data import load_dataset
+    from audit.core.data import load_dataset
     from audit.tasks.split import ASSUMED_NOTE, membership_basis
 
     data = load_dataset("digits", None, image_size=16)
@@ -490,7 +490,7 @@ def test_help_states_every_default():
     import argparse
 
     from audit.arguments import build_parser
-    from audit.presets import PRESETS
+    from audit.core.presets import PRESETS
 
     parser = build_parser()
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -11,13 +11,14 @@ import torch
 from dp_accounting import dp_event, pld, rdp
 
 from attacks.canary import audit_canaries, audit_scores, epsilon_lower_bound, reach
-from audit.config import build_config
-from audit.errors import AuditError
-from audit.models import build_model
-from generators.accounting import DPRecord, rdp_epsilon, solve_noise, steps_within
-from generators.base import GenerationRequest, get_generator
+from audit.core.accounting import DPRecord, rdp_epsilon, solve_noise, steps_within
+from audit.core.config import build_config
+from audit.core.errors import AuditError
+from audit.core.models import build_model
+from generators.base import GenerationRequest
 from generators.dp_sgd import require_dp_compatible
 from generators.dpd_fvae import partition
+from generators.registry import get_generator
 from generators.vae import ConditionalVAE, Decoder, Encoder
 from reports.results import dp_summary
 
@@ -138,7 +139,7 @@ def _positive_control(generator: str, seed: int = 1, **faults: dict) -> dict:
     it (attacks/tasks/canaries.py audit_release): 40 mislabelled record canaries and 2,000
     gradient canaries, each in by a fair coin. faults: test-only settings (dp / fed sections)."""
     from attacks.tasks.canaries import audit_release
-    from audit.data import load_dataset
+    from audit.core.data import load_dataset
 
     small = {
         "vae": {"epochs": 4, "batch_size": 32},
@@ -306,15 +307,19 @@ def test_the_sound_dpd_fvae_trains_every_private_parameter_with_dp_sgd():
 
 
 def test_a_zero_epoch_dp2_vae_stage_is_a_one_line_error():
+    """The generator's own check (its plugin declares it; the run calls it before writing)."""
+    from generators.registry import plugin
+
+    config = build_config(preset="quick", generator=("dp2_vae",), vae={"epochs": 1})
     with pytest.raises(AuditError, match="at least 2"):
-        build_config(preset="quick", generator=("dp2_vae",), vae={"epochs": 1})
+        plugin("dp2_vae").check(config, 1, 16)
 
 
 @pytest.mark.parametrize("generator", ["dp_vae", "dpd_fvae"])
 def test_the_dp_schedule_does_not_move_with_the_canaries_coins(generator):
     """Planned for a public record count, the sample rate, steps and noise are the same whether
     60 or 75 records are present (the canary audit's coins change how many are)."""
-    from audit.data import load_dataset
+    from audit.core.data import load_dataset
 
     config = build_config(
         preset="quick",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from audit import netns
+from audit.engine import netns
 from tests.conftest import WITH_REFS
 
 SCENARIO = Path(__file__).with_name("ray_cluster_scenario.py")
@@ -92,8 +92,8 @@ def test_ray_flags_without_the_ray_executor_are_refused(capsys):
 
 
 def test_ray_executor_without_ray_says_how_to_install(monkeypatch):
-    from audit.errors import AuditError
-    from audit.ray_executor import RayExecutor
+    from audit.core.errors import AuditError
+    from audit.engine.ray_executor import RayExecutor
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(AuditError, match=r'pip install -e "\.\[ray\]"'):

@@ -6,9 +6,9 @@ import torch
 from attacks.feature_inversion import feature_inversion
 from attacks.features import split_classifier
 from attacks.release import penultimate_features
-from audit.config import TrainConfig
-from audit.models import build_model
-from audit.training import predict_logits
+from audit.core.config import TrainConfig
+from audit.core.models import build_model
+from audit.core.training import predict_logits
 from tests.conftest import fit_on, one_per_class
 
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from audit.data import load_dataset
-from audit.errors import AuditError
-from audit.fidelity import frechet_distance, inception_features, load_inception
+from audit.core.data import load_dataset
+from audit.core.errors import AuditError
+from audit.core.fidelity import frechet_distance, inception_features, load_inception
 
 
 def test_frechet_distance_of_gaussians():

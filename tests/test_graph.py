@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from audit.cli import main
-from audit.config import build_config
-from audit.data import load_dataset
-from audit.pipeline import STAGES, done_tasks, execute, graph_of, run_keys
-from audit.store import RunDir
+from audit.core.config import build_config
+from audit.core.data import load_dataset
+from audit.core.store import RunDir
+from audit.engine.pipeline import STAGES, done_tasks, execute, graph_of, run_keys
 from tests.conftest import WITH_REFS
 
 

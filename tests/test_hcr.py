@@ -6,7 +6,7 @@ import torch
 
 from attacks.features import dct_matrix, split_classifier, to_dct
 from attacks.hcr import batched_lsqr, hcr_bound, hcr_bounds
-from generators.bn_loss import frozen
+from audit.core.bn import frozen
 
 
 def linear_world(seed=0, m=24, side=4):

@@ -15,9 +15,9 @@ import pytest
 
 from attacks.metrics import select_strongest, selection_halves
 from attacks.release import nearest_l2, penultimate_features, release_scores
-from audit.config import TrainConfig
-from audit.errors import AuditError
-from audit.holdout import (
+from audit.core.config import TrainConfig
+from audit.core.errors import AuditError
+from audit.core.holdout import (
     choose_holdout,
     copy_count_test,
     exact_copies,
@@ -26,16 +26,16 @@ from audit.holdout import (
     pool_order,
     stand_out_ratio,
 )
-from audit.memorisation import (
+from audit.core.memorisation import (
     METRICS,
     Yardstick,
     calibration_ratios,
     make_yardstick,
     release_statistics,
 )
-from audit.models import build_model
-from audit.store import RunDir
-from audit.training import accuracy
+from audit.core.models import build_model
+from audit.core.store import RunDir
+from audit.core.training import accuracy
 from reports.thresholds import check, load_thresholds, summary_lines
 from tests.conftest import fit_on
 

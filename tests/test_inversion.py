@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from attacks.inversion import invert, score_reconstructions
-from audit.config import InversionConfig, TrainConfig
+from audit.core.config import InversionConfig, TrainConfig
 from tests.conftest import fit_on, one_per_class
 
 
@@ -19,7 +19,7 @@ def linear_planted(digits):
     class score's gradient is the memorised image, so inversion must find it."""
     from torch import nn
 
-    from audit.models import NormalizedClassifier
+    from audit.core.models import NormalizedClassifier
 
     members = one_per_class(digits.labels)
     rest = np.setdiff1d(np.arange(len(digits.labels)), members)

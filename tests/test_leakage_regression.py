@@ -5,8 +5,8 @@ the installed package registers for users' own CI (reports/pytest_plugin.py)."""
 
 import pytest
 
-from audit.config import build_config
-from audit.pipeline import execute
+from audit.core.config import build_config
+from audit.engine.pipeline import execute
 
 
 @pytest.fixture(scope="module")

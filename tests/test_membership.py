@@ -19,10 +19,9 @@ from attacks.membership import (
     signal,
 )
 from attacks.metrics import evaluate_attack
-from audit.config import BNMatchConfig, TrainConfig
-from audit.models import build_model
-from audit.training import accuracy, predict_logits
-from audit.utility import retrain
+from audit.core.config import BNMatchConfig, TrainConfig
+from audit.core.models import build_model
+from audit.core.training import accuracy, predict_logits, retrain
 from generators.bn_match import balanced_labels, bn_match
 from tests.conftest import fit_on
 
@@ -279,8 +278,8 @@ def test_references_train_on_as_many_records_as_the_target():
     """The default split gives as many non-members as members, so each reference model (half
     the pool) trains on exactly as many records as the target; unequal caps are called out."""
     from attacks.references import reference_size_note
-    from audit.config import build_config
-    from audit.data import load_dataset, split_dataset
+    from audit.core.config import build_config
+    from audit.core.data import load_dataset, split_dataset
 
     config = build_config(preset="quick")
     split = split_dataset(

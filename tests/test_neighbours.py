@@ -1,6 +1,6 @@
-"""Nearest neighbours under a generator's augmentations (audit/transforms.py, audit/neighbours.py):
-moved copies are found, the exact scores equal piq's, the L2 shortlist is exact, and the
-shortlist's recall against scoring every transformation is measured."""
+"""Nearest neighbours under a generator's augmentations (audit/core/transforms.py,
+audit/core/neighbours.py): moved copies are found, the exact scores equal piq's, the L2 shortlist is
+exact, and the shortlist's recall against scoring every transformation is measured."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ import piq
 import pytest
 import torch
 
-from audit.neighbours import (
+from audit.core.neighbours import (
     brute_force_neighbours,
     l2_shortlist,
     paired_haarpsi,
     paired_ssim,
     transformed_neighbours,
 )
-from audit.similarity import nearest_neighbours
-from audit.training import to_tensor
-from audit.transforms import Transform, apply, apply_uint8, augmentations, overlap
+from audit.core.similarity import nearest_neighbours
+from audit.core.training import to_tensor
+from audit.core.transforms import Transform, apply, apply_uint8, augmentations, overlap
 
 METRICS = ("ssim", "haarpsi")
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from audit.cli import main
-from audit.store import RunDir
+from audit.core.store import RunDir
 from reports.columns import BASE_COLUMNS
 from reports.gallery import PrivateImages, image_grid
 from reports.html import SECTIONS

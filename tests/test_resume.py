@@ -1,4 +1,4 @@
-"""Resumable runs (audit/stagecache.py): the same command on the same --out reuses finished
+"""Resumable runs (audit/engine/keys.py): the same command on the same --out reuses finished
 stages, a run killed with SIGKILL mid-generation finishes to byte-identical results, a changed
 setting reruns only the stages that depend on it, and a corrupted output is recomputed."""
 
@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from audit.cli import main
-from audit.config import RunConfig
-from audit.pipeline import STAGES
-from audit.stagecache import StageRecord, stage_key
-from audit.store import row_name
+from audit.core.config import RunConfig
+from audit.core.store import row_name
+from audit.engine.keys import StageRecord, stage_key
+from audit.engine.pipeline import STAGES
 
 # BN matching alone: these tests are about its K chain (the DP rows reuse like any row)
 ARGS = ["run", "--preset", "smoke", "--device", "cpu", "--generator", "bn_match", "--k", "2", "300"]
@@ -105,6 +105,24 @@ def test_corrupted_output_is_recomputed_not_trusted(base, tmp_path, capsys):
     same_outputs(base, out)
 
 
+@pytest.mark.slow
+def test_another_generators_setting_reruns_no_bn_matching(base, tmp_path):
+    """A release row's key holds only its own generator's settings (GeneratorPlugin.settings):
+    the VAEs' epochs do not touch BN matching, so its rows and every stage after it are reused."""
+    out = tmp_path / "vae"
+    shutil.copytree(base, out)
+    assert main([*ARGS, "--dp-epochs", "3", "--out", str(out)]) == 0
+    run = manifest(out)
+    assert "generate" not in run["reused_stages"]  # the stage's key holds every generator's
+    assert run["reused_rows"]["generate"] == ["bn_match-k2", "bn_match-k300"]
+    assert run["timings_s"].get("generate.bn_match") is None  # no step of BN matching ran
+    for stage in ("privacy", "utility", "mia_release", "mia_model", "inversion", "features"):
+        assert stage in run["reused_stages"], stage
+    for name in OUTPUTS[1:]:  # results.json differs in its config digest alone
+        assert (base / name).read_bytes() == (out / name).read_bytes(), name
+    assert results_rows(out) == results_rows(base)
+
+
 ROW_STAGES = ("generate", "privacy", "utility", "mia_release", "mia_model", "inversion", "features")
 
 
@@ -147,13 +165,13 @@ def test_adding_a_k_computes_only_the_new_k(base, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_another_torch_version_recomputes(base, tmp_path, monkeypatch):
-    import audit.pipeline
+    import audit.engine.pipeline
 
     out = tmp_path / "upgraded"
     shutil.copytree(base, out)
-    versions = audit.pipeline.package_versions()
+    versions = audit.engine.pipeline.package_versions()
     upgraded = {**versions, "torch": f"{versions['torch']}.post1"}
-    monkeypatch.setattr(audit.pipeline, "package_versions", lambda: upgraded)
+    monkeypatch.setattr(audit.engine.pipeline, "package_versions", lambda: upgraded)
     assert main([*ARGS[:-2], "2", "--out", str(out)]) == 0
     assert manifest(out)["reused_stages"] == [] and manifest(out)["reused_rows"] == {}
 
@@ -181,9 +199,9 @@ def test_key_depends_on_declared_settings_and_inputs_only():
 def test_a_source_edit_recomputes(base, tmp_path, monkeypatch):
     """Under an editable install the version number stays while the code changes: the stage
     keys hash the suite's source files too."""
-    import audit.pipeline
+    import audit.engine.pipeline
 
-    monkeypatch.setattr(audit.pipeline, "source_digest", lambda: "edited")
+    monkeypatch.setattr(audit.engine.pipeline, "source_digest", lambda: "edited")
     out = tmp_path / "edited"
     shutil.copytree(base, out)
     assert main([*ARGS[:-2], "2", "--out", str(out)]) == 0
@@ -191,7 +209,7 @@ def test_a_source_edit_recomputes(base, tmp_path, monkeypatch):
 
 
 def test_source_digest_sees_an_edit(tmp_path):
-    from audit import provenance
+    from audit.core import provenance
 
     copy = tmp_path / "reports"
     shutil.copytree(provenance.package_dirs()[-1], copy)

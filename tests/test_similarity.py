@@ -8,9 +8,9 @@ import piq
 import pytest
 import torch
 
-from audit import pairwise, similarity
-from audit.similarity import ENGINES, nearest_neighbours, plan_blocks, summarise
-from audit.training import to_tensor
+from audit.core import pairwise, similarity
+from audit.core.similarity import ENGINES, nearest_neighbours, plan_blocks, summarise
+from audit.core.training import to_tensor
 from tests.conftest import random_images
 
 GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "data" / "piq-golden"
@@ -111,7 +111,7 @@ def test_odd_images_give_finite_scores_everywhere(channels):
     attacks gives finite scores (piq's HaarPSI of two black images is inf)."""
     from attacks.metrics import evaluate_attack
     from attacks.release import release_scores
-    from audit.memorisation import calibration_ratios, make_yardstick, release_statistics
+    from audit.core.memorisation import calibration_ratios, make_yardstick, release_statistics
 
     images = odd_images(channels)
     for metric in METRICS:
@@ -258,7 +258,7 @@ def test_real_cifar_equal_exact_values(cifar_folder, metric):
     """On natural images piq's float32 SSIM itself drifts from its float64 value (it cancels in
     flat windows): the engine is held to the exact (float64 piq) value instead. With -s it
     prints both drifts (the README quotes them)."""
-    from audit.data import load_dataset
+    from audit.core.data import load_dataset
 
     images = load_dataset("imagefolder", str(cifar_folder), image_size=None).images
     query, reference = images[:10], images[60:120]
@@ -301,7 +301,7 @@ def test_compile_failure_falls_back_once_and_replans(monkeypatch, caplog, digits
     real_plan = similarity.plan_blocks
     monkeypatch.setattr(similarity, "plan_blocks", lambda *a: plans.append(a[2]) or real_plan(*a))
     query, reference = digits.images[:30], digits.images[100:400]
-    with caplog.at_level("WARNING", logger="audit.similarity"):
+    with caplog.at_level("WARNING", logger="audit.core.similarity"):
         first = nearest_neighbours(query, reference, "ssim", compiled=True, progress=False)
         second = nearest_neighbours(query, reference, "ssim", compiled=True, progress=False)
     eager = nearest_neighbours(query, reference, "ssim", compiled=False, progress=False)

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from audit.config import TrainConfig
-from audit.errors import AuditError
-from audit.models import build_model
-from audit.training import accuracy, augment, train_classifier
+from audit.core.config import TrainConfig
+from audit.core.errors import AuditError
+from audit.core.models import build_model
+from audit.core.training import accuracy, augment, train_classifier
 
 
 def test_training_learns_digits(digits):

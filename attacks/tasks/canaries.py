@@ -32,15 +32,16 @@ import torch
 import torch.nn.functional as F
 
 from attacks.canary import CONFIDENCE, audit_scores
-from audit.config import RunConfig
-from audit.graph import TARGET_ROW, release_setting
-from audit.run import Run
-from audit.seeding import numpy_rng
-from audit.similarity import nearest_neighbours
-from audit.store import row_name
+from audit.core.config import RunConfig
+from audit.core.seeding import numpy_rng
+from audit.core.similarity import nearest_neighbours
+from audit.core.store import row_name
+from audit.core.training import predict_logits, train_classifier
+from audit.engine.run import Run
+from audit.engine.spec import TARGET_ROW
 from audit.tasks.split import check_canary_room
-from audit.training import predict_logits, train_classifier
-from generators.base import SyntheticSet, get_generator
+from generators.base import SyntheticSet
+from generators.registry import plugin
 
 log = logging.getLogger(__name__)
 
@@ -138,9 +139,10 @@ def stage_canaries(run: Run) -> None:
         columns[TARGET_ROW] = audit_scores({"whitebox_loss": (-loss, included)}, delta=delta)
     coins = gradient_coins(c)
     for name in c.generator:
-        if name == "external" or (name == "bn_match" and c.weights):
+        declared = plugin(name)
+        # an external set cannot be rerun; a given target's weights cannot be retrained
+        if not declared.reproducible or (declared.from_teacher and c.weights):
             continue
-        generator = get_generator(name, c)
         # planned for the members and every canary: no coin moves the DP schedule or noise
         request = run.generation_request(
             teacher,
@@ -149,8 +151,8 @@ def stage_canaries(run: Run) -> None:
             gradient_canary_coins=coins,
             planned_records=len(members) + len(index),
         )
-        for key, synthetic in generator.generate(request).items():
-            row = row_name(name, *release_setting(generator.axis, key))
+        for key, synthetic in declared.build(c).generate(request).items():
+            row = row_name(name, *declared.setting(key))
             columns[row] = audit_release(synthetic, images, labels, included, coins, c)
     for row, figures in columns.items():
         log.info("[canaries] %s: %s", row, describe(figures))

@@ -9,8 +9,8 @@ import numpy as np
 
 from attacks.metrics import AttackMetrics, evaluate_attack, select_strongest, selection_halves
 from attacks.references import AttackRecords
-from audit.run import Run
-from audit.seeding import numpy_rng
+from audit.core.seeding import numpy_rng
+from audit.engine.run import Run
 
 log = logging.getLogger(__name__)
 

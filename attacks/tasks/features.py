@@ -12,12 +12,12 @@ import numpy as np
 from attacks.feature_inversion import feature_inversion
 from attacks.features import split_classifier
 from attacks.hcr import hcr_bounds
-from audit.costs import attack_cost
-from audit.graph import Plan, Task
-from audit.run import Run
-from audit.seeding import numpy_rng, torch_generator
-from audit.training import to_tensor
-from generators.bn_loss import frozen
+from audit.core.bn import frozen
+from audit.core.seeding import numpy_rng, torch_generator
+from audit.core.training import to_tensor
+from audit.engine.costs import attack_cost
+from audit.engine.run import Run
+from audit.engine.spec import Plan, Task
 
 log = logging.getLogger(__name__)
 

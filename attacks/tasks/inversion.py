@@ -11,11 +11,11 @@ import numpy as np
 
 from attacks.inversion import VARIANTS, invert, score_reconstructions
 from attacks.tasks.population import POPULATION_MODEL
-from audit.costs import attack_cost
-from audit.graph import Plan, Task
-from audit.run import Run
-from audit.seeding import numpy_rng
-from audit.training import predict_logits
+from audit.core.seeding import numpy_rng
+from audit.core.training import predict_logits
+from audit.engine.costs import attack_cost
+from audit.engine.run import Run
+from audit.engine.spec import Plan, Task
 
 log = logging.getLogger(__name__)
 

@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 
 from attacks.membership import REFERENCE_ATTACKS, model_attack_scores
-from attacks.references import attack_records, load_references, query_logits
 from attacks.tasks.common import candidate_counts, candidates_of, evaluate_all
-from audit.costs import attack_cost
-from audit.graph import Plan, Task
-from audit.run import Run
-from audit.store import mia_scores_name
-from audit.training import predict_logits
+from attacks.tasks.records import attack_records, load_references, query_logits
+from audit.core.store import mia_scores_name
+from audit.core.training import predict_logits
+from audit.engine.costs import attack_cost
+from audit.engine.run import Run
+from audit.engine.spec import Plan, Task
 
 log = logging.getLogger(__name__)
 

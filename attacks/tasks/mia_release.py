@@ -12,15 +12,16 @@ from typing import Any
 
 import numpy as np
 
-from attacks.references import AttackRecords, attack_records
+from attacks.references import AttackRecords
 from attacks.release import nearest_l2, penultimate_features, release_scores
 from attacks.tasks.common import candidate_counts, candidates_of, evaluate_all
 from attacks.tasks.population import POPULATION_MODEL
-from audit.costs import attack_cost
-from audit.graph import Plan, Task
-from audit.run import Run
-from audit.store import mia_scores_name
-from audit.transforms import augmentations
+from attacks.tasks.records import attack_records
+from audit.core.store import mia_scores_name
+from audit.core.transforms import augmentations
+from audit.engine.costs import attack_cost
+from audit.engine.run import Run
+from audit.engine.spec import Plan, Task
 
 INSIDER = "target_feature_l2"  # a diagnostic: needs the private target, which no attacker holds
 

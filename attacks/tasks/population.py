@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from audit.models import load_weights
-from audit.run import Run
-from audit.training import accuracy, train_classifier
+from audit.core.models import load_weights
+from audit.core.training import accuracy, train_classifier
+from audit.engine.run import Run
 
 log = logging.getLogger(__name__)
 

@@ -15,21 +15,16 @@ from typing import Any
 import numpy as np
 
 from attacks.membership import assign_halves
-from attacks.references import (
-    AttackRecords,
-    attack_records,
-    query_logits,
-    reference_rows,
-    reference_size_note,
-)
-from audit.costs import reference_cost
-from audit.graph import TARGET_ROW, Plan, Task, release_setting
-from audit.models import NormalizedClassifier
-from audit.run import Run
-from audit.seeding import derive_seed, numpy_rng
-from audit.store import row_name, row_of
-from audit.training import predict_logits, train_classifier
-from generators.base import get_generator
+from attacks.references import AttackRecords, reference_size_note
+from attacks.tasks.records import attack_records, query_logits, reference_rows
+from audit.core.models import NormalizedClassifier
+from audit.core.seeding import derive_seed, numpy_rng
+from audit.core.store import row_name, row_of
+from audit.core.training import predict_logits, train_classifier
+from audit.engine.costs import reference_cost
+from audit.engine.run import Run
+from audit.engine.spec import TARGET_ROW, Plan, Task
+from generators.registry import plugin
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +73,9 @@ def reference_pipeline(run: Run, i: int) -> None:
             data.labels[train_idx],
             seed=derive_seed(c.seed, "reference", i),
         )
-        generator = get_generator(name, c)
-        for key, synthetic in generator.generate(request).items():
-            row = row_name(name, *release_setting(generator.axis, key))
+        declared = plugin(name)
+        for key, synthetic in declared.build(c).generate(request).items():
+            row = row_name(name, *declared.setting(key))
             arrays[f"images_{row}"] = synthetic.images
             arrays[f"labels_{row}"] = synthetic.labels
             retrained = run.retrain(synthetic.images, synthetic.labels, f"reference-{i}-{row}")

@@ -1,4 +1,5 @@
-"""The fidelity stage: Fréchet distances of each release and the `real` row (audit/fidelity.py)."""
+"""The fidelity stage: Fréchet distances of each release and the `real` row
+(audit/core/fidelity.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import numpy as np
 
 from attacks.release import penultimate_features
 from attacks.tasks.population import POPULATION_MODEL
-from audit.fidelity import frechet_distance, inception_features, load_inception
-from audit.run import Run
-from audit.seeding import numpy_rng
-from audit.store import row_of
+from audit.core.fidelity import frechet_distance, inception_features, load_inception
+from audit.core.seeding import numpy_rng
+from audit.core.store import row_of
+from audit.engine.run import Run
 
 log = logging.getLogger(__name__)
 

@@ -12,19 +12,28 @@ import time
 from functools import partial
 from typing import Any
 
-from audit.costs import generation_cost
-from audit.graph import Plan, Task, release_setting, set_keys
-from audit.run import Run
-from audit.stagecache import RECORD_DIR
-from audit.store import row_name, synthetic_name
-from generators.base import Axis, SetKey, SyntheticSet, get_generator
+from audit.core.store import row_name, synthetic_name
+from audit.engine.costs import generation_cost
+from audit.engine.keys import RECORD_DIR
+from audit.engine.run import Run
+from audit.engine.spec import Plan, Task
+from generators.base import GeneratorPlugin, SetKey, SyntheticSet
+from generators.registry import plugin
 
 log = logging.getLogger(__name__)
 
 
 def generate_tasks(plan: Plan) -> list[Task]:
     return [
-        Task("generate", name, generate_with, (name,), row=False, cost=generation_cost(plan, name))
+        Task(
+            "generate",
+            name,
+            generate_with,
+            (name,),
+            row=False,
+            cost=generation_cost(plan, name),
+            settings=plugin(name).settings,
+        )
         for name in plan.config.generator
     ]
 
@@ -41,16 +50,16 @@ def checkpoint_name(generator: str, k: int) -> str:
 
 def generate_with(run: Run, name: str) -> list[dict[str, Any]]:
     c, rows = run.config, run.rows
-    generator = get_generator(name, c)
-    keys = set_keys(generator.axis, c)
+    declared = plugin(name)
+    keys = declared.keys(c)
 
     def key_row(key: SetKey) -> str:
-        return row_name(name, *release_setting(generator.axis, key))
+        return row_name(name, *declared.setting(key))
 
     done = {key: rows.reuse(key_row(key), ()) if rows else None for key in keys}
     missing = [key for key in keys if done[key] is None]
     resume_k = None
-    if missing and generator.axis == "k" and rows is not None:
+    if missing and declared.axis == "k" and rows is not None:
         first = min(int(k) for k in missing if k is not None)
         reused_now = [int(k) for k, entry in done.items() if k is not None and entry is not None]
         earlier = _recorded_ks(run, name, skip=set(c.k))  # e.g. from a run with other Ks
@@ -58,9 +67,7 @@ def generate_with(run: Run, name: str) -> list[dict[str, Any]]:
     if missing:
 
         def save(key: SetKey, synthetic: SyntheticSet) -> None:
-            done[key] = run.row(
-                key_row(key), partial(_release, run, name, generator.axis, key, synthetic)
-            )
+            done[key] = run.row(key_row(key), partial(_release, run, declared, key, synthetic))
 
         resume = None if resume_k is None else run.store.read_npz(checkpoint_name(name, resume_k))
         split = run.split()
@@ -68,9 +75,9 @@ def generate_with(run: Run, name: str) -> list[dict[str, Any]]:
             run.target(),
             run.data.images[split.members],
             run.data.labels[split.members],
-            ks=tuple(int(k) for k in missing if k is not None) if generator.axis == "k" else c.k,
+            ks=tuple(int(k) for k in missing if k is not None) if declared.axis == "k" else c.k,
             epsilons=tuple(float(e) for e in missing if e is not None)
-            if generator.axis == "epsilon"
+            if declared.axis == "epsilon"
             else (),
             resume=resume,
             on_set=save,  # each set is saved as soon as it is final: a kill keeps it
@@ -78,7 +85,7 @@ def generate_with(run: Run, name: str) -> list[dict[str, Any]]:
         if resume_k is not None:
             log.info("[generate] %s: going on from the checkpoint at K=%d", name, resume_k)
         start = time.perf_counter()
-        sets = generator.generate(request)
+        sets = declared.build(c).generate(request)
         run.timings[f"generate.{name}"] = round(time.perf_counter() - start, 3)
         for key in missing:
             if done[key] is None:  # a generator that only returns its sets
@@ -87,10 +94,11 @@ def generate_with(run: Run, name: str) -> list[dict[str, Any]]:
 
 
 def _release(
-    run: Run, name: str, axis: Axis, key: SetKey, synthetic: SyntheticSet
+    run: Run, declared: GeneratorPlugin, key: SetKey, synthetic: SyntheticSet
 ) -> dict[str, Any]:
     """Write one set (and its checkpoint) and return its generate.json entry."""
-    k, epsilon = release_setting(axis, key)
+    name = declared.name
+    k, epsilon = declared.setting(key)
     path = synthetic_name(name, k, epsilon)
     run.store.write_npz(path, images=synthetic.images, labels=synthetic.labels)
     if k is not None and synthetic.checkpoint is not None:
@@ -99,7 +107,7 @@ def _release(
         "[generate] %s: %d images -> %s", row_name(name, k, epsilon), len(synthetic.images), path
     )
     entry: dict[str, Any] = {"generator": name, "k": k}
-    if axis == "epsilon":
+    if declared.axis == "epsilon":
         entry["epsilon"] = epsilon
     return {**entry, "path": path, "n_synthetic": len(synthetic.images), **synthetic.info}
 

@@ -15,19 +15,19 @@ from typing import Any
 
 import numpy as np
 
-from audit.costs import similarity_cost
-from audit.data import Split
-from audit.graph import Plan, Task
-from audit.memorisation import (
+from audit.core.data import Split
+from audit.core.memorisation import (
     METRICS,
     Yardstick,
     calibration_ratios,
     make_yardstick,
     release_statistics,
 )
-from audit.run import Run
-from audit.seeding import numpy_rng
-from audit.similarity import summarise
+from audit.core.seeding import numpy_rng
+from audit.core.similarity import summarise
+from audit.engine.costs import similarity_cost
+from audit.engine.run import Run
+from audit.engine.spec import Plan, Task
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def privacy_tasks(plan: Plan) -> list[Task]:
 
 
 def privacy_of_holdout(run: Run) -> dict[str, Any]:
-    """The calibration ratios of copy detection (audit/memorisation.py); the holdout row's
+    """The calibration ratios of copy detection (audit/core/memorisation.py); the holdout row's
     summary is its records' nearest-member scores."""
     y = yardstick(run, run.split())
     summary: dict[str, Any] = {"n_scored": len(y.holdout)}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from audit.run import Run
-from audit.store import row_of
+from audit.core.store import row_of
+from audit.engine.run import Run
 
 
 def stage_report(run: Run) -> None:

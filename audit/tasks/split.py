@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import logging
 
-from audit.config import RunConfig
-from audit.data import (
+from audit.core.config import RunConfig
+from audit.core.data import (
     ImageDataset,
     Split,
     load_split_file,
     split_dataset,
     split_for_pretrained,
 )
-from audit.errors import AuditError
-from audit.models import load_weights, weights_format
-from audit.run import Run
-from audit.training import accuracy, train_classifier
+from audit.core.errors import AuditError
+from audit.core.models import load_weights, weights_format
+from audit.core.training import accuracy, train_classifier
+from audit.engine.run import Run
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from audit.costs import training_cost
-from audit.graph import Plan, Task
-from audit.run import Run
-from audit.training import accuracy
+from audit.core.training import accuracy
+from audit.engine.costs import training_cost
+from audit.engine.run import Run
+from audit.engine.spec import Plan, Task
 
 log = logging.getLogger(__name__)
 

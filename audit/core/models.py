@@ -11,11 +11,12 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
-from audit.errors import AuditError
-from audit.seeding import seeded_global_rng
+from audit.core.errors import AuditError
+from audit.core.seeding import seeded_global_rng
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,12 @@ class NormalizedClassifier(nn.Module):
         channels = self.mean.shape[1]
         self.mean.copy_(mean.reshape(1, channels, 1, 1))
         self.std.copy_(std.reshape(1, channels, 1, 1).clamp_min(1e-3))
+
+
+def quantise(teacher: NormalizedClassifier, z: torch.Tensor) -> np.ndarray:
+    """Normalised tensor -> uint8 NHWC: de-normalise, clamp to [0, 1], round to 1/255."""
+    x = teacher.denormalize(z.detach()).clamp(0, 1)
+    return (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _adapt_final_pool(net: nn.Module) -> None:

@@ -1,10 +1,10 @@
-"""Nearest references under a generator's augmentations (audit/transforms.py): for each query,
+"""Nearest references under a generator's augmentations (audit/core/transforms.py): for each query,
 the references whose best transformed score is highest, with the transformation found.
 
 Scoring every transformation exactly costs |transforms| times the plain search (25 shifts, 50
 with mirrors). So the search runs in two parts:
 
-1. the plain (identity) search over every reference, exact (audit/similarity.py): a transformed
+1. the plain (identity) search over every reference, exact (audit/core/similarity.py): a transformed
    score never replaces a better plain one, so nothing is worse than without transformations;
 2. a shortlist by pixel L2, which is exact over every reference and every transformation (one
    matrix product per transformation): the `shortlist` references nearest in L2 under any
@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from piq.functional import gaussian_filter
 
-from audit.pairwise import (
+from audit.core.pairwise import (
     SSIM_K1,
     SSIM_K2,
     SSIM_KERNEL,
@@ -36,9 +36,9 @@ from audit.pairwise import (
     haarpsi_combine,
     haarpsi_features,
 )
-from audit.similarity import Metric, nearest_neighbours
-from audit.training import to_tensor
-from audit.transforms import IDENTITY, Transform, apply
+from audit.core.similarity import Metric, nearest_neighbours
+from audit.core.training import to_tensor
+from audit.core.transforms import IDENTITY, Transform, apply
 
 SHORTLIST = 16  # references per query scored exactly under their best L2 transformation
 L2_BLOCK_ENTRIES = 40_000_000  # (query, reference) distances held at once by the L2 search
@@ -190,7 +190,7 @@ def paired_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def paired_haarpsi(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """piq.haarpsi(x[i], y[i]) for each i, through the engine's own terms (audit/pairwise.py),
+    """piq.haarpsi(x[i], y[i]) for each i, through the engine's own terms (audit/core/pairwise.py),
     which also score two structureless images 1 where piq gives inf."""
     fx, fy = haarpsi_features(x), haarpsi_features(y)
     return haarpsi_combine(fx.magnitudes[:, None], fy.magnitudes[:, None])[:, 0]

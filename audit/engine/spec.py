@@ -4,7 +4,7 @@ A stage is a named step with declared settings and inputs (the stages it reads);
 one or more tasks. A task is one unit of work a worker can run alone: the split, the target, one
 generator's sets, one reference pipeline, one row's privacy, utility or attack. Tasks are
 module-level functions of (run, *args), so a Ray worker can import them; a row task's result is
-cached per row (audit/stagecache.py: its key is the stage's settings plus the digests of the files
+cached per row (audit/engine/keys.py: its key is the stage's settings plus the digests of the files
 it reads). A stage with row tasks has a combine step, run by the driver once its tasks are done,
 that writes the stage's summary file from their results.
 
@@ -19,13 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from audit.config import RunConfig
-from audit.stagecache import ROW_EXEMPT_FIELDS
-from audit.store import row_name, synthetic_name
-from generators.base import Axis, SetKey, get_generator
+from audit.core.config import RunConfig
+from audit.core.store import row_name, synthetic_name
+from audit.engine.keys import ROW_EXEMPT_FIELDS
+from generators.registry import plugin
 
 if TYPE_CHECKING:
-    from audit.run import Run
+    from audit.engine.run import Run
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,10 @@ class Task:
     after: tuple[str, ...] = ()  # names of tasks of the same stage whose outputs it reads
     row: bool = True  # its result is cached as one row; False: the whole stage, or a group
     device: bool = True  # uses the compute device (under Ray with CUDA: asks for a GPU)
-    cost: float = 0.0  # estimated seconds on the reference CPU (audit/costs.py)
+    cost: float = 0.0  # estimated seconds on the reference CPU (audit/engine/costs.py)
+    # the stage's plugin_settings this task's plugin reads (None: all of them); its row key holds
+    # these and no other plugin's, so a setting of one generator does not rerun another
+    settings: tuple[str, ...] | None = None
 
     @property
     def id(self) -> str:
@@ -56,32 +59,13 @@ class Release:
     epsilon: float | None = None
 
 
-def release_setting(axis: Axis, key: SetKey) -> tuple[int | None, float | None]:
-    """(k, epsilon) of a generator's set: its key is a K, a target epsilon, or neither."""
-    if axis == "k":
-        assert isinstance(key, int)
-        return key, None
-    if axis == "epsilon":
-        assert key is not None
-        return None, float(key)
-    return None, None
-
-
-def set_keys(axis: Axis, config: RunConfig) -> tuple[SetKey, ...]:
-    if axis == "k":
-        return config.k
-    if axis == "epsilon":
-        return config.epsilon
-    return (None,)
-
-
 def planned_releases(config: RunConfig) -> tuple[Release, ...]:
     """Every release of the run, in the order generate.json lists them."""
     out = []
     for name in config.generator:
-        axis = get_generator(name, config).axis
-        for key in set_keys(axis, config):
-            k, epsilon = release_setting(axis, key)
+        generator = plugin(name)
+        for key in generator.keys(config):
+            k, epsilon = generator.setting(key)
             out.append(
                 Release(
                     row_name(name, k, epsilon), synthetic_name(name, k, epsilon), name, k, epsilon
@@ -112,7 +96,7 @@ class Plan:
 @dataclass(frozen=True)
 class Stage:
     """A named step. config: the RunConfig fields its outputs depend on; reads: the stages whose
-    outputs it reads. Both key its outputs for reuse (audit/stagecache.py); a stage with
+    outputs it reads. Both key its outputs for reuse (audit/engine/keys.py); a stage with
     cached=False runs every time (the report: cheap, and it must reflect the whole run).
 
     run: the whole stage as one task; or tasks (its tasks, from the plan) and combine (the
@@ -131,6 +115,9 @@ class Stage:
     # settings a row's key leaves out (which rows exist); () when each row depends on all of them
     row_exempt: tuple[str, ...] = ROW_EXEMPT_FIELDS
     cost: Callable[[Plan], float] | None = None  # the whole-stage task's estimate
+    # settings among `config` that each belong to one plugin (a generator's section): a task's
+    # row key takes only those of its own plugin (Task.settings)
+    plugin_settings: tuple[str, ...] = ()
     device: bool = True
 
     def plan(self, plan: Plan) -> list[Task]:
@@ -201,7 +188,7 @@ def describe(graph: Graph, done: dict[str, float]) -> str:
     lines.append(
         f"{len(graph)} tasks in {len(graph.stages)} stages; {n_done} done, {len(graph) - n_done} "
         f"to run, about {_duration(todo)} of work on the reference 2-core CPU "
-        "(audit/costs.py; a GPU is far faster)"
+        "(audit/engine/costs.py; a GPU is far faster)"
     )
     return "\n".join(lines)
 

@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from audit.config import TrainConfig
-from audit.errors import AuditError
-from audit.models import NormalizedClassifier
-from audit.seeding import torch_generator
+from audit.core.config import TrainConfig
+from audit.core.errors import AuditError
+from audit.core.models import NormalizedClassifier, build_model
+from audit.core.seeding import torch_generator
 
 
 def to_tensor(images: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
@@ -119,3 +119,28 @@ def accuracy(
 ) -> float:
     logits = predict_logits(model, images, device=device)
     return float((logits.argmax(1).numpy() == labels).mean())
+
+
+def retrain(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    model_name: str,
+    num_classes: int,
+    cfg: TrainConfig,
+    seed: int,
+    stream: str,
+    device: str,
+) -> NormalizedClassifier:
+    """A fresh model trained only on (images, labels) with the shared recipe."""
+    model = build_model(
+        model_name,
+        channels=images.shape[3],
+        num_classes=num_classes,
+        seed=seed,
+        stream=stream,
+        image_size=images.shape[1],
+    )
+    return train_classifier(
+        model, images, labels, cfg, seed=seed, stream=stream, device=device, desc=stream
+    )

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from audit.errors import AuditError
-from audit.presets import PRESETS
+from audit.core.errors import AuditError
+from audit.core.presets import PRESETS
 
 Statistics = Literal["batch", "image"]
 Spread = Literal["var", "std"]
@@ -197,7 +197,7 @@ class RunConfig:
     nn_k: int = 3  # nearest members kept per released image (the report shows them)
     # released images are compared with private ones shifted by up to nn_shift px along each
     # axis and, with nn_mirror, mirrored: the copies a generator's flip-and-crop augmentation
-    # yields (audit/transforms.py); nn_mirror None: the dataset's (CIFAR yes, digits no)
+    # yields (audit/core/transforms.py); nn_mirror None: the dataset's (CIFAR yes, digits no)
     nn_shift: int = 2
     nn_mirror: bool | None = None
     mia_candidates: int = 5000  # at most this many members, and as many non-members, attacked
@@ -258,11 +258,11 @@ def build_config(*layers: Mapping[str, Any] | None, **settings: Any) -> RunConfi
         fields["image_size"] = PRESETS[preset]["digits_image_size"]
     for name in ("target", "utility"):
         if fields.get(name, {}).get("hflip") is None:  # mirrored images stay valid for CIFAR
-            from audit.data import dataset_spec
+            from audit.core.data import dataset_spec
 
             fields.setdefault(name, {})["hflip"] = dataset_spec(dataset).hflip
     if fields.get("nn_mirror") is None:  # a mirrored digit is no digit; a mirrored car is a car
-        from audit.data import dataset_spec
+        from audit.core.data import dataset_spec
 
         fields["nn_mirror"] = dataset_spec(dataset).hflip
     if fields.get("synthetic"):
@@ -499,11 +499,6 @@ def validate(config: RunConfig) -> None:
         raise AuditError(
             f"at --delta {config.dp.delta:g} the canary audit takes at most {most} canaries "
             f"(2 m delta <= 1), got {max(config.canaries, config.gradient_canaries)}"
-        )
-    if "dp2_vae" in config.generator and config.vae.epochs < 2:
-        raise AuditError(
-            f"dp2_vae trains in two stages of at least one epoch each: --dp-epochs (vae.epochs) "
-            f"must be at least 2, got {config.vae.epochs}"
         )
     if config.nn_k <= 0:
         raise AuditError(f"nn_k must be positive, got {config.nn_k}")

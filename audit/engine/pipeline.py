@@ -1,10 +1,10 @@
 """`audit run`: the list of what an audit is, and the driver that runs it.
 
 Each stage declares the settings it depends on and the stages it reads, and is done as one or
-more tasks (audit/graph.py). The graph is built from the config before anything runs; a task
-whose key and outputs check is reused (audit/stagecache.py); the rest run through an executor,
-one at a time here or as Ray tasks (audit/scheduler.py, audit/ray_executor.py), with the same
-bytes either way.
+more tasks (audit/engine/spec.py). The graph is built from the config before anything runs; a task
+whose key and outputs check is reused (audit/engine/keys.py); the rest run through an executor,
+one at a time here or as Ray tasks (audit/engine/scheduler.py, audit/engine/ray_executor.py), with
+the same bytes either way.
 """
 
 from __future__ import annotations
@@ -26,30 +26,30 @@ from attacks.tasks.mia_model import mia_model_tasks, write_mia_model
 from attacks.tasks.mia_release import mia_release_tasks, write_mia_release
 from attacks.tasks.population import stage_population_model
 from attacks.tasks.refs import refs_tasks, write_refs
-from audit import costs
-from audit.config import RunConfig
-from audit.data import ImageDataset, load_dataset, load_split_file
-from audit.errors import AuditError
-from audit.graph import Graph, Plan, Stage, build_graph, describe, planned_releases
-from audit.models import build_model, check_fits, load_weights, require_bn
-from audit.provenance import environment, package_versions, source_digest
-from audit.run import Run, remember_dataset
-from audit.scheduler import Executor, Keys, Scheduler, SerialExecutor
-from audit.stagecache import (
+from audit.core.config import RunConfig
+from audit.core.data import ImageDataset, load_dataset, load_split_file
+from audit.core.errors import AuditError
+from audit.core.models import build_model, check_fits, load_weights, require_bn
+from audit.core.provenance import environment, package_versions, source_digest
+from audit.core.store import RunDir
+from audit.engine import costs
+from audit.engine.keys import (
     RowCache,
     StageRecord,
     check_record,
     load_record,
     path_fingerprint,
 )
-from audit.store import RunDir
+from audit.engine.run import Run, remember_dataset
+from audit.engine.scheduler import Executor, Keys, Scheduler, SerialExecutor
+from audit.engine.spec import Graph, Plan, Stage, build_graph, describe, planned_releases
 from audit.tasks.fidelity import stage_fidelity
 from audit.tasks.generate import generate_tasks, write_releases
 from audit.tasks.privacy import privacy_tasks, write_privacy
 from audit.tasks.report import stage_report
 from audit.tasks.split import stage_split, stage_target
 from audit.tasks.utility import utility_tasks, write_utility
-from generators.base import get_generator
+from generators.registry import REGISTRY, plugin
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,9 @@ _DATA = ("dataset", "data_root", "image_size")  # + the loaded images' fingerpri
 _COMPUTE = ("seed", "device", "threads")  # threads: torch's reductions depend on the count
 _ATTACK = (*_DATA, "model", *_COMPUTE)
 _CANDIDATES = ("mia_candidates", "max_reference", "mia_refs", "mia_augment")
-_GENERATION = ("generator", "k", "epsilon", "n_synthetic", "bn", "vae", "dp", "fed")
+# every generator's own settings, as their plugins declare them (generators/registry.py)
+GENERATOR_SETTINGS = tuple(dict.fromkeys(s for p in REGISTRY.values() for s in p.settings))
+_GENERATION = ("generator", "k", "epsilon", "n_synthetic", *GENERATOR_SETTINGS)
 
 STAGES: list[Stage] = [
     Stage(
@@ -78,10 +80,11 @@ STAGES: list[Stage] = [
     ),
     Stage(
         "generate",
-        config=(*_GENERATION, "synthetic", *_COMPUTE),
+        config=(*_GENERATION, *_COMPUTE),
         reads=("split", "target"),
         tasks=generate_tasks,
         combine=write_releases,
+        plugin_settings=GENERATOR_SETTINGS,
     ),
     Stage(
         "privacy",
@@ -197,7 +200,7 @@ def prepare(config: RunConfig) -> ImageDataset:
     if config.weights:
         load_weights(model, config.weights, model_name=config.model)
     if config.inception_weights:
-        from audit.fidelity import load_inception
+        from audit.core.fidelity import load_inception
 
         load_inception(config.inception_weights, "cpu")
     if config.attacker_weights:
@@ -220,13 +223,12 @@ def prepare(config: RunConfig) -> ImageDataset:
             channels=data.channels,
             image_size=data.image_size,
         )
-    if "bn_match" in config.generator:
-        require_bn(model, config.model)
     for name in config.generator:
-        generator = get_generator(name, config)
-        validate = getattr(generator, "validate", None)  # a generator's own input checks
-        if validate is not None:
-            validate(data.channels, data.image_size)
+        declared = plugin(name)
+        if declared.from_teacher:
+            require_bn(model, config.model)
+        declared.build(config)  # a generator's constructor may reject its settings
+        declared.check(config, data.channels, data.image_size)
     return data
 
 
@@ -385,7 +387,10 @@ def done_tasks(graph: Graph, store: RunDir, keys: Keys) -> dict[str, float]:
         for task in graph.tasks[stage.name]:
             if not task.row or not all(store.path(f).is_file() for f in task.reads):
                 continue
-            hit = rows.valid(task.name, task.reads)
+            own = rows
+            if task.settings is not None:
+                own = RowCache(store, stage.name, *keys.row_base(stage, inputs, task))
+            hit = own.valid(task.name, task.reads)
             if hit is not None:
                 done[task.id] = hit[0].seconds
     return done

@@ -1,8 +1,8 @@
 """Holdout-relative privacy statistics: does a release sit closer to the private members than to
 records that were never used (Platzer & Reutterer 2021), and does it hold images that stand out
 as copies of members? Pure functions over nearest-neighbour scores (higher = more similar),
-computed under a generator's augmentations (audit/transforms.py, audit/neighbours.py) so that a
-mirrored or shifted copy counts as a copy.
+computed under a generator's augmentations (audit/core/transforms.py, audit/core/neighbours.py) so
+that a mirrored or shifted copy counts as a copy.
 
 - holdout_share_test: the share of released images whose nearest image in the pool of *every*
   member and the held-out non-members is a member. Under no memorisation the labels of the pool
@@ -48,9 +48,9 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import beta, betabinom
 
-from audit.errors import AuditError
-from audit.neighbours import Neighbours
-from audit.transforms import Transform, apply_uint8, overlap
+from audit.core.errors import AuditError
+from audit.core.neighbours import Neighbours
+from audit.core.transforms import Transform, apply_uint8, overlap
 
 EXACT_TOLERANCE = 2  # grey levels: an "exact copy" matches a member to within +-2 at every pixel
 PERMUTATIONS = 10_000  # random relabellings of the pool: p-values down to 1e-4

@@ -2,10 +2,10 @@
 
 The driver (this module) alone decides what is reused and commits stage records. Tasks run through
 an executor: `SerialExecutor` one at a time in this process (in the graph's order), or
-`audit.ray_executor.RayExecutor` as Ray tasks. Either way a task gets a fresh Run, torch's thread
-count from the config and its own global seeds, so its bytes depend on its inputs only, not on
-which process ran it or what ran there before. Tasks write their files atomically and record their
-own row (a unique file per row); a task killed midway leaves neither, and its retry redoes it.
+`audit.engine.ray_executor.RayExecutor` as Ray tasks. Either way a task gets a fresh Run, torch's
+thread count from the config and its own global seeds, so its bytes depend on its inputs only, not
+on which process ran it or what ran there before. Tasks write their files atomically and record
+their own row (a unique file per row); a task killed midway leaves neither, and its retry redoes it.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from audit.config import RunConfig
-from audit.graph import Graph, Stage, Task
-from audit.run import Run, dataset_for
-from audit.seeding import derive_seed
-from audit.stagecache import (
+from audit.core.config import RunConfig
+from audit.core.seeding import derive_seed
+from audit.core.store import RunDir
+from audit.engine.keys import (
     RowCache,
     StageRecord,
     as_json,
@@ -38,7 +37,8 @@ from audit.stagecache import (
     save_record,
     stage_key,
 )
-from audit.store import RunDir
+from audit.engine.run import Run, dataset_for
+from audit.engine.spec import Graph, Stage, Task
 
 log = logging.getLogger(__name__)
 
@@ -170,13 +170,22 @@ class Keys:
     def stage_key(self, stage: Stage, inputs: dict[str, StageRecord]) -> str:
         return stage_key(stage.name, self.config.to_dict(), stage.config, inputs, self.extra(stage))
 
-    def row_base(self, stage: Stage, inputs: dict[str, StageRecord]) -> tuple[str, dict[str, str]]:
-        """The stage's per-row key base (without the settings that say which rows exist and
-        without the row_reads stages) and the digests of those stages' files."""
+    def row_base(
+        self, stage: Stage, inputs: dict[str, StageRecord], task: Task | None = None
+    ) -> tuple[str, dict[str, str]]:
+        """The stage's per-row key base (without the settings that say which rows exist, without
+        the row_reads stages and, for a task of one plugin, without the other plugins' settings)
+        and the digests of the row_reads stages' files."""
+        own = None if task is None else task.settings
         base = stage_key(
             stage.name,
             self.config.to_dict(),
-            tuple(f for f in stage.config if f not in stage.row_exempt),
+            tuple(
+                f
+                for f in stage.config
+                if f not in stage.row_exempt
+                and (own is None or f not in stage.plugin_settings or f in own)
+            ),
             {name: rec for name, rec in inputs.items() if name not in stage.row_reads},
             self.extra(stage),
         )
@@ -194,6 +203,7 @@ class _Open:
     """A stage whose inputs are committed and whose tasks are running."""
 
     key: str
+    inputs: dict[str, StageRecord]
     base_key: str
     upstream: dict[str, str]
     rows: RowCache
@@ -272,7 +282,7 @@ class Scheduler:
             log.info("[%s] running again: %s", stage.name, why)
         base_key, upstream = self.keys.row_base(stage, inputs)
         rows = RowCache(self.run.store, stage.name, base_key, upstream)
-        self.open[stage.name] = _Open(key, base_key, upstream, rows)
+        self.open[stage.name] = _Open(key, inputs, base_key, upstream, rows)
 
     def _submit_ready(self, stage: Stage, state: _Open) -> int:
         submitted = 0
@@ -280,7 +290,11 @@ class Scheduler:
             if task.name in state.submitted or not set(task.after) <= state.done:
                 continue
             state.submitted.add(task.name)
-            hit = state.rows.valid(task.name, task.reads) if task.row else None
+            base_key, rows = state.base_key, state.rows
+            if task.settings is not None:  # keyed by its own plugin's settings alone
+                base_key = self.keys.row_base(stage, state.inputs, task)[0]
+                rows = RowCache(self.run.store, stage.name, base_key, state.upstream)
+            hit = rows.valid(task.name, task.reads) if task.row else None
             if hit is not None:  # an earlier run computed this row under the same key
                 record, result = hit
                 state.results[task.name] = result
@@ -290,9 +304,7 @@ class Scheduler:
                 self.finished += 1
                 continue
             self.executor.submit(
-                TaskSpec(
-                    task, self.run.config, str(self.run.store.root), state.base_key, state.upstream
-                )
+                TaskSpec(task, self.run.config, str(self.run.store.root), base_key, state.upstream)
             )
             submitted += 1
         return submitted

@@ -1,4 +1,4 @@
-"""The named presets: sizes and recipes that explicit flags override (audit/config.py's
+"""The named presets: sizes and recipes that explicit flags override (audit/core/config.py's
 build_config merges them)."""
 
 from __future__ import annotations

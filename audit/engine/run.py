@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from audit.config import RunConfig
-from audit.data import ImageDataset, Split, load_dataset
-from audit.models import NormalizedClassifier, build_model, load_weights
-from audit.stagecache import RowCache, as_json
-from audit.store import RunDir
-from audit.utility import retrain
+from audit.core.config import RunConfig
+from audit.core.data import ImageDataset, Split, load_dataset
+from audit.core.models import NormalizedClassifier, build_model, load_weights
+from audit.core.store import RunDir
+from audit.core.training import retrain
+from audit.engine.keys import RowCache, as_json
 from generators.base import GenerationRequest
 
 

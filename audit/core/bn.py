@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audit.config import BNMatchConfig
-from audit.errors import AuditError
-from audit.models import NormalizedClassifier, bn_layers
+from audit.core.config import BNMatchConfig
+from audit.core.errors import AuditError
+from audit.core.models import NormalizedClassifier, bn_layers
 
 
 @contextlib.contextmanager
@@ -127,7 +127,7 @@ def bn_statistics_distance(
     how closely what leaves the building matches the private model's statistics. Whole groups
     go through the teacher a few at a time (at least one group per pass): every BN input of
     10,000 CIFAR images at once would hold about 8 GB."""
-    from audit.training import to_tensor
+    from audit.core.training import to_tensor
 
     cfg = BNMatchConfig(group_size=group_size, ce_weight=0.0)
     n = len(images)

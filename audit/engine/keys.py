@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from audit.store import RunDir, file_sha256, to_json, write_text_atomic
+from audit.core.store import RunDir, file_sha256, to_json, write_text_atomic
 
 RECORD_DIR = "stages"
 

@@ -1,10 +1,10 @@
 """Exact nearest neighbours under piq's SSIM and HaarPSI, for whole datasets.
 
-``nearest_neighbours`` computes each image's per-image terms once (audit/pairwise.py) and scores
-every (query, reference) pair in blocks sized to a memory budget, keeping a running top-k. Every
-score is piq's (``reduction='none'``, default parameters, ``data_range=1``) up to float32 summation
-order (tests hold it to 1e-5); no pair is skipped, so the top-k is the brute-force top-k, ties
-broken by the lower reference index.
+``nearest_neighbours`` computes each image's per-image terms once (audit/core/pairwise.py) and
+scores every (query, reference) pair in blocks sized to a memory budget, keeping a running top-k.
+Every score is piq's (``reduction='none'``, default parameters, ``data_range=1``) up to float32
+summation order (tests hold it to 1e-5); no pair is skipped, so the top-k is the brute-force top-k,
+ties broken by the lower reference index.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import torch
 import torch._dynamo.exc
 from tqdm import tqdm
 
-from audit import pairwise
-from audit.training import to_tensor
+from audit.core import pairwise
+from audit.core.training import to_tensor
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import os
 import socket
 from typing import Any
 
-from audit.errors import AuditError
-from audit.scheduler import Outcome, TaskSpec, run_task
+from audit.core.errors import AuditError
+from audit.engine.scheduler import Outcome, TaskSpec, run_task
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from opacus.accountants import RDPAccountant
 
-from audit.errors import AuditError
+from audit.core.errors import AuditError
 
 # Opacus's default RDP orders stop at 63, which cannot certify epsilon below log(1/delta) / 62
 # (0.19 at delta 1e-5) however large the noise; dp-accounting's defaults add these, and so do we

@@ -2,8 +2,8 @@
 
 Ray probes a public address to find its node IP and binds to the machine's address; the tests and
 benches that start Ray clusters run inside `unshare -n` so nothing of ours can send traffic off
-the machine. `python -m audit.netns CMD...` (inside the namespace) brings loopback up and execs
-CMD; `isolated(CMD)` is the whole command line to run from outside. Needs root or user
+the machine. `python -m audit.engine.netns CMD...` (inside the namespace) brings loopback up and
+execs CMD; `isolated(CMD)` is the whole command line to run from outside. Needs root or user
 namespaces (CI runs as root).
 """
 
@@ -30,7 +30,7 @@ def loopback_up() -> None:
 
 def isolated(argv: list[str]) -> list[str]:
     """The command line that runs argv in a fresh network namespace, loopback up."""
-    return ["unshare", "--net", sys.executable, "-m", "audit.netns", *argv]
+    return ["unshare", "--net", sys.executable, "-m", "audit.engine.netns", *argv]
 
 
 def why_not() -> str | None:
@@ -45,7 +45,7 @@ def why_not() -> str | None:
 
 def main(argv: list[str]) -> None:
     if not argv:
-        raise SystemExit("usage: python -m audit.netns COMMAND [ARG...]")
+        raise SystemExit("usage: python -m audit.engine.netns COMMAND [ARG...]")
     loopback_up()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.execvp(argv[0], argv)

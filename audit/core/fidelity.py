@@ -23,8 +23,8 @@ import scipy.linalg
 import torch
 import torch.nn.functional as F
 
-from audit.errors import AuditError
-from audit.training import to_tensor
+from audit.core.errors import AuditError
+from audit.core.training import to_tensor
 
 log = logging.getLogger(__name__)
 

@@ -8,14 +8,13 @@ times are far lower. These are estimates for planning, never figures to report.
 
 from __future__ import annotations
 
-from audit.graph import Plan
+from audit.engine.spec import Plan
+from generators.registry import plugin
 
 REFERENCE_PIXELS = 16 * 16
-# from the default run (629 members, 2 threads): target 15.2 s for 40 epochs, BN matching
-# 73.8 s for 1,000 steps of 100 images, the DP-VAE 13.6 s for 30 epochs, privacy 1 s a row
+# from the default run (629 members, 2 threads): target 15.2 s for 40 epochs, privacy 1 s a row;
+# each generator's rate is its plugin's (generators/base.py GeneratorPlugin.cost)
 TRAIN_IMAGE_EPOCH_S = 6.0e-4  # ResNet20 training, per image and epoch
-BN_IMAGE_STEP_S = 7.4e-4  # BN matching, per synthetic image and step
-VAE_IMAGE_EPOCH_S = 7.2e-4  # the DP generators' VAE, per image and epoch (DP-SGD included)
 PAIR_S = 1.6e-5  # a privacy row per (query, member) pair: both metrics and the holdout tests
 ATTACK_ROW_S = {"mia_release": 1.7, "mia_model": 2.6, "inversion": 4.5, "features": 6.3}
 
@@ -44,18 +43,9 @@ def training_cost(plan: Plan, epochs: int, n: int) -> float:
 
 
 def generation_cost(plan: Plan, generator: str, members: int | None = None) -> float:
-    c = plan.config
+    """The generator's own estimate (its plugin's cost), scaled to the data's pixel count."""
     n = n_members(plan) if members is None else members
-    if generator == "bn_match":
-        return BN_IMAGE_STEP_S * max(c.k) * c.n_synthetic * _scale(plan)
-    if generator in ("dpd_fvae", "dpd_fvae_published"):
-        epochs = c.fed.rounds * c.fed.local_epochs * len(c.epsilon)
-        return VAE_IMAGE_EPOCH_S * epochs * n * _scale(plan)
-    if generator in ("dp_vae", "dp2_vae"):
-        return VAE_IMAGE_EPOCH_S * c.vae.epochs * n * len(c.epsilon) * _scale(plan)
-    if generator == "vae":
-        return VAE_IMAGE_EPOCH_S * c.vae.epochs * n * _scale(plan)
-    return 0.0  # an external set is only read
+    return plugin(generator).cost(plan.config, n) * _scale(plan)
 
 
 def similarity_cost(plan: Plan) -> float:
@@ -76,8 +66,8 @@ def reference_cost(plan: Plan) -> float:
     """One reference pipeline: a target on half the pool, every generator, the retrainings."""
     c = plan.config
     half = (n_members(plan) + _capped(plan.n_images * c.nonmember_fraction, c.max_nonmembers)) // 2
-    generators = [g for g in c.generator if g != "external"]
-    retrained = [r for r in plan.releases if r.generator != "external"]
+    generators = [g for g in c.generator if plugin(g).reproducible]
+    retrained = [r for r in plan.releases if plugin(r.generator).reproducible]
     return (
         training_cost(plan, c.target.epochs, half)
         + sum(generation_cost(plan, g, half) for g in generators)
@@ -102,5 +92,9 @@ def canary_cost(plan: Plan) -> float:
     c = plan.config
     if not c.canaries:
         return 0.0
-    generators = [g for g in c.generator if g != "external"]
+    generators = [
+        g
+        for g in c.generator
+        if plugin(g).reproducible and not (plugin(g).from_teacher and c.weights)
+    ]
     return target_cost(plan) + sum(generation_cost(plan, g) for g in generators)

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from audit.errors import AuditError
-from audit.seeding import numpy_rng
+from audit.core.errors import AuditError
+from audit.core.seeding import numpy_rng
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Every holdout-relative privacy statistic of one query set (a release, or held-out images
 offered as one), against a yardstick of all members and a holdout: the nearest members and held-out
 record under a generator's augmentations, the holdout share, the copy count and exact copies
-(the tests themselves are pure functions in audit/holdout.py). The privacy stage and
+(the tests themselves are pure functions in audit/core/holdout.py). The privacy stage and
 bench/gate_power.py both call these; neither needs a run directory.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from audit.holdout import (
+from audit.core.holdout import (
     HoldoutSets,
     choose_holdout,
     copy_count_test,
@@ -23,10 +23,10 @@ from audit.holdout import (
     stand_out_ratio,
     transformed_copies,
 )
-from audit.neighbours import Neighbours, l2_shortlist, transformed_neighbours
-from audit.seeding import numpy_rng
-from audit.similarity import COMPILE_MIN_PAIRS, Metric, summarise
-from audit.transforms import Transform, augmentations
+from audit.core.neighbours import Neighbours, l2_shortlist, transformed_neighbours
+from audit.core.seeding import numpy_rng
+from audit.core.similarity import COMPILE_MIN_PAIRS, Metric, summarise
+from audit.core.transforms import Transform, augmentations
 
 METRICS: tuple[Metric, ...] = ("ssim", "haarpsi")
 POOL_SHORTLIST = 32  # pool images per query scored exactly under their best L2 transformation
