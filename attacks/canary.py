@@ -15,8 +15,8 @@ Several guess counts r are tried; the confidence is split among them (Bonferroni
 the best r does not inflate the bound.
 
 How far an audit can reach is fixed before any score is seen: even a perfect attack (every guess
-right) refutes no epsilon above `reach(m, ...)`, about 3.1 with 100 canaries and 5.4 with 1,000
-at delta 1e-5 and 95%. A claim at or above the reach is not confirmed by a passing audit: the
+right) refutes no epsilon above `reach(canaries=m, ...)`, about 3.1 with 100 canaries and 5.4 with
+1,000 at delta 1e-5 and 95%. A claim at or above the reach is not confirmed by a passing audit: the
 audit is uninformative about it (`claim_status`).
 """
 
@@ -34,33 +34,83 @@ CONFIDENCE = 0.95
 GUESS_SHARES = (0.1, 0.2, 0.5, 1.0)  # r as a share of m (Bonferroni over these)
 
 
-def p_value(m: int, r: int, correct: int, epsilon: float, delta: float) -> float:
-    """P[at least `correct` right of r guesses] under (epsilon, delta)-DP, with m canaries:
-    the binomial tail at q = e^eps / (1 + e^eps) plus Steinke et al.'s delta term,
-    2 m delta max_i P[correct - i <= Binomial(r, q) < correct] / i."""
+def _check_guesses(canaries: int, guesses: int, correct: int, delta: float) -> None:
+    if not 0 < guesses <= canaries:
+        raise ValueError(f"guesses must lie in [1, canaries={canaries}], got {guesses}")
+    if not 0 <= correct <= guesses:
+        raise ValueError(f"correct must lie in [0, guesses={guesses}], got {correct}")
+    if not 0 <= delta < 1:
+        raise ValueError(f"delta must lie in [0, 1), got {delta}")
+
+
+def p_value(*, canaries: int, guesses: int, correct: int, epsilon: float, delta: float) -> float:
+    """P[at least `correct` right of `guesses` guesses] under (epsilon, delta)-DP (Steinke et
+    al. 2023, Theorem 5.2): the binomial tail at q = e^eps / (1 + e^eps) plus the delta term
+    2 m delta max_i P[correct - i <= Binomial(r, q) < correct] / i, m canaries, r guesses.
+
+    Args:
+        canaries: m, the canaries each included by a fair coin, >= 1.
+        guesses: r, how many canaries the attack guesses about, in [1, m].
+        correct: right guesses among them, in [0, r].
+        epsilon: the claim's epsilon, >= 0.
+        delta: the claim's delta, in [0, 1).
+
+    Returns:
+        The p-value in [0, 1]: small is evidence against the claim.
+
+    Raises:
+        ValueError: a count or privacy parameter out of its range.
+    """
+    _check_guesses(canaries, guesses, correct, delta)
+    if epsilon < 0:
+        raise ValueError(f"epsilon must be >= 0, got {epsilon}")
     if correct <= 0:
         return 1.0
     q = 1.0 / (1.0 + math.exp(-epsilon))
-    beta = float(stats.binom.sf(correct - 1, r, q))
+    beta = float(stats.binom.sf(correct - 1, guesses, q))
     # below[i - 1] = P[correct - i <= Binomial(r, q) < correct], i = 1..correct, in one call
-    below = np.cumsum(stats.binom.pmf(np.arange(correct - 1, -1, -1), r, q))
+    below = np.cumsum(stats.binom.pmf(np.arange(correct - 1, -1, -1), guesses, q))
     alpha = float(np.max(below / np.arange(1, correct + 1)))
-    return min(1.0, beta + 2 * m * delta * alpha)
+    return min(1.0, beta + 2 * canaries * delta * alpha)
 
 
-def epsilon_lower_bound(m: int, r: int, correct: int, delta: float, level: float) -> float:
+def epsilon_lower_bound(
+    *, canaries: int, guesses: int, correct: int, delta: float, level: float
+) -> float:
     """The largest epsilon whose p-value stays below `level` (0 if even epsilon 0 is not
-    rejected): bisection, the p-value growing with epsilon."""
-    if p_value(m, r, correct, 0.0, delta) >= level:
+    rejected): bisection, the p-value growing with epsilon.
+
+    Args:
+        canaries: m, >= 1.
+        guesses: r, in [1, m].
+        correct: right guesses, in [0, r].
+        delta: in [0, 1).
+        level: the test's level, in (0, 1): the bound holds with confidence 1 - level.
+
+    Returns:
+        epsilon >= 0, to about 1e-15 relative; capped below 100.
+
+    Raises:
+        ValueError: a count or parameter out of its range.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+
+    def p(epsilon: float) -> float:
+        return p_value(
+            canaries=canaries, guesses=guesses, correct=correct, epsilon=epsilon, delta=delta
+        )
+
+    if p(0.0) >= level:
         return 0.0
     low, high = 0.0, 1.0
-    while p_value(m, r, correct, high, delta) < level:
+    while p(high) < level:
         low, high = high, 2 * high
         if high > 100:
             return low
     for _ in range(50):
         mid = (low + high) / 2
-        if p_value(m, r, correct, mid, delta) < level:
+        if p(mid) < level:
             low = mid
         else:
             high = mid
@@ -73,17 +123,27 @@ def guess_counts(m: int, shares: tuple[float, ...] = GUESS_SHARES) -> list[int]:
     return [r for r in counts if r <= m] or ([m] if m >= 1 else [])
 
 
-def best_correct(m: int, r: int, included: int | None) -> int:
+def best_correct(*, canaries: int, guesses: int, included: int | None) -> int:
     """The most of r guesses (r // 2 "in", the rest "out") that can be right when `included` of
-    the m canaries are in (None: all r, the count unknown)."""
+    the m canaries are in.
+
+    Args:
+        canaries: m, >= 1.
+        guesses: r, in [1, m].
+        included: canaries whose coin put them in, in [0, m]; None: unknown (all r can be).
+
+    Returns:
+        A count in [0, r].
+    """
+    m, r = canaries, guesses
     if included is None:
         return r
     return r - max(0, r // 2 - included) - max(0, (r - r // 2) - (m - included))
 
 
 def reach(
-    m: int,
     *,
+    canaries: int,
     delta: float,
     confidence: float = CONFIDENCE,
     shares: tuple[float, ...] = GUESS_SHARES,
@@ -94,10 +154,19 @@ def reach(
     Bonferroni split as `audit_canaries`). No claim at or above it can be refuted by this audit,
     whatever the attack: the bound grows with the right guesses while 2 m delta <= 1 (checked
     by the config), so a perfect attack is the best case."""
-    counts = guess_counts(m, shares)
+    counts = guess_counts(canaries, shares)
     level = (1 - confidence) / max(len(counts), 1)
     return max(
-        (epsilon_lower_bound(m, r, best_correct(m, r, included), delta, level) for r in counts),
+        (
+            epsilon_lower_bound(
+                canaries=canaries,
+                guesses=r,
+                correct=best_correct(canaries=canaries, guesses=r, included=included),
+                delta=delta,
+                level=level,
+            )
+            for r in counts
+        ),
         default=0.0,
     )
 
@@ -130,7 +199,10 @@ class CanaryAudit:
         1 - confidence exactly when eps_audit > epsilon)."""
         if not self.counts:
             return 1.0
-        smallest = min(p_value(self.m, r, c, epsilon, delta) for r, c in self.counts)
+        smallest = min(
+            p_value(canaries=self.m, guesses=r, correct=c, epsilon=epsilon, delta=delta)
+            for r, c in self.counts
+        )
         return min(1.0, smallest * len(self.counts))
 
 
@@ -156,11 +228,13 @@ def audit_canaries(
         top, bottom = order[: r // 2], order[m - (r - r // 2) :]
         correct = int(included[top].sum() + (~included[bottom]).sum())
         found.append((r, correct))
-        bound = epsilon_lower_bound(m, r, correct, delta, level)
+        bound = epsilon_lower_bound(
+            canaries=m, guesses=r, correct=correct, delta=delta, level=level
+        )
         if bound > best_bound:
             best_bound, best_r, best_right = bound, r, correct
     k = int(included.sum())
-    ceiling = reach(m, delta=delta, confidence=confidence, shares=shares, included=k)
+    ceiling = reach(canaries=m, delta=delta, confidence=confidence, shares=shares, included=k)
     return CanaryAudit(best_bound, confidence, m, best_r, best_right, ceiling, tuple(found), k)
 
 
@@ -216,7 +290,8 @@ def audit_scores(
             dataclasses.replace(
                 found,
                 counts=tuple(
-                    (r, best_correct(found.m, r, found.included)) for r, _c in found.counts
+                    (r, best_correct(canaries=found.m, guesses=r, included=found.included))
+                    for r, _c in found.counts
                 ),
             ).claim_p_value(claim, delta)
             for found in audits.values()

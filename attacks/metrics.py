@@ -11,8 +11,10 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.stats import beta, hypergeom, mannwhitneyu
+from scipy.stats import hypergeom, mannwhitneyu
 from sklearn.metrics import roc_auc_score, roc_curve
+
+from audit.core.stats import clopper_pearson
 
 
 @dataclass(frozen=True)
@@ -32,16 +34,6 @@ class AttackMetrics:
     tpr: np.ndarray = field(repr=False)
 
 
-def clopper_pearson(successes: np.ndarray, trials: int, *, alpha: float, upper: bool) -> np.ndarray:
-    """One-sided exact binomial bound at confidence 1 - alpha, elementwise over successes."""
-    k = np.asarray(successes, dtype=np.float64)
-    if upper:
-        bound = beta.ppf(1 - alpha, k + 1, trials - k)
-        return np.where(k >= trials, 1.0, bound)
-    bound = beta.ppf(alpha, k, trials - k + 1)
-    return np.where(k <= 0, 0.0, bound)
-
-
 def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
     """The highest TPR over thresholds whose FPR does not exceed target (fpr/tpr from every
     threshold: sklearn's drop_intermediate would drop real ones on tied scores)."""
@@ -54,7 +46,7 @@ def resolvable(target_fpr: float, n_nonmembers: int) -> bool:
     return n_nonmembers * target_fpr >= 1 - 1e-9
 
 
-def epsilon_lower_bound(
+def roc_epsilon_estimate(
     member_scores: np.ndarray,
     nonmember_scores: np.ndarray,
     *,
@@ -121,7 +113,7 @@ def evaluate_attack(
             for t in fpr_targets
         },
         balanced_accuracy=float(((tpr + 1 - fpr) / 2).max()),
-        eps_lower=epsilon_lower_bound(members, nonmembers, alpha=alpha, delta=delta),
+        eps_lower=roc_epsilon_estimate(members, nonmembers, alpha=alpha, delta=delta),
         eps_delta=delta,
         p_value=float(mannwhitneyu(members, nonmembers, alternative="greater").pvalue),
         n_members=len(members),

@@ -38,9 +38,10 @@ from scipy.ndimage import gaussian_filter
 
 from audit.core.config import RunConfig, build_config
 from audit.core.data import ImageDataset, Split, load_dataset, split_dataset
-from audit.core.holdout import clopper_pearson_interval, copy_count_test, holdout_share_test
+from audit.core.holdout import copy_count_test, holdout_share_test
 from audit.core.memorisation import METRICS, Yardstick, calibration_ratios, make_yardstick
 from audit.core.memorisation import release_statistics as statistics
+from audit.core.stats import clopper_pearson_interval
 from audit.core.store import to_json, write_text_atomic
 
 REPO = Path(__file__).resolve().parents[1]

@@ -84,7 +84,10 @@ class DP2VAE(VAEGenerator):
             # one noise for both phases; same sample rate, so the composition is one mechanism
             # run for steps1 + steps2 steps
             noise = solve_noise(
-                epsilon, self.dp.delta, stage1.sample_rate, stage1.steps + stage2.steps
+                epsilon=epsilon,
+                delta=self.dp.delta,
+                sample_rate=stage1.sample_rate,
+                steps=stage1.steps + stage2.steps,
             )
             stream = f"{self.name}-eps{epsilon:g}"
             model = build_vae(request, self.vae, stream=stream)

@@ -53,7 +53,12 @@ class DPVAE(VAEGenerator):
         schedule = Schedule.of(planned_records(request), self.vae.batch_size, self.vae.epochs)
         sets: dict[SetKey, SyntheticSet] = {}
         for epsilon in request.epsilons:
-            noise = solve_noise(epsilon, self.dp.delta, schedule.sample_rate, schedule.steps)
+            noise = solve_noise(
+                epsilon=epsilon,
+                delta=self.dp.delta,
+                sample_rate=schedule.sample_rate,
+                steps=schedule.steps,
+            )
             stream = f"{self.name}-eps{epsilon:g}"
             model = build_vae(request, self.vae, stream=stream)
             canaries = gradient_canaries(request)

@@ -207,7 +207,12 @@ class DPDfVAE(VAEGenerator):
         fed = self.fed
         if fed.noise_multiplier is not None:
             return fed.noise_multiplier
-        return solve_noise(epsilon, self.delta, local.sample_rate, local.steps * fed.rounds)
+        return solve_noise(
+            epsilon=epsilon,
+            delta=self.delta,
+            sample_rate=local.sample_rate,
+            steps=local.steps * fed.rounds,
+        )
 
     def train(
         self, request: GenerationRequest, epsilon: float
@@ -238,7 +243,9 @@ class DPDfVAE(VAEGenerator):
         local_plan = self.client_schedule(planned_records(request))
         noise = self.noise_for(epsilon, local_plan)
         # one public sample rate and budget for every client: no client's size moves them
-        budget = steps_within(epsilon, self.delta, noise, local_plan.sample_rate)
+        budget = steps_within(
+            epsilon=epsilon, delta=self.delta, noise=noise, sample_rate=local_plan.sample_rate
+        )
         budgets = [budget] * len(parts)
         spent = [0] * len(parts)
         velocity = [torch.zeros_like(p) for p in server.parameters()]
@@ -285,7 +292,7 @@ class DPDfVAE(VAEGenerator):
         # same noise and sample rate for all: the client with the most steps dominates the
         # others at every RDP order, so its phase bounds every record's cost
         q = local_plan.sample_rate
-        client_eps = [rdp_epsilon([(noise, q, n)], self.delta) for n in spent]
+        client_eps = [rdp_epsilon([(noise, q, n)], delta=self.delta) for n in spent]
         record = DPRecord(epsilon, self.delta, ((noise, q, max(spent)),))
         log.info(
             "[generate] %s: %d clients (%s), %d rounds, %d-%d DP steps per client; largest "

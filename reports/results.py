@@ -208,7 +208,7 @@ def dp_summary(rows: list[dict[str, Any]], n_members: int, delta: float) -> dict
         )
     return {
         "rows": [row_of(r) for r in formal],
-        "composed_epsilon": rdp_epsilon(phases, delta) if phases else None,
+        "composed_epsilon": rdp_epsilon(phases, delta=delta) if phases else None,
         "delta": delta,
         "not_covered": uncovered,
         "n_members": n_members,

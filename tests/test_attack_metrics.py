@@ -5,13 +5,13 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from attacks import metrics
 from attacks.metrics import (
     _auc,
-    clopper_pearson,
-    epsilon_lower_bound,
     evaluate_attack,
+    roc_epsilon_estimate,
     select_strongest,
     selection_halves,
     tpr_at_fpr,
 )
+from audit.core.stats import clopper_pearson
 
 
 def scores(shift: float, n: int = 2000, seed: int = 0):
@@ -51,8 +51,8 @@ def test_perfect_attack():
 
 
 def test_stronger_attacks_bound_epsilon_higher():
-    weak = epsilon_lower_bound(*scores(0.5))
-    strong = epsilon_lower_bound(*scores(2.0))
+    weak = roc_epsilon_estimate(*scores(0.5))
+    strong = roc_epsilon_estimate(*scores(2.0))
     assert 0 < weak < strong
 
 
@@ -123,8 +123,8 @@ def test_tpr_at_unresolvable_fpr_is_not_reported():
 
 def test_epsilon_with_delta_is_smaller_and_states_its_form():
     members, nonmembers = scores(2.0)
-    pure = epsilon_lower_bound(members, nonmembers)
-    approximate = epsilon_lower_bound(members, nonmembers, delta=0.05)
+    pure = roc_epsilon_estimate(members, nonmembers)
+    approximate = roc_epsilon_estimate(members, nonmembers, delta=0.05)
     assert 0 < approximate < pure
     result = evaluate_attack(
         members, nonmembers, rng=np.random.default_rng(0), n_bootstrap=10, delta=1e-5

@@ -38,7 +38,7 @@ def _event(q: float, sigma: float, steps: int) -> dp_event.DpEvent:
 
 @pytest.mark.parametrize(("q", "sigma", "steps", "delta"), SETTINGS)
 def test_accountant_matches_dp_accounting(q, sigma, steps, delta):
-    ours = rdp_epsilon([(sigma, q, steps)], delta)
+    ours = rdp_epsilon([(sigma, q, steps)], delta=delta)
     oracle = rdp.RdpAccountant().compose(_event(q, sigma, steps)).get_epsilon(delta)
     tight = pld.PLDAccountant().compose(_event(q, sigma, steps)).get_epsilon(delta)
     assert ours == pytest.approx(oracle, rel=0.01)
@@ -56,10 +56,10 @@ def test_two_phases_compose_in_one_accountant():
 
 @pytest.mark.parametrize("epsilon", [1.0, 10.0])
 def test_solved_noise_spends_the_budget(epsilon):
-    sigma = solve_noise(epsilon, 1e-5, 0.1, 300)
-    assert rdp_epsilon([(sigma, 0.1, 300)], 1e-5) <= epsilon
-    assert rdp_epsilon([(sigma * 0.99, 0.1, 300)], 1e-5) > epsilon  # not wastefully large
-    steps = steps_within(epsilon, 1e-5, sigma, 0.1)
+    sigma = solve_noise(epsilon=epsilon, delta=1e-5, sample_rate=0.1, steps=300)
+    assert rdp_epsilon([(sigma, 0.1, 300)], delta=1e-5) <= epsilon
+    assert rdp_epsilon([(sigma * 0.99, 0.1, 300)], delta=1e-5) > epsilon  # not wastefully large
+    steps = steps_within(epsilon=epsilon, delta=1e-5, noise=sigma, sample_rate=0.1)
     assert 300 <= steps < 330
 
 
@@ -112,9 +112,9 @@ def test_eps_audit_is_sound_on_chance_scores_and_sharp_on_perfect_ones():
     assert perfect.eps_audit > 2.5 and perfect.correct == perfect.guesses
     # all r guesses right, delta 0: q^r = level at q = e^eps / (1 + e^eps), in closed form
     q = 0.05 ** (1 / 100)
-    assert epsilon_lower_bound(100, 100, 100, 0.0, 0.05) == pytest.approx(
-        math.log(q / (1 - q)), rel=1e-3
-    )
+    assert epsilon_lower_bound(
+        canaries=100, guesses=100, correct=100, delta=0.0, level=0.05
+    ) == pytest.approx(math.log(q / (1 - q)), rel=1e-3)
 
 
 def _digits_request(images: np.ndarray, labels: np.ndarray, **fields) -> GenerationRequest:
@@ -200,13 +200,13 @@ def test_sound_dp_training_is_not_refuted_and_the_audit_could_have(generator):
 def test_an_audits_reach_is_what_a_perfect_attack_gets():
     """eps_audit_max at delta 1e-5 and 95%: the figures the report states (100 canaries and one
     score: 3.1; two scores: 2.95; 1,000 canaries: 5.4), and no attack gets past it."""
-    assert reach(100, delta=1e-5) == pytest.approx(3.10, abs=0.01)
-    assert reach(100, delta=1e-5, confidence=0.975) == pytest.approx(2.95, abs=0.01)
-    assert reach(1000, delta=1e-5) == pytest.approx(5.37, abs=0.01)
+    assert reach(canaries=100, delta=1e-5) == pytest.approx(3.10, abs=0.01)
+    assert reach(canaries=100, delta=1e-5, confidence=0.975) == pytest.approx(2.95, abs=0.01)
+    assert reach(canaries=1000, delta=1e-5) == pytest.approx(5.37, abs=0.01)
     # 5,000 gradient canaries beside two other scores, half of them in (docs/generators.md)
-    assert reach(5000, delta=1e-5, confidence=1 - 0.05 / 3, included=2500) == pytest.approx(
-        5.7, abs=0.05
-    )
+    assert reach(
+        canaries=5000, delta=1e-5, confidence=1 - 0.05 / 3, included=2500
+    ) == pytest.approx(5.7, abs=0.05)
     rng = np.random.default_rng(0)
     coins = rng.random(1000) < 0.5  # a perfect score: right on every guess count it can fill
     perfect = audit_canaries(coins + 0.01 * rng.random(1000), coins, delta=1e-5)
@@ -278,7 +278,10 @@ def test_the_run_level_epsilon_composes_every_formal_dp_row(caplog):
     summary = dp_summary(rows, n_members=629, delta=1e-5)
     oracle = rdp.RdpAccountant().compose(_event(0.1, 7.145, 300)).compose(_event(0.02, 1.1, 2000))
     assert summary["composed_epsilon"] == pytest.approx(oracle.get_epsilon(1e-5), rel=0.01)
-    alone = [rdp_epsilon([(7.145, 0.1, 300)], 1e-5), rdp_epsilon([(1.1, 0.02, 2000)], 1e-5)]
+    alone = [
+        rdp_epsilon([(7.145, 0.1, 300)], delta=1e-5),
+        rdp_epsilon([(1.1, 0.02, 2000)], delta=1e-5),
+    ]
     assert max(alone) < summary["composed_epsilon"] <= sum(alone)
     assert summary["rows"] == ["dp_vae-eps1", "dp2_vae-eps10"]
     assert summary["not_covered"] == ["dpd_fvae_published-eps1", "bn_match-k500"]

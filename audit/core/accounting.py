@@ -25,8 +25,33 @@ Phase = tuple[float, float, int]  # (noise multiplier, sample rate, steps)
 MAX_NOISE = 1e4
 
 
-def rdp_epsilon(phases: list[Phase], delta: float) -> float:
-    """The epsilon Opacus's RDP accountant reports at delta after these phases (inf: no noise)."""
+def _check_delta(delta: float) -> None:
+    if not 0 < delta < 1:
+        raise ValueError(f"delta must lie in (0, 1), got {delta}")
+
+
+def _check_rate(sample_rate: float) -> None:
+    if not 0 < sample_rate <= 1:
+        raise ValueError(f"sample_rate must lie in (0, 1], got {sample_rate}")
+
+
+def rdp_epsilon(phases: list[Phase], *, delta: float) -> float:
+    """The epsilon Opacus's RDP accountant reports at delta after these phases, composed.
+
+    Args:
+        phases: (noise multiplier >= 0, sample rate in (0, 1], steps >= 0) per phase of
+            Poisson-subsampled Gaussian steps; phases of 0 steps are ignored.
+        delta: in (0, 1).
+
+    Returns:
+        epsilon >= 0; 0.0 with no step, inf where a phase adds no noise.
+
+    Raises:
+        ValueError: delta or a sample rate out of range.
+    """
+    _check_delta(delta)
+    for _noise, rate, _steps in phases:
+        _check_rate(rate)
     phases = [phase for phase in phases if phase[2] > 0]
     if not phases:
         return 0.0
@@ -42,15 +67,33 @@ def rdp_epsilon(phases: list[Phase], delta: float) -> float:
 
 
 @functools.lru_cache(maxsize=256)
-def solve_noise(epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
-    """The smallest noise multiplier (to 0.1% of epsilon) whose `steps` steps at `sample_rate`
+def solve_noise(*, epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
+    """The smallest noise multiplier (to 0.01% of itself) whose `steps` steps at `sample_rate`
     cost at most epsilon: bisection on the RDP accountant (noise is monotone in epsilon).
     Cached: a pure function, and each bisection costs seconds of Opacus's fractional orders
-    (the reference pipelines and canary runs ask again for the same budget)."""
+    (the reference pipelines and canary runs ask again for the same budget).
+
+    Args:
+        epsilon: the target, > 0.
+        delta: in (0, 1).
+        sample_rate: Poisson sampling rate per step, in (0, 1].
+        steps: >= 1.
+
+    Returns:
+        The noise multiplier (noise std / clipping norm), > 0.
+
+    Raises:
+        ValueError: epsilon, delta or the sample rate out of range.
+        AuditError: no step, or the budget needs a multiplier above MAX_NOISE.
+    """
+    if not epsilon > 0:
+        raise ValueError(f"epsilon must be positive, got {epsilon}")
+    _check_delta(delta)
+    _check_rate(sample_rate)
     if steps <= 0:
         raise AuditError(f"DP training needs at least one step, got {steps}")
     low, high = 0.0, 1.0
-    while rdp_epsilon([(high, sample_rate, steps)], delta) > epsilon:
+    while rdp_epsilon([(high, sample_rate, steps)], delta=delta) > epsilon:
         low, high = high, 2 * high
         if high > MAX_NOISE:
             raise AuditError(
@@ -60,7 +103,7 @@ def solve_noise(epsilon: float, delta: float, sample_rate: float, steps: int) ->
             )
     for _ in range(60):
         mid = (low + high) / 2
-        if rdp_epsilon([(mid, sample_rate, steps)], delta) > epsilon:
+        if rdp_epsilon([(mid, sample_rate, steps)], delta=delta) > epsilon:
             low = mid
         else:
             high = mid
@@ -69,19 +112,34 @@ def solve_noise(epsilon: float, delta: float, sample_rate: float, steps: int) ->
     return high
 
 
-def steps_within(epsilon: float, delta: float, noise: float, sample_rate: float) -> int:
+def steps_within(*, epsilon: float, delta: float, noise: float, sample_rate: float) -> int:
     """The most steps at this noise and sample rate whose cost stays within epsilon (DPD-fVAE's
-    clients stop there): bisection, the cost being monotone in the number of steps."""
-    if rdp_epsilon([(noise, sample_rate, 1)], delta) > epsilon:
+    clients stop there): bisection, the cost being monotone in the number of steps.
+
+    Args:
+        epsilon: the budget, > 0.
+        delta: in (0, 1).
+        noise: the noise multiplier, > 0.
+        sample_rate: in (0, 1].
+
+    Returns:
+        Steps >= 0 (capped near 1e8).
+
+    Raises:
+        ValueError: a parameter out of range.
+    """
+    if not epsilon > 0 or not noise > 0:
+        raise ValueError(f"epsilon and noise must be positive, got {epsilon} and {noise}")
+    if rdp_epsilon([(noise, sample_rate, 1)], delta=delta) > epsilon:
         return 0
     low, high = 1, 2
-    while rdp_epsilon([(noise, sample_rate, high)], delta) <= epsilon:
+    while rdp_epsilon([(noise, sample_rate, high)], delta=delta) <= epsilon:
         low, high = high, 2 * high
         if high > 10**8:
             return low
     while high - low > 1:
         mid = (low + high) // 2
-        if rdp_epsilon([(noise, sample_rate, mid)], delta) <= epsilon:
+        if rdp_epsilon([(noise, sample_rate, mid)], delta=delta) <= epsilon:
             low = mid
         else:
             high = mid
@@ -98,7 +156,7 @@ class DPRecord:
 
     @property
     def eps_accountant(self) -> float:
-        return rdp_epsilon(list(self.phases), self.delta)
+        return rdp_epsilon(list(self.phases), delta=self.delta)
 
     def columns(self) -> dict[str, float | int | str | bool]:
         noises = {noise for noise, _q, _s in self.phases}

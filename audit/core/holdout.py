@@ -46,10 +46,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.stats import beta, betabinom
+from scipy.stats import betabinom
 
 from audit.core.errors import AuditError
 from audit.core.neighbours import Neighbours
+from audit.core.stats import clopper_pearson_interval
 from audit.core.transforms import Transform, apply_uint8, overlap
 
 EXACT_TOLERANCE = 2  # grey levels: an "exact copy" matches a member to within +-2 at every pixel
@@ -84,14 +85,6 @@ class CopyTest:
     threshold: float  # the calibration ratio a released image must fall below
     n: int
     n_calibration: int
-
-
-def clopper_pearson_interval(successes: float, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Two-sided exact binomial interval."""
-    tail = (1 - level) / 2
-    low = 0.0 if successes <= 0 else float(beta.ppf(tail, successes, n - successes + 1))
-    high = 1.0 if successes >= n else float(beta.ppf(1 - tail, successes + 1, n - successes))
-    return low, high
 
 
 def pool_order(n_members: int, n_holdout: int, rng: np.random.Generator) -> np.ndarray:
