@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from audit.core.bn import bn_inputs, frozen, group_losses
-from audit.core.config import BNMatchConfig, InversionConfig
 from audit.core.errors import AuditError
 from audit.core.models import NormalizedClassifier, bn_layers, quantise
+from audit.core.sections import BNMatchConfig, InversionConfig
 from audit.core.seeding import numpy_rng, torch_generator
 from audit.core.similarity import nearest_neighbours
 

@@ -51,7 +51,7 @@ def run_audit(
     empty); returns the run directory, whose results.json, results.csv and report.html exist
     only when everything succeeded. executor "ray" runs the tasks on a Ray cluster (ray_address,
     or a local one bound to loopback): same bytes."""
-    from audit.engine.pipeline import execute
+    from audit.engine.driver import execute
 
     if not config.out:  # the digest ignores where results go
         out = f"runs/{dt.datetime.now():%Y%m%d-%H%M%S}-{config.digest()[:8]}"
@@ -76,7 +76,7 @@ def load_results(run_dir: str | Path) -> pd.DataFrame:
     import pandas as pd
 
     from reports.results import columns
-    from reports.thresholds import load_run_results
+    from reports.verdict import load_run_results
 
     _, results = load_run_results(run_dir)
     rows = results["rows"]
@@ -100,7 +100,7 @@ class AuditVerdict:
 
 def verdict(run_dir: str | Path, thresholds: str | Path | None = None) -> AuditVerdict:
     """Judge a finished run by a thresholds file (the shipped default when None)."""
-    from reports.thresholds import gate_run, verdict_document
+    from reports.verdict import gate_run, verdict_document
 
     limits, verdicts = gate_run(run_dir, thresholds)
     if not verdicts:
@@ -121,7 +121,8 @@ def summary(run_dir: str | Path, thresholds: str | Path | None = None) -> pd.Dat
     import pandas as pd
 
     from reports.summary import summary_rows
-    from reports.thresholds import check, load_run_results, load_thresholds, passed_by_release
+    from reports.thresholds import check, load_thresholds
+    from reports.verdict import load_run_results, passed_by_release
 
     limits = load_thresholds(thresholds)
     store, results = load_run_results(run_dir)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import NoReturn
 
-from audit.core.config import BN_LOSS_VARIANTS
 from audit.core.data import DATASETS
 from audit.core.presets import PRESETS
+from audit.core.sections import BN_LOSS_VARIANTS
 
 EXIT_BAD_INPUT = 2
 

@@ -18,7 +18,7 @@ EXIT_BREACH = 1  # audit check: a release crossed a threshold
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from audit.api import configure, run_audit
-    from audit.engine.pipeline import dry_run
+    from audit.engine.build import dry_run
 
     config = configure(args.config, flag_settings(args))
     if args.dry_run:  # with the --out (or file's out) of an earlier run: what it would reuse
@@ -40,13 +40,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         argv=argv,
     )
     from reports.summary import render_summary, summary_rows
-    from reports.thresholds import (
-        check,
-        load_run_results,
-        load_thresholds,
-        passed_by_release,
-        summary_lines,
-    )
+    from reports.thresholds import check, load_thresholds
+    from reports.verdict import load_run_results, passed_by_release, summary_lines
 
     thresholds = load_thresholds()
     store, results = load_run_results(root)
@@ -64,7 +59,8 @@ def _report(args: argparse.Namespace) -> int:
     from audit.core.store import write_text_atomic
     from reports.gallery import PrivateImages
     from reports.render import build_report
-    from reports.thresholds import load_run_results, load_thresholds
+    from reports.thresholds import load_thresholds
+    from reports.verdict import load_run_results
 
     thresholds = load_thresholds(args.thresholds)
     store, results = load_run_results(args.dir)
@@ -77,7 +73,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from reports.thresholds import gate_run, summary_lines, verdict_document
+    from reports.verdict import gate_run, summary_lines, verdict_document
 
     thresholds, verdicts = gate_run(args.dir, args.thresholds)
     breaches = [v for v in verdicts if not v.passed]

@@ -109,7 +109,7 @@ def cli_table() -> str:
 
 
 def columns_table() -> str:
-    from reports.columns import markdown
+    from audit.engine.columns import markdown
 
     return markdown().rstrip()
 

@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from audit.core.config import BNMatchConfig
 from audit.core.models import build_model
+from audit.core.sections import BNMatchConfig
 from generators.bn_match import balanced_labels, bn_match
 
 

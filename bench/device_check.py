@@ -302,7 +302,7 @@ def check_paper_run(
 
     import audit
     from audit.core.store import row_name
-    from audit.engine.pipeline import graph_of
+    from audit.engine.build import graph_of
     from audit.engine.run import dataset_for, remember_dataset
 
     full = audit.configure(preset="paper", device=device, **data_settings)

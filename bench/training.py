@@ -24,8 +24,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from audit.core.config import TrainConfig
 from audit.core.models import build_model
+from audit.core.sections import TrainConfig
 from audit.core.training import train_classifier
 
 

@@ -11,6 +11,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from audit.core.columns import Column
 from audit.core.config import RunConfig
 from audit.core.models import NormalizedClassifier
 
@@ -99,6 +100,8 @@ class GeneratorPlugin:
         from_teacher: it synthesises from the target classifier (needs BatchNorm layers; not
             rerun on canaries when the target is a given weights file, which no run can retrain).
         check: its own input checks, before any file is written (raise AuditError).
+        columns: the results columns its rows add (its SyntheticSet.info), for the column
+            dictionary.
     """
 
     name: str
@@ -109,6 +112,7 @@ class GeneratorPlugin:
     reproducible: bool = True
     from_teacher: bool = False
     check: Callable[[RunConfig, int, int], None] = no_checks
+    columns: tuple[Column, ...] = ()
 
     def keys(self, config: RunConfig) -> tuple[SetKey, ...]:
         """The sets the config asks of it: its Ks, its epsilons, or the one set."""

@@ -43,9 +43,11 @@ from audit.core.bn import (
     group_losses,
     group_matrix,
 )
-from audit.core.config import BNMatchConfig, RunConfig
+from audit.core.columns import NEUTRAL, ROW, Column
+from audit.core.config import RunConfig
 from audit.core.errors import AuditError
 from audit.core.models import NormalizedClassifier, quantise
+from audit.core.sections import BNMatchConfig
 from audit.core.seeding import torch_generator
 from generators.base import GenerationRequest, GeneratorPlugin, SetKey, SyntheticSet
 
@@ -324,6 +326,19 @@ def estimated_seconds(config: RunConfig, members: int) -> float:
     return IMAGE_STEP_S * max(config.k) * config.n_synthetic
 
 
+# what a BN-matching row adds to the results
+COLUMNS: tuple[Column, ...] = (
+    Column("bn_loss", "BN-matching loss at step k (the optimised objective)", ">= 0", NEUTRAL, ROW),
+    Column(
+        "bn_stat_distance",
+        "distance of the release's BN statistics from the target's running statistics",
+        ">= 0",
+        NEUTRAL,
+        ROW,
+    ),
+)
+
+
 PLUGIN = GeneratorPlugin(
     "bn_match",
     axis="k",
@@ -331,4 +346,5 @@ PLUGIN = GeneratorPlugin(
     settings=("bn",),
     cost=estimated_seconds,
     from_teacher=True,
+    columns=COLUMNS,
 )

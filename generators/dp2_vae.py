@@ -24,9 +24,10 @@ from functools import partial
 
 import torch
 
-from audit.core.accounting import DPRecord, solve_noise
-from audit.core.config import DPConfig, RunConfig, VAEConfig
+from audit.core.accounting import DP_RECORD_COLUMNS, DPRecord, solve_noise
+from audit.core.config import RunConfig
 from audit.core.errors import AuditError
+from audit.core.sections import DPConfig, VAEConfig
 from generators.base import GenerationRequest, GeneratorPlugin, SetKey, SyntheticSet
 from generators.dp_sgd import Schedule, train_dp_sgd
 from generators.dp_vae import gradient_canaries, planned_records, release, vae_loss
@@ -138,5 +139,6 @@ PLUGIN = GeneratorPlugin(
     build=lambda config: DP2VAE(config.vae, config.dp),
     settings=("vae", "dp"),
     cost=dp_vae_seconds,
+    columns=DP_RECORD_COLUMNS,
     check=check_two_stages,
 )

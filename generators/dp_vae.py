@@ -14,8 +14,8 @@ import logging
 
 import torch
 
-from audit.core.accounting import DPRecord, solve_noise
-from audit.core.config import DPConfig, VAEConfig
+from audit.core.accounting import DP_RECORD_COLUMNS, DPRecord, solve_noise
+from audit.core.sections import DPConfig, VAEConfig
 from generators.base import GenerationRequest, GeneratorPlugin, SetKey, SyntheticSet
 from generators.dp_sgd import GradientCanaries, PerRecordLoss, Schedule, train_dp_sgd
 from generators.vae import (
@@ -131,5 +131,6 @@ PLUGIN = GeneratorPlugin(
     build=lambda config: DPVAE(config.vae, config.dp),
     settings=("vae", "dp"),
     cost=dp_vae_seconds,
+    columns=DP_RECORD_COLUMNS,
     check=check_vae,
 )

@@ -53,9 +53,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from audit.core.accounting import DPRecord, rdp_epsilon, solve_noise, steps_within
-from audit.core.config import FedConfig, RunConfig
+from audit.core.accounting import (
+    DP_RECORD_COLUMNS,
+    DPRecord,
+    rdp_epsilon,
+    solve_noise,
+    steps_within,
+)
+from audit.core.columns import DP, NEUTRAL, Column
+from audit.core.config import RunConfig
 from audit.core.errors import AuditError
+from audit.core.sections import FedConfig
 from audit.core.seeding import numpy_rng, seeded_global_rng
 from generators.base import GenerationRequest, GeneratorPlugin, SetKey, SyntheticSet
 from generators.dp_sgd import GradientCanaries, Schedule, train_dp_sgd
@@ -336,6 +344,13 @@ def federated_seconds(config: RunConfig, members: int) -> float:
     return IMAGE_EPOCH_S * epochs * members
 
 
+# what a DPD-fVAE row adds to the DP record's columns
+FEDERATION_COLUMNS: tuple[Column, ...] = (
+    Column("dp_clients", "DPD-fVAE: simulated clients", "integer >= 1", NEUTRAL, DP),
+    Column("fl_rounds", "DPD-fVAE: federated rounds run", "integer >= 0", NEUTRAL, DP),
+)
+
+
 def _plugin(name: str, *, published: bool) -> GeneratorPlugin:
     return GeneratorPlugin(
         name,
@@ -349,6 +364,7 @@ def _plugin(name: str, *, published: bool) -> GeneratorPlugin:
         settings=("fed", "dp"),
         cost=federated_seconds,
         check=check_vae,
+        columns=(*DP_RECORD_COLUMNS, *FEDERATION_COLUMNS),
     )
 
 

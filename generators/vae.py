@@ -22,8 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audit.core.config import RunConfig, VAEConfig
+from audit.core.accounting import DP_RECORD_COLUMNS
+from audit.core.config import RunConfig
 from audit.core.errors import AuditError
+from audit.core.sections import VAEConfig
 from audit.core.seeding import seeded_global_rng, torch_generator
 from audit.core.training import to_tensor
 from generators.base import GenerationRequest, GeneratorPlugin, SetKey, SyntheticSet
@@ -297,5 +299,6 @@ PLUGIN = GeneratorPlugin(
     build=NonPrivateVAE,
     settings=("vae",),
     cost=vae_seconds,
+    columns=DP_RECORD_COLUMNS[:1],  # dp_private: false
     check=check_vae,
 )

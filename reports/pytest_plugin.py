@@ -18,6 +18,6 @@ import pytest
 @pytest.fixture
 def synthaudit_gate() -> Callable[..., Any]:
     """assert_within_thresholds(run_dir, thresholds=None, *, leakage_only=False)."""
-    from reports.thresholds import assert_within_thresholds
+    from reports.verdict import assert_within_thresholds
 
     return assert_within_thresholds

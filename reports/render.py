@@ -29,8 +29,8 @@ from reports.thresholds import (
     judge_limit,
     judge_test,
     release_values,
-    summary_lines,
 )
+from reports.verdict import summary_lines
 
 
 def _roc_panels(store: RunDir, family: str, attacks: dict[str, Any]) -> dict[str, Any]:

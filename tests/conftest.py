@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from audit.core.config import TrainConfig
 from audit.core.data import ImageDataset, load_dataset
 from audit.core.models import NormalizedClassifier, build_model
+from audit.core.sections import TrainConfig
 from audit.core.training import train_classifier
 
 torch.set_num_threads(2)

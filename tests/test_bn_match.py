@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from audit.core.bn import bn_statistics_distance
-from audit.core.config import BNMatchConfig
 from audit.core.errors import AuditError
 from audit.core.models import bn_layers
+from audit.core.sections import BNMatchConfig
 from generators.bn_match import balanced_labels, bn_match
 
 SHAPE = (1, 16, 16)

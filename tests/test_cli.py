@@ -10,7 +10,7 @@ import torch
 from audit.cli import main
 from audit.core.config import build_config
 from audit.core.errors import AuditError
-from audit.engine.pipeline import execute
+from audit.engine.driver import execute
 from reports.columns import BASE_COLUMNS
 from tests.conftest import SMOKE
 

@@ -6,8 +6,8 @@ import torch
 from attacks.feature_inversion import feature_inversion
 from attacks.features import split_classifier
 from attacks.release import penultimate_features
-from audit.core.config import TrainConfig
 from audit.core.models import build_model
+from audit.core.sections import TrainConfig
 from audit.core.training import predict_logits
 from tests.conftest import fit_on, one_per_class
 

@@ -11,7 +11,8 @@ import pytest
 from audit.cli import main
 from audit.core.errors import AuditError
 from audit.core.store import RunDir, row_of
-from reports.thresholds import LEAKAGE_METRICS, TESTS, check, load_thresholds, summary_lines
+from reports.thresholds import LEAKAGE_METRICS, TESTS, check, load_thresholds
+from reports.verdict import summary_lines
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run"
 
@@ -263,8 +264,8 @@ def test_the_gate_fails_a_dp_release_that_adds_no_noise(tmp_path):
     """End to end, a positive control: a DP-VAE that claims epsilon 1 but adds no noise (a
     test-only fault), audited with --canaries, FAILs the default gate on its DP claim alone."""
     from audit.core.config import build_config
-    from audit.engine.pipeline import execute
-    from reports.thresholds import gate_run
+    from audit.engine.driver import execute
+    from reports.verdict import gate_run
 
     config = build_config(
         preset="smoke",

@@ -15,7 +15,9 @@ from audit.cli import main
 from audit.core.config import build_config
 from audit.core.data import load_dataset
 from audit.core.store import RunDir
-from audit.engine.pipeline import STAGES, done_tasks, execute, graph_of, run_keys
+from audit.engine.build import done_tasks, graph_of, run_keys
+from audit.engine.driver import execute
+from audit.engine.pipeline import STAGES
 from tests.conftest import WITH_REFS
 
 

@@ -15,7 +15,6 @@ import pytest
 
 from attacks.metrics import select_strongest, selection_halves
 from attacks.release import nearest_l2, penultimate_features, release_scores
-from audit.core.config import TrainConfig
 from audit.core.errors import AuditError
 from audit.core.holdout import (
     choose_holdout,
@@ -34,9 +33,11 @@ from audit.core.memorisation import (
     release_statistics,
 )
 from audit.core.models import build_model
+from audit.core.sections import TrainConfig
 from audit.core.store import RunDir
 from audit.core.training import accuracy
-from reports.thresholds import check, load_thresholds, summary_lines
+from reports.thresholds import check, load_thresholds
+from reports.verdict import summary_lines
 from tests.conftest import fit_on
 
 PRIVACY_CHECKS = (

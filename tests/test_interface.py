@@ -22,7 +22,8 @@ from audit.arguments import SETTING_OF, build_parser, flag_of, flag_settings
 from audit.cli import main
 from audit.core.config import RunConfig, build_config
 from audit.core.store import row_of
-from reports.columns import COLUMNS, SAFE_NAME, SCHEMA_VERSION, describe
+from audit.engine.columns import COLUMNS, describe
+from reports.columns import SAFE_NAME, SCHEMA_VERSION
 from reports.summary import strongest_attack, summary_rows
 from tests.conftest import SMOKE
 

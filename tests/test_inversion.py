@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from attacks.inversion import invert, score_reconstructions
-from audit.core.config import InversionConfig, TrainConfig
+from audit.core.sections import InversionConfig, TrainConfig
 from tests.conftest import fit_on, one_per_class
 
 

@@ -6,7 +6,7 @@ the installed package registers for users' own CI (reports/pytest_plugin.py)."""
 import pytest
 
 from audit.core.config import build_config
-from audit.engine.pipeline import execute
+from audit.engine.driver import execute
 
 
 @pytest.fixture(scope="module")

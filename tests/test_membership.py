@@ -19,8 +19,8 @@ from attacks.membership import (
     signal,
 )
 from attacks.metrics import evaluate_attack
-from audit.core.config import BNMatchConfig, TrainConfig
 from audit.core.models import build_model
+from audit.core.sections import BNMatchConfig, TrainConfig
 from audit.core.training import accuracy, predict_logits, retrain
 from generators.bn_match import balanced_labels, bn_match
 from tests.conftest import fit_on

@@ -165,13 +165,13 @@ def test_adding_a_k_computes_only_the_new_k(base, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_another_torch_version_recomputes(base, tmp_path, monkeypatch):
-    import audit.engine.pipeline
+    import audit.engine.build
 
     out = tmp_path / "upgraded"
     shutil.copytree(base, out)
-    versions = audit.engine.pipeline.package_versions()
+    versions = audit.engine.build.package_versions()
     upgraded = {**versions, "torch": f"{versions['torch']}.post1"}
-    monkeypatch.setattr(audit.engine.pipeline, "package_versions", lambda: upgraded)
+    monkeypatch.setattr(audit.engine.build, "package_versions", lambda: upgraded)
     assert main([*ARGS[:-2], "2", "--out", str(out)]) == 0
     assert manifest(out)["reused_stages"] == [] and manifest(out)["reused_rows"] == {}
 
@@ -199,9 +199,9 @@ def test_key_depends_on_declared_settings_and_inputs_only():
 def test_a_source_edit_recomputes(base, tmp_path, monkeypatch):
     """Under an editable install the version number stays while the code changes: the stage
     keys hash the suite's source files too."""
-    import audit.engine.pipeline
+    import audit.engine.build
 
-    monkeypatch.setattr(audit.engine.pipeline, "source_digest", lambda: "edited")
+    monkeypatch.setattr(audit.engine.build, "source_digest", lambda: "edited")
     out = tmp_path / "edited"
     shutil.copytree(base, out)
     assert main([*ARGS[:-2], "2", "--out", str(out)]) == 0

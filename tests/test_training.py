@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from audit.core.config import TrainConfig
 from audit.core.errors import AuditError
 from audit.core.models import build_model
+from audit.core.sections import TrainConfig
 from audit.core.training import accuracy, augment, train_classifier
 
 

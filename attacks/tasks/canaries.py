@@ -32,18 +32,127 @@ import torch
 import torch.nn.functional as F
 
 from attacks.canary import CONFIDENCE, audit_scores
+from audit.core.columns import CANARY, LESS_LEAKAGE, MORE_LEAKAGE, NEUTRAL, Column
 from audit.core.config import RunConfig
 from audit.core.seeding import numpy_rng
 from audit.core.similarity import nearest_neighbours
 from audit.core.store import row_name
 from audit.core.training import predict_logits, train_classifier
+from audit.engine.costs import canary_cost
 from audit.engine.run import Run
-from audit.engine.spec import TARGET_ROW
+from audit.engine.spec import ATTACK, GENERATION, TARGET_ROW, Stage
 from audit.tasks.split import check_canary_room
 from generators.base import SyntheticSet
 from generators.registry import plugin
 
 log = logging.getLogger(__name__)
+
+# the canary audit's columns (attacks/canary.py audit_scores, and the claim tested)
+COLUMNS: tuple[Column, ...] = (
+    Column(
+        "eps_audit",
+        "95% lower bound on epsilon from the one-run canary audit (--canaries); above "
+        "eps_accountant the DP claim is false",
+        ">= 0",
+        MORE_LEAKAGE,
+        CANARY,
+    ),
+    Column(
+        "eps_audit_max",
+        "the largest eps_audit a perfect attack (every guess right) could give with these "
+        "canaries and scores; a claim at or above it cannot be refuted: the audit is "
+        "uninformative about it",
+        ">= 0",
+        NEUTRAL,
+        CANARY,
+    ),
+    Column(
+        "eps_audit_confidence",
+        "confidence of eps_audit (overall, after the split among scores)",
+        "(0, 1)",
+        NEUTRAL,
+        CANARY,
+    ),
+    Column(
+        "canaries",
+        "canaries behind the best bound (each included by a fair coin)",
+        "integer >= 2",
+        NEUTRAL,
+        CANARY,
+    ),
+    Column(
+        "canary_guesses",
+        "guesses behind the best bound",
+        "integer >= 0",
+        NEUTRAL,
+        CANARY,
+    ),
+    Column("canary_correct", "right guesses among them", "integer >= 0", MORE_LEAKAGE, CANARY),
+    Column(
+        "eps_audit_score",
+        "the score that gave eps_audit; empty when none refutes epsilon 0",
+        "text",
+        NEUTRAL,
+        CANARY,
+    ),
+    Column(
+        "eps_audit_{score}",
+        "eps_audit by one score: blackbox_ssim_label (SSIM to the nearest released image of "
+        "the canary's label), whitebox (the released model's fit), whitebox_gradient (Dirac "
+        "gradient canaries in DP-SGD), whitebox_loss (the target model's loss)",
+        ">= 0",
+        MORE_LEAKAGE,
+        CANARY,
+    ),
+    Column(
+        "eps_audit_max_{score}",
+        "what a perfect attack by that score could reach (at its share of the confidence)",
+        ">= 0",
+        NEUTRAL,
+        CANARY,
+    ),
+    Column("canaries_{score}", "canaries that score ranks", "integer >= 2", NEUTRAL, CANARY),
+    Column(
+        "dp_claim_audited",
+        "the claim the audit tested: the audit run's own eps_accountant (its DP schedule is "
+        "planned for the members and every canary, and its trainings carry the gradient "
+        "canaries)",
+        "> 0",
+        NEUTRAL,
+        CANARY,
+    ),
+    Column(
+        "dp_claim_p",
+        "p-value of H0 'the training is (dp_claim_audited, dp_delta)-DP' (Steinke et al.; "
+        "Bonferroni over scores and guess counts); the gate's dp_claim test",
+        "[0, 1]",
+        LESS_LEAKAGE,
+        CANARY,
+    ),
+    Column(
+        "dp_claim_p_min",
+        "the p-value a perfect attack would get: a level below it cannot be reached",
+        "[0, 1]",
+        NEUTRAL,
+        CANARY,
+    ),
+    Column(
+        "dp_claim_status",
+        "refuted (eps_audit above the claim) | not refuted | uninformative (the claim at or "
+        "above eps_audit_max) | not formal (; refuted); per row at 95%, unadjusted: the gate's "
+        "dp_claim test judges dp_claim_p at its family-wise level",
+        "text",
+        NEUTRAL,
+        CANARY,
+    ),
+    Column(
+        "dp_claim_violated",
+        "eps_audit > the claim: the canary audit refutes the DP claim at 95%",
+        "true | false",
+        MORE_LEAKAGE,
+        CANARY,
+    ),
+)
 
 
 def choose_canaries(
@@ -227,3 +336,13 @@ def describe(figures: dict[str, Any]) -> str:
         ),
     }
     return f"{text}; {words[status]}"
+
+
+STAGE = Stage(  # the one-run epsilon audit, the costliest, last
+    "canaries",
+    stage_canaries,
+    config=(*ATTACK, "weights", "canaries", "gradient_canaries", "target", *GENERATION),
+    reads=("split", "generate"),
+    cost=canary_cost,
+    columns=COLUMNS,
+)

@@ -9,10 +9,68 @@ import numpy as np
 
 from attacks.metrics import AttackMetrics, evaluate_attack, select_strongest, selection_halves
 from attacks.references import AttackRecords
+from audit.core.columns import LESS_LEAKAGE, MIA, MORE_LEAKAGE, NEUTRAL, Column
 from audit.core.seeding import numpy_rng
 from audit.engine.run import Run
 
 log = logging.getLogger(__name__)
+
+# each membership family's columns ({family}: mia_release, mia_model) and their max
+FAMILY_COLUMNS: tuple[Column, ...] = (
+    Column(
+        "{family}_attack",
+        "the family's strongest attack, chosen by AUC on a random half of the candidates "
+        "(mia_release: on the images; mia_model: on the model retrained on them)",
+        "text",
+        NEUTRAL,
+        MIA,
+    ),
+    Column(
+        "{family}_auc",
+        "that attack's AUC on the other half; 0.5 is chance",
+        "[0, 1]",
+        MORE_LEAKAGE,
+        MIA,
+    ),
+    Column(
+        "{family}_auc_ci_low", "95% bootstrap lower bound of the AUC", "[0, 1]", MORE_LEAKAGE, MIA
+    ),
+    Column(
+        "{family}_auc_ci_high", "95% bootstrap upper bound of the AUC", "[0, 1]", MORE_LEAKAGE, MIA
+    ),
+    Column(
+        "{family}_p",
+        "p-value that the attack beats chance (the smaller of a Mann-Whitney and a threshold "
+        "test, doubled)",
+        "(0, 1]",
+        LESS_LEAKAGE,
+        MIA,
+    ),
+    Column(
+        "{family}_tpr_at_1fpr",
+        "true-positive rate at 1% false-positive rate; empty where the non-members cannot "
+        "resolve 1%",
+        "[0, 1]",
+        MORE_LEAKAGE,
+        MIA,
+    ),
+    Column(
+        "{family}_tpr_at_0_1fpr",
+        "true-positive rate at 0.1% false-positive rate; empty where the non-members cannot "
+        "resolve 0.1% (fewer than 1,000 of them)",
+        "[0, 1]",
+        MORE_LEAKAGE,
+        MIA,
+    ),
+    Column(
+        "{family}_eps_lower",
+        "empirical epsilon lower bound implied by the attack's TPR/FPR at eps_delta",
+        ">= 0",
+        MORE_LEAKAGE,
+        MIA,
+    ),
+    Column("eps_lower", "the largest {family}_eps_lower", ">= 0", MORE_LEAKAGE, MIA),
+)
 
 
 def metrics_summary(m: AttackMetrics) -> dict[str, Any]:

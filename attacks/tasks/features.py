@@ -15,11 +15,14 @@ from attacks.hcr import hcr_bounds
 from audit.core.bn import frozen
 from audit.core.seeding import numpy_rng, torch_generator
 from audit.core.training import to_tensor
-from audit.engine.costs import attack_cost
+from audit.engine.costs import scaled
 from audit.engine.run import Run
-from audit.engine.spec import Plan, Task
+from audit.engine.spec import ATTACK, Plan, Stage, Task
 
 log = logging.getLogger(__name__)
+
+# seconds a row costs on the reference CPU at 16x16 px per 100 decoder steps
+ROW_S = 6.3
 
 
 def features_tasks(plan: Plan) -> list[Task]:
@@ -37,7 +40,7 @@ def features_tasks(plan: Plan) -> list[Task]:
                 invert_features,
                 (row, path, source),
                 reads=(path,) if source is None else (path, source),
-                cost=attack_cost(plan, "features"),
+                cost=scaled(plan, ROW_S * plan.config.features.decoder_steps / 100),
             )
         )
     return tasks
@@ -142,3 +145,13 @@ def hcr_summary(std: np.ndarray, bins: int = 30) -> dict[str, Any]:
         "hcr_log10_histogram": {"counts": counts.tolist(), "edges": edges.tolist()},
         "hcr_zero_share": float((std <= 0).mean()),
     }
+
+
+STAGE = Stage(
+    "features",
+    config=(*ATTACK, "features"),
+    reads=("split", "target", "generate", "utility"),
+    row_reads=("generate", "utility"),
+    tasks=features_tasks,
+    combine=write_features,
+)

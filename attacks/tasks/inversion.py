@@ -11,15 +11,52 @@ import numpy as np
 
 from attacks.inversion import VARIANTS, invert, score_reconstructions
 from attacks.tasks.population import POPULATION_MODEL
+from audit.core.columns import INV, MORE_LEAKAGE, NEUTRAL, Column
 from audit.core.seeding import numpy_rng
 from audit.core.training import predict_logits
-from audit.engine.costs import attack_cost
+from audit.engine.costs import scaled
 from audit.engine.run import Run
-from audit.engine.spec import Plan, Task
+from audit.engine.spec import ATTACK, Plan, Stage, Task
 
 log = logging.getLogger(__name__)
 
+# the model-inversion columns of every attacked row
+COLUMNS: tuple[Column, ...] = (
+    Column(
+        "inversion_nn_ssim_member",
+        "model inversion (priors): mean SSIM of each reconstruction to its nearest member",
+        "[0, 1]",
+        MORE_LEAKAGE,
+        INV,
+    ),
+    Column(
+        "inversion_nn_ssim_nonmember",
+        "the same to the nearest non-member: the yardstick for inversion_nn_ssim_member",
+        "[0, 1]",
+        NEUTRAL,
+        INV,
+    ),
+    Column(
+        "inversion_eval_acc",
+        "share of priors reconstructions an independent classifier assigns to the class "
+        "they were inverted for",
+        "[0, 1]",
+        MORE_LEAKAGE,
+        INV,
+    ),
+    Column(
+        "inversion_miface_eval_acc",
+        "the same for the MI-Face variant (no priors)",
+        "[0, 1]",
+        MORE_LEAKAGE,
+        INV,
+    ),
+)
+
 EVALUATOR = POPULATION_MODEL  # trained on the test split, which no attacked model saw
+
+# seconds a row costs on the reference CPU at 16x16 px per 100 inversion steps
+ROW_S = 4.5
 
 
 def inversion_tasks(plan: Plan) -> list[Task]:
@@ -30,7 +67,7 @@ def inversion_tasks(plan: Plan) -> list[Task]:
             invert_model,
             (row, path),
             reads=(path, EVALUATOR),
-            cost=attack_cost(plan, "inversion"),
+            cost=scaled(plan, ROW_S * plan.config.inversion.steps / 100),
         )
         for row, path in plan.attacked_models().items()
     ]
@@ -107,3 +144,14 @@ def invert_model(
         "inversion_miface_eval_acc": miface["eval_acc"],
     }
     return report, columns
+
+
+STAGE = Stage(
+    "inversion",
+    config=(*ATTACK, "inversion", "target"),
+    reads=("split", "target", "generate", "utility", "population_model"),
+    row_reads=("generate", "utility"),
+    tasks=inversion_tasks,
+    combine=write_inversion,
+    columns=COLUMNS,
+)

@@ -10,15 +10,18 @@ from typing import Any
 import numpy as np
 
 from attacks.membership import REFERENCE_ATTACKS, model_attack_scores
-from attacks.tasks.common import candidate_counts, candidates_of, evaluate_all
+from attacks.tasks.common import FAMILY_COLUMNS, candidate_counts, candidates_of, evaluate_all
 from attacks.tasks.records import attack_records, load_references, query_logits
 from audit.core.store import mia_scores_name
 from audit.core.training import predict_logits
-from audit.engine.costs import attack_cost
+from audit.engine.costs import scaled
 from audit.engine.run import Run
-from audit.engine.spec import Plan, Task
+from audit.engine.spec import ATTACK, CANDIDATES, Plan, Stage, Task
 
 log = logging.getLogger(__name__)
+
+# seconds one row costs on the reference CPU at 16x16 px (audit/engine/costs.py)
+ROW_S = 2.6
 
 
 def mia_model_tasks(plan: Plan) -> list[Task]:
@@ -29,7 +32,7 @@ def mia_model_tasks(plan: Plan) -> list[Task]:
             attack_model,
             (row, path),
             reads=(path,),
-            cost=attack_cost(plan, "mia_model"),
+            cost=scaled(plan, ROW_S),
         )
         for row, path in plan.attacked_models().items()
     ]
@@ -107,3 +110,14 @@ def write_mia_model(run: Run, results: dict[str, Any]) -> None:
         },
     )
     run.store.write_json("columns/mia_model.json", {row: r[4] for row, r in results.items()})
+
+
+STAGE = Stage(
+    "mia_model",
+    config=(*ATTACK, *CANDIDATES, "eps_delta"),
+    reads=("split", "target", "generate", "utility", "mia_refs"),
+    row_reads=("generate", "utility"),
+    tasks=mia_model_tasks,
+    combine=write_mia_model,
+    columns=FAMILY_COLUMNS,
+)

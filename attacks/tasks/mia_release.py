@@ -14,16 +14,32 @@ import numpy as np
 
 from attacks.references import AttackRecords
 from attacks.release import nearest_l2, penultimate_features, release_scores
-from attacks.tasks.common import candidate_counts, candidates_of, evaluate_all
+from attacks.tasks.common import FAMILY_COLUMNS, candidate_counts, candidates_of, evaluate_all
 from attacks.tasks.population import POPULATION_MODEL
 from attacks.tasks.records import attack_records
+from audit.core.columns import MIA, MORE_LEAKAGE, Column
 from audit.core.store import mia_scores_name
 from audit.core.transforms import augmentations
-from audit.engine.costs import attack_cost
+from audit.engine.costs import scaled
 from audit.engine.run import Run
-from audit.engine.spec import Plan, Task
+from audit.engine.spec import ATTACK, CANDIDATES, Plan, Stage, Task
 
 INSIDER = "target_feature_l2"  # a diagnostic: needs the private target, which no attacker holds
+
+# the release family's own column beside FAMILY_COLUMNS
+COLUMNS: tuple[Column, ...] = (
+    Column(
+        "mia_release_target_feature_l2_auc",
+        "AUC of an insider diagnostic (distance in the target's own features), outside the "
+        "worst case and the gate",
+        "[0, 1]",
+        MORE_LEAKAGE,
+        MIA,
+    ),
+)
+
+# seconds one row costs on the reference CPU at 16x16 px (audit/engine/costs.py)
+ROW_S = 1.7
 
 
 def mia_release_tasks(plan: Plan) -> list[Task]:
@@ -34,7 +50,7 @@ def mia_release_tasks(plan: Plan) -> list[Task]:
             attack_release,
             (r.path, r.row),
             reads=(r.path, POPULATION_MODEL),
-            cost=attack_cost(plan, "mia_release"),
+            cost=scaled(plan, ROW_S),
         )
         for r in plan.releases
     ]
@@ -118,3 +134,14 @@ def _calibrated(
             out_sum[d] += np.where(is_out, ref_scores[d], 0.0)
         out_count += is_out
     return {f"{d}_calibrated": scores[d] - out_sum[d] / out_count for d in scores}
+
+
+STAGE = Stage(
+    "mia_release",
+    config=(*ATTACK, *CANDIDATES, "eps_delta", "nn_shift", "nn_mirror"),
+    reads=("split", "target", "generate", "mia_refs", "population_model"),
+    row_reads=("generate",),
+    tasks=mia_release_tasks,
+    combine=write_mia_release,
+    columns=(*FAMILY_COLUMNS, *COLUMNS),
+)

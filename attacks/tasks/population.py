@@ -7,7 +7,9 @@ import logging
 
 from audit.core.models import load_weights
 from audit.core.training import accuracy, train_classifier
+from audit.engine.costs import population_cost
 from audit.engine.run import Run
+from audit.engine.spec import ATTACK, Stage
 
 log = logging.getLogger(__name__)
 
@@ -44,3 +46,12 @@ def stage_population_model(run: Run) -> None:
     )
     run.store.write_json("population_model.json", {"source": source, "acc_nonmembers": acc})
     log.info("[population_model] %s: accuracy on non-members %.3f", source, acc)
+
+
+STAGE = Stage(
+    "population_model",
+    stage_population_model,
+    config=(*ATTACK, "inversion", "target", "attacker_weights"),
+    reads=("split",),
+    cost=population_cost,
+)

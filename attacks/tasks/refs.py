@@ -23,7 +23,7 @@ from audit.core.store import row_name, row_of
 from audit.core.training import predict_logits, train_classifier
 from audit.engine.costs import reference_cost
 from audit.engine.run import Run
-from audit.engine.spec import TARGET_ROW, Plan, Task
+from audit.engine.spec import ATTACK, CANDIDATES, TARGET_ROW, Plan, Stage, Task
 from generators.registry import plugin
 
 log = logging.getLogger(__name__)
@@ -118,3 +118,13 @@ def _logits(
             model, run.data.images[records.population], device=device
         ).numpy(),
     }
+
+
+STAGE = Stage(
+    "mia_refs",
+    config=(*ATTACK, *CANDIDATES, "target", "utility", "utility_seeds", "weights"),
+    reads=("split", "target", "generate"),
+    tasks=refs_tasks,
+    combine=write_refs,
+    row_exempt=(),  # a reference pipeline runs every generator at every K and epsilon
+)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from opacus.accountants import RDPAccountant
 
+from audit.core.columns import DP, LESS_LEAKAGE, MORE_LEAKAGE, NEUTRAL, Column
 from audit.core.errors import AuditError
 
 # Opacus's default RDP orders stop at 63, which cannot certify epsilon below log(1/delta) / 62
@@ -144,6 +145,39 @@ def steps_within(*, epsilon: float, delta: float, noise: float, sample_rate: flo
         else:
             high = mid
     return low
+
+
+# the columns DPRecord.columns writes on every DP row (the non-private `vae` writes dp_private)
+DP_RECORD_COLUMNS: tuple[Column, ...] = (
+    Column("dp_private", "the row claims differential privacy", "true", NEUTRAL, DP),
+    Column(
+        "eps_accountant",
+        "the epsilon the RDP accountant charges for the training actually run",
+        "> 0",
+        MORE_LEAKAGE,
+        DP,
+    ),
+    Column("dp_delta", "delta of the DP claim", "(0, 1)", NEUTRAL, DP),
+    Column(
+        "dp_noise_multiplier",
+        "DP-SGD noise multiplier (the weakest phase's)",
+        "> 0",
+        LESS_LEAKAGE,
+        DP,
+    ),
+    Column("dp_sample_rate", "Poisson sampling rate per step", "(0, 1]", NEUTRAL, DP),
+    Column("dp_steps", "DP-SGD steps taken", "integer >= 0", NEUTRAL, DP),
+    Column("dp_accountant", "which accountant computed eps_accountant", "text", NEUTRAL, DP),
+    Column(
+        "dp_formal",
+        "eps_accountant is a theorem: every parameter that saw a private record was trained "
+        "with DP-SGD and charged (false: the published DPD-fVAE's non-private encoders; the gate "
+        "does not check such a claim)",
+        "true | false",
+        NEUTRAL,
+        DP,
+    ),
+)
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audit.core.config import BNMatchConfig
 from audit.core.errors import AuditError
 from audit.core.models import NormalizedClassifier, bn_layers
+from audit.core.sections import BNMatchConfig
 
 
 @contextlib.contextmanager

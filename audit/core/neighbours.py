@@ -28,14 +28,8 @@ import torch
 import torch.nn.functional as F
 from piq.functional import gaussian_filter
 
-from audit.core.pairwise import (
-    SSIM_K1,
-    SSIM_K2,
-    SSIM_KERNEL,
-    SSIM_SIGMA,
-    haarpsi_combine,
-    haarpsi_features,
-)
+from audit.core.haarpsi import haarpsi_combine, haarpsi_features
+from audit.core.pairwise import SSIM_K1, SSIM_K2, SSIM_KERNEL, SSIM_SIGMA
 from audit.core.similarity import Metric, nearest_neighbours
 from audit.core.training import to_tensor
 from audit.core.transforms import IDENTITY, Transform, apply

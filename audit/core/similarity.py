@@ -19,7 +19,7 @@ import torch
 import torch._dynamo.exc
 from tqdm import tqdm
 
-from audit.core import pairwise
+from audit.core import haarpsi, pairwise
 from audit.core.training import to_tensor
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,10 @@ ENGINES: dict[str, Engine] = {
         SSIM_CPU_FUSED_BUDGET,
     ),
     "haarpsi": Engine(
-        pairwise.haarpsi_features,
+        haarpsi.haarpsi_features,
         lambda features, compiled=False: features,
-        pairwise.haarpsi_pairwise,
-        pairwise.haarpsi_bytes_per_pair,
+        haarpsi.haarpsi_pairwise,
+        haarpsi.haarpsi_bytes_per_pair,
         HAARPSI_CPU_FUSED_BUDGET,
     ),
 }

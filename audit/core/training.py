@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from audit.core.config import TrainConfig
 from audit.core.errors import AuditError
 from audit.core.models import NormalizedClassifier, build_model
+from audit.core.sections import TrainConfig
 from audit.core.seeding import torch_generator
 
 

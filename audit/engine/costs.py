@@ -16,7 +16,6 @@ REFERENCE_PIXELS = 16 * 16
 # each generator's rate is its plugin's (generators/base.py GeneratorPlugin.cost)
 TRAIN_IMAGE_EPOCH_S = 6.0e-4  # ResNet20 training, per image and epoch
 PAIR_S = 1.6e-5  # a privacy row per (query, member) pair: both metrics and the holdout tests
-ATTACK_ROW_S = {"mia_release": 1.7, "mia_model": 2.6, "inversion": 4.5, "features": 6.3}
 
 
 def _scale(plan: Plan) -> float:
@@ -52,14 +51,9 @@ def similarity_cost(plan: Plan) -> float:
     return PAIR_S * plan.config.n_synthetic * n_members(plan) * _scale(plan)
 
 
-def attack_cost(plan: Plan, family: str) -> float:
-    c = plan.config
-    work = 1.0
-    if family == "inversion":
-        work = c.inversion.steps / 100
-    elif family == "features":
-        work = c.features.decoder_steps / 100
-    return ATTACK_ROW_S[family] * work * _scale(plan)
+def scaled(plan: Plan, seconds: float) -> float:
+    """An estimate at the reference 16x16 px, scaled to the data's pixel count."""
+    return seconds * _scale(plan)
 
 
 def reference_cost(plan: Plan) -> float:

@@ -19,13 +19,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from audit.core.columns import Column
 from audit.core.config import RunConfig
 from audit.core.store import row_name, synthetic_name
 from audit.engine.keys import ROW_EXEMPT_FIELDS
-from generators.registry import plugin
+from generators.registry import REGISTRY, plugin
 
 if TYPE_CHECKING:
     from audit.engine.run import Run
+
+
+# groups of RunConfig fields that stages declare (Stage.config)
+DATA = ("dataset", "data_root", "image_size")  # + the loaded images' fingerprint
+COMPUTE = ("seed", "device", "threads")  # threads: torch's reductions depend on the count
+ATTACK = (*DATA, "model", *COMPUTE)
+CANDIDATES = ("mia_candidates", "max_reference", "mia_refs", "mia_augment")
+# every generator's own settings, as their plugins declare them (generators/registry.py)
+GENERATOR_SETTINGS = tuple(dict.fromkeys(s for p in REGISTRY.values() for s in p.settings))
+GENERATION = ("generator", "k", "epsilon", "n_synthetic", *GENERATOR_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -118,6 +129,7 @@ class Stage:
     # settings among `config` that each belong to one plugin (a generator's section): a task's
     # row key takes only those of its own plugin (Task.settings)
     plugin_settings: tuple[str, ...] = ()
+    columns: tuple[Column, ...] = ()  # the results columns its outputs add (columns/<stage>.json)
     device: bool = True
 
     def plan(self, plan: Plan) -> list[Task]:

@@ -14,6 +14,7 @@ from audit.core.fidelity import frechet_distance, inception_features, load_incep
 from audit.core.seeding import numpy_rng
 from audit.core.store import row_of
 from audit.engine.run import Run
+from audit.engine.spec import ATTACK, Stage
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +54,11 @@ def stage_fidelity(run: Run) -> None:
         "fidelity.json", {"n_holdout": len(holdout), "real_index": chosen, "rows": columns}
     )
     run.store.write_json("columns/fidelity.json", columns)
+
+
+STAGE = Stage(
+    "fidelity",
+    stage_fidelity,
+    config=(*ATTACK, "inception_weights"),
+    reads=("split", "generate", "privacy", "population_model"),
+)

@@ -16,7 +16,7 @@ from audit.core.store import row_name, synthetic_name
 from audit.engine.costs import generation_cost
 from audit.engine.keys import RECORD_DIR
 from audit.engine.run import Run
-from audit.engine.spec import Plan, Task
+from audit.engine.spec import COMPUTE, GENERATION, GENERATOR_SETTINGS, Plan, Stage, Task
 from generators.base import GeneratorPlugin, SetKey, SyntheticSet
 from generators.registry import plugin
 
@@ -126,3 +126,13 @@ def _recorded_ks(run: Run, name: str, *, skip: set[int | None]) -> list[int]:
         if hit is not None and checkpoint_name(name, k) in hit[0].files:
             found.append(k)
     return found
+
+
+STAGE = Stage(
+    "generate",
+    config=(*GENERATION, *COMPUTE),
+    reads=("split", "target"),
+    tasks=generate_tasks,
+    combine=write_releases,
+    plugin_settings=GENERATOR_SETTINGS,
+)

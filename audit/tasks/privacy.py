@@ -27,7 +27,7 @@ from audit.core.seeding import numpy_rng
 from audit.core.similarity import summarise
 from audit.engine.costs import similarity_cost
 from audit.engine.run import Run
-from audit.engine.spec import Plan, Task
+from audit.engine.spec import COMPUTE, DATA, Plan, Stage, Task
 
 log = logging.getLogger(__name__)
 
@@ -169,3 +169,24 @@ def _log_privacy(name: str, row: dict[str, Any]) -> None:
         row["exact_copies"],
         row["nn_ssim_mean"],
     )
+
+
+STAGE = Stage(
+    "privacy",
+    config=(
+        *(
+            *DATA,
+            "similarity_levels",
+            "nn_k",
+            "nn_shift",
+            "nn_mirror",
+            "max_reference",
+            "max_holdout",
+        ),
+        *COMPUTE,
+    ),
+    reads=("split", "generate"),
+    row_reads=("generate",),
+    tasks=privacy_tasks,
+    combine=write_privacy,
+)

@@ -10,7 +10,8 @@ def stage_report(run: Run) -> None:
     from reports.gallery import PrivateImages
     from reports.render import build_report, save_exhibits
     from reports.results import collect_results, results_csv
-    from reports.thresholds import check, load_thresholds, verdict_document
+    from reports.thresholds import check, load_thresholds
+    from reports.verdict import verdict_document
 
     results = collect_results(run.store, run.config, run.data)
     thresholds = load_thresholds()

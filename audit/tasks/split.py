@@ -15,7 +15,9 @@ from audit.core.data import (
 from audit.core.errors import AuditError
 from audit.core.models import load_weights, weights_format
 from audit.core.training import accuracy, train_classifier
+from audit.engine.costs import target_cost
 from audit.engine.run import Run
+from audit.engine.spec import COMPUTE, DATA, Stage
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +128,23 @@ def stage_target(run: Run) -> None:
         acc["acc_nonmembers"],
         acc["acc_test"],
     )
+
+
+SPLIT_STAGE = Stage(
+    "split",
+    stage_split,
+    config=(
+        *(*DATA, "seed", "member_fraction", "nonmember_fraction", "max_members"),
+        *("max_nonmembers", "max_test", "split", "weights"),
+    ),
+    device=False,
+)
+
+
+TARGET_STAGE = Stage(
+    "target",
+    stage_target,
+    config=(*DATA, "model", "weights", "target", *COMPUTE),
+    reads=("split",),
+    cost=target_cost,
+)

@@ -12,7 +12,7 @@ import numpy as np
 from audit.core.training import accuracy
 from audit.engine.costs import training_cost
 from audit.engine.run import Run
-from audit.engine.spec import Plan, Task
+from audit.engine.spec import COMPUTE, DATA, Plan, Stage, Task
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +81,13 @@ def _utility_of(run: Run, images: np.ndarray, labels: np.ndarray, name: str) -> 
         + (f" (mean {row['utility_acc']:.3f})" if len(accs) > 1 else ""),
     )
     return row
+
+
+STAGE = Stage(
+    "utility",
+    config=(*DATA, "model", "utility", "utility_seeds", "real_utility_seeds", *COMPUTE),
+    reads=("split", "generate"),
+    row_reads=("generate",),
+    tasks=utility_tasks,
+    combine=write_utility,
+)
