@@ -118,7 +118,16 @@ def epsilon_lower_bound(
 
 
 def guess_counts(m: int, shares: tuple[float, ...] = GUESS_SHARES) -> list[int]:
-    """The guess counts r tried with m canaries: each share of m, even, at least 2."""
+    """The guess counts r tried with m canaries: each share of m, even, at least 2.
+
+    Args:
+        m: the canaries (a count >= 0).
+        shares: guess counts as shares of m, each in (0, 1]; a share giving fewer than 2 is
+            dropped.
+
+    Returns:
+        Sorted distinct counts, each even in [2, m]; [m] when none fits and m >= 1, [] for m = 0.
+    """
     counts = sorted({max(2, 2 * round(share * m / 2)) for share in shares if share * m >= 2})
     return [r for r in counts if r <= m] or ([m] if m >= 1 else [])
 
@@ -153,7 +162,19 @@ def reach(
     known) can give, every guess that can be right right (the best guess count, at the same
     Bonferroni split as `audit_canaries`). No claim at or above it can be refuted by this audit,
     whatever the attack: the bound grows with the right guesses while 2 m delta <= 1 (checked
-    by the config), so a perfect attack is the best case."""
+    by the config), so a perfect attack is the best case.
+
+    Args:
+        canaries: m, the canaries (a count >= 0).
+        delta: the claim's delta, in [0, 1) (with 2 m delta <= 1 for the argument above).
+        confidence: the bound's confidence, in (0, 1), split among the guess counts.
+        shares: guess counts as shares of m, each in (0, 1] (see guess_counts).
+        included: canaries whose coin put them in, in [0, m]; None: unknown (every guess can be
+            right).
+
+    Returns:
+        eps_audit_max, >= 0 (0 when m gives no guess count).
+    """
     counts = guess_counts(canaries, shares)
     level = (1 - confidence) / max(len(counts), 1)
     return max(
@@ -184,6 +205,12 @@ class CanaryAudit:
     included: int | None = None  # canaries in (a perfect attack's best is bounded by it)
 
     def to_dict(self) -> dict[str, float | int]:
+        """The audit's summary columns for a report row.
+
+        Returns:
+            eps_audit, eps_audit_max, eps_audit_confidence, canaries (m), canary_guesses (the best
+            bound's r) and canary_correct (its right guesses).
+        """
         return {
             "eps_audit": self.eps_audit,
             "eps_audit_max": self.eps_audit_max,
@@ -196,7 +223,15 @@ class CanaryAudit:
     def claim_p_value(self, epsilon: float, delta: float) -> float:
         """The p-value of "the mechanism is (epsilon, delta)-DP" from this audit's guesses,
         Bonferroni over its guess counts (the same split as eps_audit: the p-value is below
-        1 - confidence exactly when eps_audit > epsilon)."""
+        1 - confidence exactly when eps_audit > epsilon).
+
+        Args:
+            epsilon: the claim's epsilon, >= 0.
+            delta: the claim's delta, in [0, 1).
+
+        Returns:
+            The p-value in [0, 1]: 1.0 when the audit made no guesses.
+        """
         if not self.counts:
             return 1.0
         smallest = min(
@@ -215,7 +250,19 @@ def audit_canaries(
     shares: tuple[float, ...] = GUESS_SHARES,
 ) -> CanaryAudit:
     """eps_audit from each canary's score (higher = more likely trained on) and its coin.
-    Ties in score are broken by canary order, which is independent of the coins."""
+    Ties in score are broken by canary order, which is independent of the coins.
+
+    Args:
+        scores: (m,) float, each canary's membership score; NaN ranks lowest.
+        included: (m,) bool, each canary's coin: True where it was in the training set.
+        delta: the claim's delta, in [0, 1).
+        confidence: the bound's confidence, in (0, 1), split among the guess counts.
+        shares: guess counts as shares of m, each in (0, 1] (see guess_counts).
+
+    Returns:
+        The best bound eps_audit >= 0 with its r and right guesses, eps_audit_max (reach),
+        every guess count's (r, correct) and the canaries in.
+    """
     scores = np.asarray(scores, dtype=np.float64)
     included = np.asarray(included, dtype=bool)
     m = len(scores)
@@ -243,7 +290,16 @@ ClaimStatus = str  # "refuted" | "not refuted" | "uninformative" | "not audited"
 
 def claim_status(eps_audit: float, eps_audit_max: float, claim: float) -> ClaimStatus:
     """What an audit says of a claim: refuted (eps_audit above it), uninformative (the claim at
-    or above what a perfect attack could refute: passing says nothing), else not refuted."""
+    or above what a perfect attack could refute: passing says nothing), else not refuted.
+
+    Args:
+        eps_audit: the audit's lower bound, >= 0.
+        eps_audit_max: what a perfect attack could reach (reach), >= 0.
+        claim: the claimed epsilon, >= 0.
+
+    Returns:
+        "refuted", "uninformative" or "not refuted".
+    """
     if eps_audit > claim:
         return "refuted"
     if claim >= eps_audit_max:
@@ -261,7 +317,24 @@ def audit_scores(
     """One row's canary columns from several scores, each (scores, coins) of its own canaries:
     the confidence split evenly among the scores (Bonferroni), the best bound kept, with what a
     perfect attack could reach (eps_audit_max) and, given the row's claimed epsilon, the claim's
-    p-value (Bonferroni over scores and guess counts) and status."""
+    p-value (Bonferroni over scores and guess counts) and status.
+
+    Args:
+        scores: score name -> ((m,) float scores, (m,) bool coins) of that score's canaries.
+        delta: the claim's delta, in [0, 1).
+        claim: the row's claimed epsilon, >= 0; None: no claim, no dp_claim_* columns.
+        confidence: the overall confidence, in (0, 1), split among the scores.
+
+    Returns:
+        The best score's CanaryAudit.to_dict() columns (eps_audit_confidence overall,
+        eps_audit_max the largest over scores), eps_audit_score (the best score's name, None
+        when no bound is above 0), eps_audit_<name>, eps_audit_max_<name> and canaries_<name>
+        per score; with a claim, dp_claim_p, dp_claim_p_min (a perfect attack's), dp_claim_status
+        and dp_claim_violated.
+
+    Raises:
+        ValueError: no scores.
+    """
     if not scores:
         raise ValueError("audit_scores needs at least one score")
     each = 1 - (1 - confidence) / len(scores)

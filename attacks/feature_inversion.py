@@ -41,6 +41,14 @@ class Decoder(nn.Module):
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Decode features into images.
+
+        Args:
+            features: (N, in_features) float, (noisy) penultimate features.
+
+        Returns:
+            (N, channels, image_size, image_size) float, pixels in (0, 1) (a sigmoid).
+        """
         return torch.sigmoid(self.mlp(features)).view(-1, *self.shape)
 
 
@@ -58,7 +66,30 @@ def feature_inversion(
     device: str,
     batch_size: int = 256,
 ) -> dict[str, Any]:
-    """Per noise scale: reconstructions of the victims and how good they are."""
+    """Per noise scale: reconstructions of the victims and how good they are.
+
+    Args:
+        model: the classifier whose penultimate features are released (input in [0, 1]).
+        attacker_images: (A, H, W, C) uint8 images the attacker holds and trains the decoder
+            on, pixels in [0, 255].
+        victims: (V, H, W, C) uint8 members to reconstruct from their features, H == W; their
+            clean features' RMS sets the noise unit.
+        eval_images: (E, H, W, C) uint8 test images for the accuracy on noisy features.
+        eval_labels: (E,) int64 numpy, their classes.
+        scales: noise stds as multiples of the RMS of the victims' clean features, each >= 0.
+        steps: decoder Adam steps per scale, >= 1.
+        seed: the run's seed; with stream, seeds the noise, the decoder and the batch order.
+        stream: the random-stream name; each scale draws from f"{stream}-scale{scale}".
+        device: torch device to train and evaluate on.
+        batch_size: attacker images per decoder step, >= 1.
+
+    Returns:
+        "feature_rms": the victims' clean-feature RMS (float, feature units); "scales": one
+        dict per scale with scale, sigma (feature units), ssim_mean, psnr_mean (dB),
+        coefficient_rmse_median (normalised-image units per DCT coefficient),
+        accuracy_on_noisy_features (in [0, 1]) and decoder_train_mse (last step's loss);
+        "reconstructions": scale -> (V, H, W, C) uint8 CPU torch tensor, pixels in [0, 255].
+    """
     _, head = split_classifier(model)
     attacker_x = to_tensor(attacker_images, device)
     victim_x = to_tensor(victims, device)

@@ -22,7 +22,19 @@ def split_classifier(model: NormalizedClassifier) -> tuple[FeatureMap, nn.Linear
     CIFAR nets are `features` (ending in the global pool) then a Linear `output`; any other
     model (--model module:function) is split at its last Linear layer, the feature map running
     the net up to that layer's input (the head's own computation is discarded). The feature map
-    takes *normalised* input, so perturbations live in the model's input space."""
+    takes *normalised* input, so perturbations live in the model's input space.
+
+    Args:
+        model: the classifier (takes (N, C, H, W) float images in [0, 1] and normalises them
+            itself); its `net` is what is split.
+
+    Returns:
+        The feature map, normalised (N, C, H, W) float -> (N, D) float penultimate features
+        (gradients flow through it), and the Linear head, (N, D) -> (N, classes) logits.
+
+    Raises:
+        AuditError: the net has neither the `features`/`output` layout nor any Linear layer.
+    """
     features, output = getattr(model.net, "features", None), getattr(model.net, "output", None)
     if isinstance(features, nn.Module) and isinstance(output, nn.Linear):
 
@@ -48,11 +60,27 @@ def split_classifier(model: NormalizedClassifier) -> tuple[FeatureMap, nn.Linear
 
 
 def dct_matrix(n: int) -> torch.Tensor:
-    """Orthonormal DCT-II matrix D (n x n): coefficients = D @ x @ D.T for an n x n image."""
+    """Orthonormal DCT-II matrix D (n x n): coefficients = D @ x @ D.T for an n x n image.
+
+    Args:
+        n: the image side in pixels, >= 1.
+
+    Returns:
+        (n, n) float32 on the CPU, orthonormal (D @ D.T = I); row k is the k-th cosine basis.
+    """
     return torch.from_numpy(scipy.fft.dct(np.eye(n), norm="ortho", axis=0)).float()
 
 
 def to_dct(x: torch.Tensor) -> torch.Tensor:
-    """Per-channel orthonormal 2-D DCT of (..., H, W) with H == W; norms are preserved."""
+    """Per-channel orthonormal 2-D DCT of (..., H, W) with H == W; norms are preserved.
+
+    Args:
+        x: (..., H, W) float tensor with H == W (e.g. (N, C, H, W) normalised images), any
+            device.
+
+    Returns:
+        The DCT coefficients, same shape, dtype and device as x; each (H, W) slice keeps its
+        L2 norm.
+    """
     d = dct_matrix(x.shape[-1]).to(x.device, x.dtype)
     return d @ x @ d.T

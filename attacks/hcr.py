@@ -38,7 +38,19 @@ def batched_lsqr(
     matvec: Function, rmatvec: Function, b: torch.Tensor, x_shape: torch.Size, iters: int
 ) -> torch.Tensor:
     """Least-squares solutions of B independent systems min ||A_i x_i - b_i|| (minimum-norm when
-    underdetermined), by LSQR's bidiagonalisation with per-system scalars. b is (B, m)."""
+    underdetermined), by LSQR's bidiagonalisation with per-system scalars. b is (B, m).
+
+    Args:
+        matvec: A, per system: takes (B, *x_shape) and returns a tensor shaped like b.
+        rmatvec: A^T, per system: takes a tensor shaped like b and returns (B, *x_shape).
+        b: (B, m) float right-hand sides (any trailing shape works: each row is flattened for
+            its norm); its dtype and device are the solution's.
+        x_shape: the shape of one solution, without the batch dimension.
+        iters: LSQR iterations, >= 0, all of them run (no stopping test; 0 gives zeros).
+
+    Returns:
+        (B, *x_shape) float, b's dtype and device: the iterate after `iters` steps.
+    """
     tiny = torch.finfo(b.dtype).tiny
 
     def normalise(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,7 +86,18 @@ class HCRResult:
 def hcr_bound(
     feature_map: Function, theta: torch.Tensor, eps: torch.Tensor, sigma: float
 ) -> torch.Tensor:
-    """The HCR variance bound per DCT coefficient for given perturbations: (B, coefficients)."""
+    """The HCR variance bound per DCT coefficient for given perturbations: (B, coefficients).
+
+    Args:
+        feature_map: normalised (B, C, H, W) float -> (B, D) features (run without gradients).
+        theta: (B, C, H, W) float, the images in the model's normalised input space.
+        eps: (B, C, H, W) float perturbations of theta, normalised units, H == W.
+        sigma: std of the Gaussian noise on each feature, > 0 (feature units).
+
+    Returns:
+        (B, C * H * W) float, theta's dtype: lower bounds >= 0 on the variance of any unbiased
+        estimator of each DCT coefficient of theta (squared normalised units).
+    """
     with torch.no_grad():
         change = (feature_map(theta + eps) - feature_map(theta)).flatten(1)
         exponent = (change**2).sum(dim=1) / sigma**2
@@ -110,7 +133,28 @@ def hcr_bounds(
     perturbation: float = 0.1,
 ) -> HCRResult:
     """Per-DCT-coefficient lower bounds on the std of any unbiased estimator of each image in
-    theta (B, C, H, W, normalised), for each noise level sigma > 0."""
+    theta (B, C, H, W, normalised), for each noise level sigma > 0.
+
+    Args:
+        feature_map: normalised (B, C, H, W) float -> (B, D) features; differentiable (jvp and
+            vjp go through it).
+        theta: (B, C, H, W) float images in the model's normalised input space, H == W.
+        sigmas: feature noise stds, each > 0 (feature units); one bound per value.
+        generator: a seeded torch Generator on theta's device, for the random starts.
+        draws: random starts, >= 1; the best bound per coefficient over them is kept.
+        rounds: inverse-iteration rounds per start, >= 1.
+        lsqr_iters: LSQR iterations per least-squares solve, >= 1.
+        perturbation: the feature change ||a(theta + eps) - a(theta)|| each eps is scaled to,
+            as a multiple of sigma, > 0 (small: near the Cramer-Rao bound).
+
+    Returns:
+        std_bounds: sigma -> (B, C * H * W) float lower bounds >= 0 on the std of each DCT
+        coefficient (normalised units); directions: (B, C, H, W) unit-norm eps per image, the
+        start with the largest ||eps|| / feature change at the smallest sigma.
+
+    Raises:
+        ValueError: a sigma <= 0.
+    """
     if any(s <= 0 for s in sigmas):
         raise ValueError("HCR bounds need sigma > 0")
     theta = theta.detach()

@@ -59,7 +59,29 @@ def invert(
     stream: str,
     device: str,
 ) -> Reconstructions:
-    """cfg.per_class reconstructions of every class, optimised for cfg.steps Adam steps."""
+    """cfg.per_class reconstructions of every class, optimised for cfg.steps Adam steps.
+
+    Args:
+        model: the attacked classifier (input (N, C, H, W) in [0, 1], normalised inside); moved
+            to device, frozen while optimising and restored afterwards.
+        num_classes: the classes to invert, >= 1 (labels 0 .. num_classes - 1).
+        channels: image channels, 1 or 3.
+        image_size: image side in pixels (square images).
+        cfg: the `inversion` section (steps, per_class, lr, prior weights, jitter in px).
+        variant: "priors" (DeepInversion-style, from Gaussian noise) or "miface" (from mid-grey,
+            no prior).
+        seed: the run's seed; with stream, seeds the starting noise and the jitter.
+        stream: the random-stream name that keeps this call's draws apart from others'.
+        device: torch device to optimise on ("cpu", "cuda"...).
+
+    Returns:
+        images: (num_classes * cfg.per_class, image_size, image_size, channels) uint8, pixels
+        in [0, 255]; labels: (same n,) int64, each class cfg.per_class times in a row.
+
+    Raises:
+        ValueError: variant is not one of VARIANTS.
+        AuditError: the optimised images hold NaN or inf.
+    """
     if variant not in VARIANTS:
         raise ValueError(f"unknown inversion variant {variant!r}")
     labels = np.repeat(np.arange(num_classes), cfg.per_class).astype(np.int64)
@@ -118,7 +140,23 @@ def score_reconstructions(
     device: str,
 ) -> dict[str, np.ndarray]:
     """Per reconstruction: the highest SSIM and HaarPSI to members of its class and to
-    non-members of its class, each side subsampled to the same size per class."""
+    non-members of its class, each side subsampled to the same size per class.
+
+    Args:
+        reconstructions: what `invert` returned (uint8 NHWC images and their classes).
+        members: (M, H, W, C) uint8 private training images, pixels in [0, 255], the
+            reconstructions' shape.
+        member_labels: (M,) int, the members' classes.
+        nonmembers: (M', H, W, C) uint8 images of the same distribution not trained on.
+        nonmember_labels: (M',) int, their classes.
+        rng: seeded numpy Generator that draws the equal-size subsamples per class.
+        device: torch device for the similarity computation.
+
+    Returns:
+        Keys "ssim_member", "ssim_nonmember", "haarpsi_member", "haarpsi_nonmember", each
+        (n_reconstructions,) float64 (higher = more similar; SSIM <= 1, HaarPSI in [0, 1]),
+        NaN where the class has no member or no non-member.
+    """
     n = len(reconstructions.labels)
     out = {
         f"{metric}_{side}": np.full(n, np.nan)

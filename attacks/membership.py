@@ -36,12 +36,29 @@ def _log_probs(logits: np.ndarray) -> np.ndarray:
 
 
 def true_class_log_prob(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The log-softmax probability of each record's true class (minus its cross-entropy loss).
+
+    Args:
+        logits: (n, classes) float logits.
+        labels: (n,) int true classes, in [0, classes).
+
+    Returns:
+        (n,) float64 log-probabilities, <= 0.
+    """
     return _log_probs(logits)[np.arange(len(labels)), labels]
 
 
 def logit_scaled_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """phi = log(p_y / (1 - p_y)), computed as z_y - logsumexp(z_j, j != y) so it stays finite
-    when p_y rounds to 1 (LiRA's statistic)."""
+    when p_y rounds to 1 (LiRA's statistic).
+
+    Args:
+        logits: (n, classes) float logits, classes >= 2.
+        labels: (n,) int true classes, in [0, classes).
+
+    Returns:
+        (n,) float64 phi, any real (higher = more confident in the true class).
+    """
     z = np.asarray(logits, dtype=np.float64)
     rows = np.arange(len(labels))
     others = z.copy()
@@ -50,7 +67,21 @@ def logit_scaled_confidence(logits: np.ndarray, labels: np.ndarray) -> np.ndarra
 
 
 def signal(name: str, logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """A single-model membership signal per record."""
+    """A single-model membership signal per record.
+
+    Args:
+        name: one of SINGLE_MODEL_SIGNALS: "loss", "confidence", "entropy", "modified_entropy".
+        logits: (n, classes) float logits.
+        labels: (n,) int true classes, in [0, classes); unused by "confidence" and "entropy".
+
+    Returns:
+        (n,) float64, higher = member: log p_y (<= 0) for "loss", the largest softmax
+        probability (in (0, 1]) for "confidence", minus the entropy (<= 0) for "entropy", minus
+        Mentr (<= 0) for "modified_entropy".
+
+    Raises:
+        ValueError: an unknown name.
+    """
     log_p = _log_probs(logits)
     p = np.exp(log_p)
     rows = np.arange(len(labels))
@@ -81,7 +112,18 @@ def class_calibrated(
     class-dependent thresholds). Ties count half; classes with fewer than 2 population records
     use all population records. Within one percentile level the raw score breaks ties (a shift
     smaller than one level), so a small population does not flatten the low-FPR end of the ROC
-    into one block of ties."""
+    into one block of ties.
+
+    Args:
+        scores: (n,) float, the candidates' raw signal (higher = member).
+        labels: (n,) int, the candidates' classes.
+        population_scores: (p,) float, the same signal on the population records, p >= 1.
+        population_labels: (p,) int, the population records' classes.
+
+    Returns:
+        (n,) float64: the percentile in [0, 1] plus a tie-break under half a percentile step
+        (higher = member).
+    """
     out = np.empty(len(scores), dtype=np.float64)
     raw_rank = np.argsort(np.argsort(scores, kind="stable"), kind="stable") / max(len(scores), 1)
     for c in np.unique(labels):
@@ -105,7 +147,19 @@ def assign_halves(n_records: int, n_references: int, rng: np.random.Generator) -
     record has both IN and OUT models when n_references >= 2. With an even number of models they
     come in complementary pairs of exact halves of the pool, so each also trains on exactly half
     of it: as many records as the target when members and non-members are equal in size (with an
-    odd number the models' sizes vary around half)."""
+    odd number the models' sizes vary around half).
+
+    Args:
+        n_records: the records in the pool (a count >= 0).
+        n_references: the reference models (a count >= 2).
+        rng: draws the assignment (a seeded numpy Generator).
+
+    Returns:
+        (n_references, n_records) bool, True where the model trains on the record.
+
+    Raises:
+        ValueError: n_references < 2.
+    """
     if n_references < 2:
         raise ValueError("reference attacks need at least 2 reference models")
     keep = np.zeros((n_references, n_records), dtype=bool)
@@ -159,7 +213,19 @@ def lira_scores(
     A variance needs two samples: the online variants run only when every record has at least
     two IN and two OUT references, the offline ones when it has two OUT (with N = 2 a record has
     one of each, the fit's variance is exactly 0, and online LiRA would degenerate into a
-    nearest-mean rule with scores near 1e12)."""
+    nearest-mean rule with scores near 1e12).
+
+    Args:
+        target_phi: (queries, records) or (records,) float, the target's logit-scaled confidence.
+        reference_phi: (refs, queries, records) or (refs, records) float, the same for each
+            reference model (the query axis present exactly when target_phi has one).
+        reference_in: (refs, records) bool, True where the reference model trained on the record.
+
+    Returns:
+        Lira: scores (variant name -> (records,) float64, higher = member) for the variants that
+        ran, skipped (variant name -> why not), floored (variant name -> standard deviations
+        floored at 1e-6).
+    """
     target = np.asarray(target_phi, np.float64)
     refs = np.asarray(reference_phi, np.float64)
     if target.ndim == 1:
@@ -212,7 +278,22 @@ def rmia_offline_scores(
 ) -> np.ndarray:
     """RMIA offline. p are true-class probabilities; p(x) is estimated from the OUT models as
     ((1 + a) p_out(x) + (1 - a)) / 2 (population records are OUT for every model). The score of x
-    is the share of population records z with [p(x|target)/p(x)] / [p(z|target)/p(z)] > gamma."""
+    is the share of population records z with [p(x|target)/p(x)] / [p(z|target)/p(z)] > gamma.
+
+    Args:
+        target_p: (records,) float, the target's true-class probability per candidate, in [0, 1].
+        reference_p: (refs, records) float, each reference model's, in [0, 1].
+        reference_in: (refs, records) bool, True where the reference trained on the record; every
+            record needs at least one OUT model.
+        target_p_population: (pop,) float, the target's on population records, pop >= 1.
+        reference_p_population: (refs, pop) float, each reference model's on them.
+        a: the offline interpolation, in [0, 1].
+        gamma: the likelihood-ratio threshold, > 0.
+
+    Returns:
+        (records,) float64, the share of population records z the candidate beats by more than
+        gamma, in [0, 1] (higher = member).
+    """
     out = ~reference_in
     p_out_x = np.where(out, reference_p, 0.0).sum(axis=0) / out.sum(axis=0)
     p_x = 0.5 * ((1 + a) * p_out_x + (1 - a))
@@ -254,7 +335,30 @@ def model_attack_scores(
     on (class calibration, RMIA). reference_logits (refs, queries, records, classes) with
     reference_in (refs, records) and reference_population_logits (refs, population, classes) add
     LiRA/RMIA; target_query_logits (queries, records, classes) are the target's logits on the
-    same augmented queries (query 0: the record itself). Without it, one query per record."""
+    same augmented queries (query 0: the record itself). Without it, one query per record.
+
+    Args:
+        target_logits: (records, classes) float, the target model's logits on the candidates.
+        labels: (records,) int, the candidates' true classes.
+        population_logits: (pop, classes) float, the target's logits on population records.
+        population_labels: (pop,) int, their true classes.
+        reference_logits: (refs, queries, records, classes) or (refs, records, classes) float;
+            None: the single-model signals only.
+        reference_in: (refs, records) bool, True where a reference trained on the record; needed
+            with reference_logits.
+        reference_population_logits: (refs, pop, classes) float; needed with reference_logits.
+        target_query_logits: (queries, records, classes) float; None: one query, target_logits.
+
+    Returns:
+        (scores, notes): scores maps each attack (every single-model signal, its
+        "_class_calibrated" variant and, with references, the LiRA variants that ran and
+        "rmia_offline") to (records,) float64 (higher = member); notes maps a LiRA variant to why
+        it did not run or how many standard deviations were floored.
+
+    Raises:
+        ValueError: reference_logits without reference_in or reference_population_logits, or the
+            target's and the references' query counts differ.
+    """
     scores: dict[str, np.ndarray] = {}
     notes: dict[str, str] = {}
     for name in SINGLE_MODEL_SIGNALS:

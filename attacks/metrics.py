@@ -36,13 +36,30 @@ class AttackMetrics:
 
 def tpr_at_fpr(fpr: np.ndarray, tpr: np.ndarray, target: float) -> float:
     """The highest TPR over thresholds whose FPR does not exceed target (fpr/tpr from every
-    threshold: sklearn's drop_intermediate would drop real ones on tied scores)."""
+    threshold: sklearn's drop_intermediate would drop real ones on tied scores).
+
+    Args:
+        fpr: (t,) float64 false-positive rates in [0, 1], one per threshold.
+        tpr: (t,) float64 true-positive rates in [0, 1], aligned with fpr.
+        target: the largest false-positive rate allowed, in [0, 1].
+
+    Returns:
+        The TPR in [0, 1]; 0.0 when no threshold has an FPR <= target.
+    """
     ok = fpr <= target
     return float(tpr[ok].max()) if ok.any() else 0.0
 
 
 def resolvable(target_fpr: float, n_nonmembers: int) -> bool:
-    """Whether n non-members can show an FPR of target at all: one false positive is 1/n."""
+    """Whether n non-members can show an FPR of target at all: one false positive is 1/n.
+
+    Args:
+        target_fpr: the false-positive rate, in (0, 1].
+        n_nonmembers: the non-members scored (a count >= 0).
+
+    Returns:
+        True when n_nonmembers * target_fpr >= 1 (to 1e-9).
+    """
     return n_nonmembers * target_fpr >= 1 - 1e-9
 
 
@@ -59,7 +76,17 @@ def roc_epsilon_estimate(
     FNR_hi), with one-sided Clopper-Pearson bounds (each at 1 - alpha/2). delta = 0 gives pure
     epsilon. The max over thresholds is taken on the same data and the scores come from one
     trained pipeline, so this is an audit estimate, not a bound that holds with confidence
-    1 - alpha."""
+    1 - alpha.
+
+    Args:
+        member_scores: (n_in,) float, the members' attack scores (higher = member), n_in >= 1.
+        nonmember_scores: (n_out,) float, the non-members' scores, n_out >= 1.
+        alpha: the error split between the two one-sided bounds (alpha / 2 each), in (0, 1).
+        delta: the delta of (epsilon, delta)-DP, in [0, 1); 0 for pure epsilon.
+
+    Returns:
+        The epsilon estimate, >= 0 (0 where no threshold gives a positive finite one).
+    """
     members = np.asarray(member_scores, dtype=np.float64)
     nonmembers = np.asarray(nonmember_scores, dtype=np.float64)
     n_in, n_out = len(members), len(nonmembers)
@@ -93,6 +120,29 @@ def evaluate_attack(
     alpha: float = 0.05,
     delta: float = 0.0,
 ) -> AttackMetrics:
+    """Every metric of one attack from its members' and non-members' scores: AUC with a
+    bootstrap interval, TPR at low FPR, balanced accuracy, the epsilon estimate and a
+    Mann-Whitney p-value.
+
+    Args:
+        member_scores: (n_in,) float, finite, the members' attack scores (higher = member),
+            n_in >= 1.
+        nonmember_scores: (n_out,) float, finite, the non-members' scores, n_out >= 1.
+        rng: draws the bootstrap resamples (a seeded numpy Generator).
+        fpr_targets: false-positive rates in (0, 1] at which to report the TPR.
+        n_bootstrap: bootstrap resamples for the AUC interval (a count >= 1).
+        alpha: in (0, 1): the AUC interval is the (alpha / 2, 1 - alpha / 2) percentile one, and
+            the epsilon estimate's bounds are at alpha / 2 each.
+        delta: the delta of the epsilon estimate, in [0, 1).
+
+    Returns:
+        AttackMetrics: the AUC in [0, 1] and its interval, TPR per target (None where fewer than
+        1 / target non-members), balanced accuracy, eps_lower >= 0, the p-value, the counts and
+        the full ROC (fpr, tpr).
+
+    Raises:
+        ValueError: no member or no non-member score, or a score that is not finite.
+    """
     members = np.asarray(member_scores, dtype=np.float64)
     nonmembers = np.asarray(nonmember_scores, dtype=np.float64)
     if len(members) == 0 or len(nonmembers) == 0:
@@ -142,7 +192,17 @@ def bootstrap_aucs(
     resampled separately. The draws are those of one rng.choice(members) and one
     rng.choice(nonmembers) per resample, in that order (one integers() call with per-column
     bounds consumes the stream the same way; a test holds it to the loop), and the resamples
-    are ranked a chunk of rows at a time: one vectorised call instead of a thousand."""
+    are ranked a chunk of rows at a time: one vectorised call instead of a thousand.
+
+    Args:
+        members: (n_in,) float64, the members' scores (higher = member), n_in >= 1.
+        nonmembers: (n_out,) float64, the non-members' scores, n_out >= 1.
+        rng: draws the resamples (a seeded numpy Generator), consumed as above.
+        n_bootstrap: the resamples (a count >= 0).
+
+    Returns:
+        (n_bootstrap,) float64 AUCs in [0, 1].
+    """
     from scipy.stats import rankdata
 
     n_in, n_out = len(members), len(nonmembers)
@@ -192,7 +252,19 @@ def threshold_test(
 ) -> tuple[float, float]:
     """(threshold, p): the threshold whose split is most significant on the selection half, and
     its one-sided Fisher p-value on the evaluation half. It sees what an AUC test averages away:
-    a few members exposed at (near) zero false positives."""
+    a few members exposed at (near) zero false positives.
+
+    Args:
+        select_members: (a,) float, the selection half's member scores (higher = member).
+        select_nonmembers: (b,) float, the selection half's non-member scores; a + b >= 1.
+        eval_members: (c,) float, the evaluation half's member scores.
+        eval_nonmembers: (d,) float, the evaluation half's non-member scores.
+
+    Returns:
+        (threshold, p): the chosen threshold, one of the selection half's scores (member
+        predicted at score >= threshold), and its one-sided Fisher p-value in [0, 1] on the
+        evaluation half.
+    """
     thresholds = np.unique(np.concatenate([select_members, select_nonmembers]))
     chosen = float(
         thresholds[np.argmin(_fisher_greater(select_members, select_nonmembers, thresholds))]
@@ -202,7 +274,16 @@ def threshold_test(
 
 
 def selection_halves(is_member: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """True for the selection half: half the members and half the non-members, at random."""
+    """True for the selection half: half the members and half the non-members, at random.
+
+    Args:
+        is_member: (n,) bool, True for the members among the candidates.
+        rng: draws the halves (a seeded numpy Generator).
+
+    Returns:
+        (n,) bool, True for the selection half: floor(half) of the members and of the
+        non-members.
+    """
     is_member = np.asarray(is_member, bool)
     select = np.zeros(len(is_member), bool)
     for group in (np.flatnonzero(is_member), np.flatnonzero(~is_member)):
@@ -221,7 +302,24 @@ def select_strongest(
 ) -> Selection:
     """Choose the attack with the highest AUC on candidates[select], evaluate it on the rest:
     its metrics, and the gate's p-value, twice the smaller of its AUC test (Mann-Whitney) and its
-    threshold test (the threshold chosen on the selection half), both on the rest."""
+    threshold test (the threshold chosen on the selection half), both on the rest.
+
+    Args:
+        scores: attack name -> (n,) float scores of every candidate (higher = member).
+        is_member: (n,) bool, True for the members.
+        select: (n,) bool, True for the selection half (selection_halves), False for evaluation.
+        rng: draws the evaluation's bootstrap (a seeded numpy Generator).
+        delta: the delta of the epsilon estimate, in [0, 1).
+        n_bootstrap: bootstrap resamples for the AUC interval (a count >= 1).
+
+    Returns:
+        The chosen attack (equal AUCs: the greatest name), its metrics on the evaluation half,
+        every attack's selection AUC, the threshold, its p-value, and the gate's p-value in [0, 1].
+
+    Raises:
+        ValueError: no attacks; or (evaluate_attack) the evaluation half lacks members or
+            non-members, or holds a score that is not finite.
+    """
     is_member = np.asarray(is_member, bool)
     if not scores:
         raise ValueError("no attacks to choose from")

@@ -27,7 +27,20 @@ DISTANCES = ("pixel_l2", "ssim", "haarpsi", "feature_l2")
 def penultimate_features(
     model: NormalizedClassifier, images: np.ndarray, *, device: str, batch_size: int = 500
 ) -> torch.Tensor:
-    """The input of the model's last Linear layer (the representation a classifier head sees)."""
+    """The input of the model's last Linear layer (the representation a classifier head sees).
+
+    Args:
+        model: the attacker's classifier, taking images in [0, 1]; left in eval mode on device.
+        images: (N, H, W, C) uint8 images, pixels in [0, 255].
+        device: where the model runs (a torch device name, e.g. "cpu" or "cuda").
+        batch_size: images per forward pass (a count >= 1).
+
+    Returns:
+        (N, D) float32 CPU tensor, D the last Linear layer's input size.
+
+    Raises:
+        ValueError: the model has no Linear layer.
+    """
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise ValueError("the model has no Linear head to take features from")
@@ -45,7 +58,16 @@ def penultimate_features(
 
 
 def nearest_l2(query: torch.Tensor, reference: torch.Tensor, block: int = 1024) -> np.ndarray:
-    """min_j ||q_i - r_j||_2 for flattened vectors, in blocks."""
+    """min_j ||q_i - r_j||_2 for flattened vectors, in blocks.
+
+    Args:
+        query: (n_q, D) float CPU tensor.
+        reference: (n_r, D) float CPU tensor, n_r >= 1.
+        block: query rows per distance computation (a count >= 1).
+
+    Returns:
+        (n_q,) float numpy array, each query's Euclidean distance to its nearest reference (>= 0).
+    """
     out = []
     for start in range(0, len(query), block):
         out.append(torch.cdist(query[start : start + block], reference).min(dim=1).values)
@@ -64,7 +86,21 @@ def release_scores(
     """Membership score of each candidate under each distance (higher = more likely a member).
     The pixel distances take the best of the transformations (a released image may be a
     mirrored or shifted copy of the candidate; audit/core/neighbours.py); feature distances do not
-    need them."""
+    need them.
+
+    Args:
+        candidates: (n, H, W, C) uint8 candidate records, pixels in [0, 255].
+        synthetic: (s, H, W, C) uint8 released images, s >= 1.
+        candidate_features: (n, D) float CPU tensor, the candidates' penultimate features.
+        synthetic_features: (s, D) float CPU tensor, the released images'.
+        device: where the pixel searches run (a torch device name).
+        transforms: the transformations tried on the pixel distances, the identity first.
+
+    Returns:
+        Score name (DISTANCES: pixel_l2, ssim, haarpsi, feature_l2) -> (n,) array, higher =
+        member: pixel_l2 is minus the L2 distance of images in [0, 1], feature_l2 minus the
+        feature distance, ssim and haarpsi the best similarity (at most 1).
+    """
     # one shortlist serves all three pixel scores: its top-1 is the exact transformed L2
     short = l2_shortlist(candidates, synthetic, transforms, SHORTLIST, device=device)
     scores = {

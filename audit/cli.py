@@ -11,6 +11,7 @@ import warnings
 import zipfile
 
 from audit.arguments import EXIT_BAD_INPUT, build_parser, flag_settings
+from audit.core import layout
 from audit.core.errors import AuditError
 
 EXIT_BREACH = 1  # audit check: a release crossed a threshold
@@ -51,7 +52,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     print()
     print(render_summary(summary_rows(results["rows"], passed_by_release(verdicts))))
     print(f"(verdict: {thresholds.source}; `audit check {root}` gives it as an exit status)")
-    print(f"report: {root / 'report.html'}")
+    print(f"report: {root / layout.REPORT}")
     return 0
 
 
@@ -66,7 +67,7 @@ def _report(args: argparse.Namespace) -> int:
     store, results = load_run_results(args.dir)
     private = PrivateImages(None) if args.redact_originals else PrivateImages.from_exhibits(store)
     html = build_report(store, results, private=private, thresholds=thresholds)
-    out = args.out or str(store.path("report.html"))
+    out = args.out or str(store.path(layout.REPORT))
     write_text_atomic(out, html)
     print(f"report: {out}")
     return 0

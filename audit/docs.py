@@ -14,9 +14,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from audit.arguments import NOT_SETTINGS, SETTING_OF, SHORTHANDS, build_parser
+from audit.arguments import NOT_SETTINGS, SHORTHANDS, build_parser
 from audit.core.config import RunConfig, build_config
 from audit.core.presets import PRESETS
+from audit.flags import SETTING_OF
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 # settings whose default depends on the machine or the clock, described instead of resolved

@@ -28,9 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from attacks.tasks.canaries import audit_release, draw_canaries, gradient_coins
+from attacks.tasks.canary_scores import audit_release, draw_canaries, gradient_coins
 from audit.core.config import build_config
-from audit.core.data import load_dataset, split_dataset
+from audit.core.data import load_dataset
+from audit.core.splits import split_dataset
 from audit.core.store import to_json, write_text_atomic
 from generators.base import GenerationRequest
 from generators.registry import get_generator

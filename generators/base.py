@@ -70,15 +70,40 @@ class GenerationRequest:
 
 class Generator(Protocol):
     def generate(self, request: GenerationRequest) -> dict[SetKey, SyntheticSet]:
-        """One synthetic set per requested K or epsilon, or {None: set}."""
+        """One synthetic set per requested K or epsilon, or {None: set}.
+
+        Args:
+            request: the teacher or private records to generate from, the Ks or epsilons, the
+                set size and image shape, the seed and device, and the optional callbacks.
+
+        Returns:
+            K (request.ks) or target epsilon (request.epsilons) -> its SyntheticSet, or
+            {None: set} for a generator with a single set.
+        """
         ...
 
 
 def no_cost(config: RunConfig, members: int) -> float:
+    """The default `GeneratorPlugin.cost`: nothing to estimate (e.g. a set read from disk).
+
+    Args:
+        config: the run's config (unused).
+        members: the private records the generator would train on (unused).
+
+    Returns:
+        0.0 seconds.
+    """
     return 0.0
 
 
 def no_checks(config: RunConfig, channels: int, image_size: int) -> None:
+    """The default `GeneratorPlugin.check`: a generator with no input checks of its own.
+
+    Args:
+        config: the run's config (unused).
+        channels: the private images' channels (unused).
+        image_size: the private images' side in pixels (unused).
+    """
     return None
 
 
@@ -102,6 +127,7 @@ class GeneratorPlugin:
         check: its own input checks, before any file is written (raise AuditError).
         columns: the results columns its rows add (its SyntheticSet.info), for the column
             dictionary.
+        summary: a few words for `--generator`'s help.
     """
 
     name: str
@@ -113,9 +139,18 @@ class GeneratorPlugin:
     from_teacher: bool = False
     check: Callable[[RunConfig, int, int], None] = no_checks
     columns: tuple[Column, ...] = ()
+    summary: str = ""
 
     def keys(self, config: RunConfig) -> tuple[SetKey, ...]:
-        """The sets the config asks of it: its Ks, its epsilons, or the one set."""
+        """The sets the config asks of it: its Ks, its epsilons, or the one set.
+
+        Args:
+            config: the run's config (its top-level `k` and `epsilon`).
+
+        Returns:
+            config.k (int steps) on the "k" axis, config.epsilon (float targets) on the
+            "epsilon" axis, else (None,).
+        """
         if self.axis == "k":
             return config.k
         if self.axis == "epsilon":
@@ -123,7 +158,19 @@ class GeneratorPlugin:
         return (None,)
 
     def setting(self, key: SetKey) -> tuple[int | None, float | None]:
-        """(k, epsilon) of one of its sets."""
+        """(k, epsilon) of one of its sets.
+
+        Args:
+            key: one of `keys`: an int K, a target epsilon, or None for the single set.
+
+        Returns:
+            (key, None) on the "k" axis, (None, float(key)) on the "epsilon" axis, else
+            (None, None).
+
+        Raises:
+            AssertionError: on the "k" axis a key that is not an int, on the "epsilon" axis
+                None.
+        """
         if self.axis == "k":
             assert isinstance(key, int)
             return key, None

@@ -50,6 +50,7 @@ from audit.core.models import NormalizedClassifier, quantise
 from audit.core.sections import BNMatchConfig
 from audit.core.seeding import torch_generator
 from generators.base import GenerationRequest, GeneratorPlugin, SetKey, SyntheticSet
+from generators.bn_memory import groups_within_budget
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,12 @@ class TrajectoryState:
     exp_avg_sq: np.ndarray
 
     def to_arrays(self) -> dict[str, np.ndarray]:
+        """The state as plain arrays, for a SyntheticSet checkpoint (saved in an .npz).
+
+        Returns:
+            "step": 0-d int64; "z", "exp_avg", "exp_avg_sq": (N, C, H, W) float32, the
+            normalised images and Adam's first and second moments.
+        """
         return {
             "step": np.asarray(self.step, dtype=np.int64),
             "z": self.z,
@@ -77,6 +84,14 @@ class TrajectoryState:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> TrajectoryState:
+        """The state back from what `to_arrays` wrote (a resumed run's checkpoint).
+
+        Args:
+            arrays: "step" (0-d int), "z", "exp_avg" and "exp_avg_sq" ((N, C, H, W) float32).
+
+        Returns:
+            The state, sharing the arrays (no copy).
+        """
         return cls(int(arrays["step"]), arrays["z"], arrays["exp_avg"], arrays["exp_avg_sq"])
 
 
@@ -89,40 +104,16 @@ class BNMatchResult:
     states: dict[int, TrajectoryState] = field(default_factory=dict)  # K -> state after K steps
 
 
-def activation_bytes_per_image(
-    teacher: NormalizedClassifier, image_shape: tuple[int, int, int], *, device: str
-) -> int:
-    """Bytes autograd keeps per image for the backward pass through the teacher to its input,
-    measured on a forward pass of two images (saved_tensors_hooks sees every saved tensor)."""
-    saved = 0
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        nonlocal saved
-        saved += tensor.numel() * tensor.element_size()
-        return tensor
-
-    z = torch.zeros((2, *image_shape), device=device, requires_grad=True)
-    with frozen(teacher.to(device)), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        teacher.net(z).sum()
-    return max(1, saved // 2)
-
-
-def groups_within_budget(
-    teacher: NormalizedClassifier,
-    image_shape: tuple[int, int, int],
-    group_size: int,
-    budget: int,
-    *,
-    device: str,
-) -> int:
-    """How many groups one pass may optimise: the saved activations, twice over for the
-    backward's temporaries, within budget bytes (at least one group)."""
-    per_image = activation_bytes_per_image(teacher, image_shape, device=device)
-    return max(1, budget // (2 * per_image * group_size))
-
-
 def balanced_labels(n_images: int, num_classes: int) -> np.ndarray:
-    """0, 1, ..., C-1, 0, 1, ...: every group whose size is a multiple of C is exactly balanced."""
+    """0, 1, ..., C-1, 0, 1, ...: every group whose size is a multiple of C is exactly balanced.
+
+    Args:
+        n_images: the synthetic set's size, >= 0.
+        num_classes: C, >= 1.
+
+    Returns:
+        (n_images,) int64, labels in [0, num_classes).
+    """
     return (np.arange(n_images) % num_classes).astype(np.int64)
 
 
@@ -142,7 +133,31 @@ def bn_match(
     """Run the optimisation once to max(ks) and snapshot the released (uint8) images at each K,
     with the state there (`states`). start: go on from an earlier run's state at a step below
     every K instead of from the seed's noise. on_snapshot(K, images, loss, state) is called as
-    soon as every group has reached K, so a caller can save K before the larger ones finish."""
+    soon as every group has reached K, so a caller can save K before the larger ones finish.
+
+    Args:
+        teacher: the classifier with BatchNorm layers whose running statistics are matched;
+            moved to device and frozen (eval mode, no parameter gradients) while optimising.
+        labels: (N,) int64 numpy, the class each synthetic image is optimised towards.
+        ks: steps to snapshot at, positive ints (sorted and deduplicated here).
+        cfg: the `bn` section (group size, lr, loss variant, clamping, memory budget).
+        image_shape: (C, H, W) of one image.
+        seed: seeds the starting Gaussian noise (drawn on the CPU, the same on any device).
+        device: torch device to optimise on.
+        progress: True: a tqdm bar (tqdm hides it off a terminal); False: none.
+        start: an earlier run's state at a step below every K; None starts from the noise.
+        on_snapshot: called (K, (N, H, W, C) uint8 images, mean per-group loss after K steps,
+            state at K) once per K; None: only the result carries the sets.
+
+    Returns:
+        snapshots: K -> (N, H, W, C) uint8 released images; labels as given; loss_at: K -> mean
+        per-group loss; history: (step, mean group loss) at every check; states: K -> state.
+
+    Raises:
+        AuditError: no K or a K <= 0; the teacher has no BatchNorm layer; the loss or the
+            images became NaN/inf or |normalised pixel| exceeded DIVERGENCE_LIMIT.
+        ValueError: the smallest K is not above start.step, or start.z is not (N, C, H, W).
+    """
     ks = tuple(sorted(set(ks)))
     if not ks or ks[0] <= 0:
         raise AuditError(f"K must be positive integers, got {ks}")
@@ -287,6 +302,20 @@ class BNMatchGenerator:
         self.config = config
 
     def generate(self, request: GenerationRequest) -> dict[SetKey, SyntheticSet]:
+        """BN-match request.n_images images from the teacher, released at every requested K.
+
+        Args:
+            request: the teacher, the Ks, n_images, num_classes, image shape, seed and device;
+                resume (a checkpoint to go on from) and on_set (called per K) where given.
+
+        Returns:
+            K -> SyntheticSet of uint8 NHWC images with balanced int64 labels, info "bn_loss"
+            and "bn_stat_distance" (both >= 0) and the state at K as its checkpoint.
+
+        Raises:
+            AuditError: as `bn_match` (no BatchNorm layer, a K <= 0, divergence).
+            ValueError: as `bn_match` (a resume checkpoint that does not fit the request).
+        """
         labels = balanced_labels(request.n_images, request.num_classes)
         sets: dict[SetKey, SyntheticSet] = {}
 
@@ -322,7 +351,15 @@ IMAGE_STEP_S = 7.4e-4  # per synthetic image and step, at 16x16 px
 
 
 def estimated_seconds(config: RunConfig, members: int) -> float:
-    """One trajectory to the largest K (the smaller Ks are its snapshots)."""
+    """One trajectory to the largest K (the smaller Ks are its snapshots).
+
+    Args:
+        config: the run's config (its `k` and `n_synthetic`).
+        members: the private records (unused: BN matching never sees them).
+
+    Returns:
+        Estimated seconds on the reference 2-core CPU at 16x16 px, >= 0.
+    """
     return IMAGE_STEP_S * max(config.k) * config.n_synthetic
 
 
@@ -347,4 +384,5 @@ PLUGIN = GeneratorPlugin(
     cost=estimated_seconds,
     from_teacher=True,
     columns=COLUMNS,
+    summary="BN-statistics matching from the target, one set per K",
 )

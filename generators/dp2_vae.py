@@ -31,21 +31,25 @@ from audit.core.sections import DPConfig, VAEConfig
 from generators.base import GenerationRequest, GeneratorPlugin, SetKey, SyntheticSet
 from generators.dp_sgd import Schedule, train_dp_sgd
 from generators.dp_vae import gradient_canaries, planned_records, release, vae_loss
-from generators.vae import (
-    ConditionalVAE,
-    VAEGenerator,
-    build_vae,
-    check_vae,
-    dp_vae_seconds,
-    private_data,
-    reconstruction_loss,
-)
+from generators.vae import VAEGenerator, check_vae, dp_vae_seconds, private_data
+from generators.vae_model import ConditionalVAE, build_vae, reconstruction_loss
 
 log = logging.getLogger(__name__)
 
 
 def stage_epochs(epochs: int, pretrain_share: float) -> tuple[int, int]:
-    """(stage 1, stage 2) epochs: at least one each (the config needs epochs >= 2)."""
+    """(stage 1, stage 2) epochs: at least one each (the config needs epochs >= 2).
+
+    Args:
+        epochs: expected passes over the private records in all, >= 2 (vae.epochs).
+        pretrain_share: the share of them spent on stage 1, in [0, 1] (dp.pretrain_share).
+
+    Returns:
+        (stage 1 epochs, stage 2 epochs), each >= 1, summing to epochs.
+
+    Raises:
+        AuditError: epochs < 2.
+    """
     if epochs < 2:
         raise AuditError(f"dp2_vae needs at least 2 epochs (one per stage), got {epochs}")
     first = min(max(1, round(epochs * pretrain_share)), epochs - 1)
@@ -75,6 +79,21 @@ class DP2VAE(VAEGenerator):
         self.vae, self.dp = vae, dp
 
     def generate(self, request: GenerationRequest) -> dict[SetKey, SyntheticSet]:
+        """Train the two-stage DP VAE once per target epsilon and sample its release.
+
+        Args:
+            request: the private records, the epsilons, set size, image shape, seed and device;
+                gradient canary coins, planned_records and on_set (called per epsilon) where
+                given.
+
+        Returns:
+            Target epsilon -> SyntheticSet whose info holds the DP record's columns (noise
+            multiplier, steps, sample rate, accountant epsilon).
+
+        Raises:
+            AuditError: no private records or fewer than 2, vae.epochs < 2, or no noise
+                multiplier within the accountant's range meets an epsilon.
+        """
         data = private_data(request)
         first, second = stage_epochs(self.vae.epochs, self.dp.pretrain_share)
         n = planned_records(request)
@@ -125,6 +144,16 @@ class DP2VAE(VAEGenerator):
 
 
 def check_two_stages(config: RunConfig, channels: int, image_size: int) -> None:
+    """The VAEs' input check plus two stages of at least one epoch each, before any file.
+
+    Args:
+        config: the run's config (its `vae` section's epochs).
+        channels: the private images' channels.
+        image_size: the private images' side in pixels.
+
+    Raises:
+        AuditError: image_size not divisible by 4, or vae.epochs < 2.
+    """
     check_vae(config, channels, image_size)
     if config.vae.epochs < 2:
         raise AuditError(
@@ -140,5 +169,6 @@ PLUGIN = GeneratorPlugin(
     settings=("vae", "dp"),
     cost=dp_vae_seconds,
     columns=DP_RECORD_COLUMNS,
+    summary="DP^2-VAE: the whole VAE, then its decoder, under DP-SGD",
     check=check_two_stages,
 )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from torch.utils.data import TensorDataset
 
 from audit.core.errors import AuditError
 from audit.core.seeding import numpy_rng, torch_generator
+from generators.gradient_canaries import GradientCanaries
 
 # (module, images, labels, generator) -> the loss of each record, shape (N,)
 PerRecordLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
@@ -52,74 +53,28 @@ class Schedule:
 
     @classmethod
     def of(cls, n_records: int, batch_size: int, epochs: int) -> Schedule:
+        """The schedule of `epochs` expected passes over n_records at an expected batch size.
+
+        Args:
+            n_records: the planned (public) record count, >= 1.
+            batch_size: the expected batch size, >= 1.
+            epochs: expected passes over the records, >= 0.
+
+        Returns:
+            sample_rate 1 / ceil(n_records / batch_size), steps epochs x ceil(n_records /
+            batch_size), planned_records n_records.
+        """
         per_epoch = math.ceil(n_records / batch_size)
         return cls(1.0 / per_epoch, epochs * per_epoch, n_records)
 
     @property
     def steps_per_epoch(self) -> int:
+        """The steps of one expected pass over the records, 1 / sample_rate.
+
+        Returns:
+            The steps per epoch, >= 1 (rounded to the nearest integer).
+        """
         return round(1.0 / self.sample_rate)
-
-
-@dataclass(eq=False)
-class GradientCanaries:
-    """m Dirac gradient canaries in one training (see the module docstring), and their scores.
-
-    included: each canary's fair coin (only included canaries are ever inserted). owner: the
-    client each canary belongs to (DPD-fVAE: a record belongs to one client), or None for one
-    training. scale: the canary's norm before clipping, in units of the clip norm. A correct
-    DP-SGD clips it to the clip norm whatever it is; a training that skips clipping lets it
-    through 1,000 times larger than a record may be, far above the records' own gradients."""
-
-    included: np.ndarray
-    seed: int
-    scale: float = 1000.0
-    owner: np.ndarray | None = None
-    scores: np.ndarray = field(init=False)
-    _placed: dict[str, tuple[torch.Tensor, np.ndarray]] = field(init=False, default_factory=dict)
-    _signs: np.ndarray = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.included = np.asarray(self.included, dtype=bool)
-        self.scores = np.zeros(len(self.included))
-        self._signs = numpy_rng(self.seed, "gradient-canaries", "signs").choice(
-            np.array([-1.0, 1.0]), len(self.included)
-        )
-
-    @property
-    def m(self) -> int:
-        return len(self.included)
-
-    def place(self, host: nn.Module) -> None:
-        """Give each canary its coordinate among host's parameters (once, seeded; the same
-        parameter names in every later training of a host of that architecture)."""
-        if self._placed:
-            return
-        named = [(name, p) for name, p in host.named_parameters()]
-        sizes = np.array([p.numel() for _name, p in named])
-        if self.m > sizes.sum():
-            raise AuditError(
-                f"{self.m} gradient canaries need as many parameters; the decoder has "
-                f"{int(sizes.sum())} (pass fewer --gradient-canaries)"
-            )
-        rng = numpy_rng(self.seed, "gradient-canaries", "coordinates")
-        flat = rng.choice(int(sizes.sum()), self.m, replace=False)
-        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        which = np.searchsorted(starts, flat, side="right") - 1
-        for index, (name, _p) in enumerate(named):
-            ids = np.flatnonzero(which == index)
-            local = torch.as_tensor(flat[ids] - starts[index], dtype=torch.long)
-            self._placed[name] = (local, ids)
-
-    def assign_owners(self, clients: int) -> None:
-        """Each canary to one of `clients` clients, uniformly (seeded)."""
-        rng = numpy_rng(self.seed, "gradient-canaries", "owners")
-        self.owner = rng.integers(0, clients, self.m)
-
-    def mine(self, client: int | None) -> np.ndarray:
-        """The canaries a training of this client observes (all where there is no owner)."""
-        if self.owner is None or client is None:
-            return np.ones(self.m, dtype=bool)
-        return self.owner == client
 
 
 class _CanaryHooks:
@@ -165,7 +120,14 @@ class _CanaryHooks:
 
 
 def require_dp_compatible(module: nn.Module) -> None:
-    """Opacus's own validator: no BatchNorm or other layer mixing records of a batch."""
+    """Opacus's own validator: no BatchNorm or other layer mixing records of a batch.
+
+    Args:
+        module: the module about to be trained with DP-SGD.
+
+    Raises:
+        AuditError: Opacus finds a layer it cannot train privately (the first one is named).
+    """
     errors = ModuleValidator.validate(module, strict=False)
     if errors:
         raise AuditError(f"module not trainable with DP-SGD: {errors[0]}")
@@ -195,11 +157,42 @@ def train_dp_sgd(
     returns the sampling it ran (sample rate, steps). Trains only the parameters with
     requires_grad; loss_fn is called on `module` itself (Opacus's hooks sit on its layers).
 
-    max_steps: stop there (a budget spent). companion: an optimiser of parameters
-    outside `module` that the loss also trains, stepped beside it WITHOUT privacy (the published
-    DPD-fVAE's client encoders). canaries: white-box gradient canaries planted in the parameters
-    of canary_host (the decoder), observed as `client`'s. skip_clipping: TEST-ONLY fault, records'
-    gradients (and canaries) enter the sum unclipped while the noise stays calibrated to clip."""
+    Args:
+        module: the module DP-SGD trains, in place; in eval mode on return (train mode where
+            the step limit is 0).
+        loss_fn: (module, images, labels, generator) -> (N,) loss of each record; its
+            batch mean is backpropagated.
+        x: (N, C, H, W) float images, pixels in [0, 1], on the training device.
+        y: (N,) int64 labels, on the same device.
+        schedule: the public sampling plan (sample rate, steps, planned record count); the
+            planned count (else len(x)) sets the mean's divisor, not the records present.
+        noise_multiplier: Gaussian noise std in units of clip, >= 0.
+        clip: the per-record gradient norm bound, > 0.
+        lr: Adam's learning rate, > 0.
+        seed: the run seed the sampling, noise, latent and canary generators derive from.
+        stream: the name those generators are derived from, with seed.
+        max_steps: stop there (a budget spent); None: the schedule's steps.
+        companion: an optimiser of parameters outside `module` that the loss also trains,
+            stepped beside it WITHOUT privacy (the published DPD-fVAE's client encoders);
+            None: none.
+        canaries: white-box gradient canaries to plant (their scores accumulate in place);
+            None: none.
+        canary_host: the module the canaries sit in (the decoder); needed with canaries.
+        client: the client whose canaries this training observes; None: one central training.
+        skip_clipping: TEST-ONLY fault, records' gradients (and canaries) enter the sum
+            unclipped while the noise stays calibrated to clip.
+
+    Returns:
+        The sampling it ran: sample rate, steps actually taken (0 where the limit is 0) and
+        the schedule's planned record count.
+
+    Raises:
+        AuditError: module has a layer Opacus cannot train privately, or more canaries than
+            canary_host has parameters.
+        ValueError: canaries without canary_host, or canary parameters not all trained by the
+            DP optimiser nor all by the companion.
+        RuntimeError: Opacus's accountant charged other sampling than the schedule plans.
+    """
     module.train()
     require_dp_compatible(module)
     device = x.device

@@ -17,22 +17,25 @@ import torch
 from audit.core.accounting import DP_RECORD_COLUMNS, DPRecord, solve_noise
 from audit.core.sections import DPConfig, VAEConfig
 from generators.base import GenerationRequest, GeneratorPlugin, SetKey, SyntheticSet
-from generators.dp_sgd import GradientCanaries, PerRecordLoss, Schedule, train_dp_sgd
-from generators.vae import (
-    ConditionalVAE,
-    VAEGenerator,
-    build_vae,
-    check_vae,
-    dp_vae_seconds,
-    per_record_loss,
-    private_data,
-    release_of,
-)
+from generators.dp_sgd import PerRecordLoss, Schedule, train_dp_sgd
+from generators.gradient_canaries import GradientCanaries
+from generators.vae import VAEGenerator, check_vae, dp_vae_seconds, private_data, release_of
+from generators.vae_model import ConditionalVAE, build_vae, per_record_loss
 
 log = logging.getLogger(__name__)
 
 
 def vae_loss(kl_weight: float) -> PerRecordLoss:
+    """The VAE's per-record negative ELBO in the form train_dp_sgd calls.
+
+    Args:
+        kl_weight: the KL term's weight, >= 0 (the `vae` section's).
+
+    Returns:
+        (model, x, y, generator) -> (N,) negative ELBO of each record; model must be a
+        ConditionalVAE (asserted).
+    """
+
     def loss(
         model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator
     ) -> torch.Tensor:
@@ -49,6 +52,20 @@ class DPVAE(VAEGenerator):
         self.vae, self.dp = vae, dp
 
     def generate(self, request: GenerationRequest) -> dict[SetKey, SyntheticSet]:
+        """One DP-SGD training and one sampled release per target epsilon.
+
+        Args:
+            request: the generation request (its private records, epsilons, n_images, seed,
+                device, gradient canaries; on_set, where set, is called with each release).
+
+        Returns:
+            {epsilon: release} per target epsilon, each release's info the DP record's columns,
+            its score_records the negative ELBO and its gradient_scores the canaries' (or None).
+
+        Raises:
+            AuditError: no private records, fewer than 2, an image size not divisible by 4, or
+                more gradient canaries than the decoder has parameters.
+        """
         data = private_data(request)
         schedule = Schedule.of(planned_records(request), self.vae.batch_size, self.vae.epochs)
         sets: dict[SetKey, SyntheticSet] = {}
@@ -86,14 +103,28 @@ class DPVAE(VAEGenerator):
 
 def planned_records(request: GenerationRequest) -> int:
     """The public record count the DP schedule is planned for: the request's, else the number
-    of private records (the usual assumption that n is public)."""
+    of private records (the usual assumption that n is public).
+
+    Args:
+        request: the generation request (its planned_records, else its private_images).
+
+    Returns:
+        The record count, >= 0.
+    """
     assert request.private_images is not None
     return request.planned_records or len(request.private_images)
 
 
 def gradient_canaries(request: GenerationRequest) -> GradientCanaries | None:
     """A fresh set of the request's white-box gradient canaries for one training (the same
-    coordinates and signs in every training of the run: seeded by the run's seed)."""
+    coordinates and signs in every training of the run: seeded by the run's seed).
+
+    Args:
+        request: the generation request (its gradient_canary_coins and seed).
+
+    Returns:
+        m canaries, one per coin (True: inserted), scores at 0; None: the request plants none.
+    """
     if request.gradient_canary_coins is None:
         return None
     return GradientCanaries(request.gradient_canary_coins, seed=request.seed)
@@ -107,7 +138,19 @@ def release(
     canaries: GradientCanaries | None = None,
 ) -> SyntheticSet:
     """Sample the release from a trained VAE and label it with its DP record (and the gradient
-    canaries' scores, where the training planted them)."""
+    canaries' scores, where the training planted them).
+
+    Args:
+        request: the generation request (its n_images, classes, seed and device).
+        model: the trained VAE.
+        record: the training's DP record (target epsilon, delta, noise, sample rate, steps).
+        stream: the training's stream name, for the log line.
+        canaries: the gradient canaries planted in the training; None: none.
+
+    Returns:
+        The release, its info the record's columns, its score_records the negative ELBO and
+        its gradient_scores a copy of the canaries' (m,) float64 scores where there are any.
+    """
     columns = record.columns()
     log.info(
         "[generate] %s: noise multiplier %.3g, %d steps at sample rate %.3g, accountant epsilon "
@@ -132,5 +175,6 @@ PLUGIN = GeneratorPlugin(
     settings=("vae", "dp"),
     cost=dp_vae_seconds,
     columns=DP_RECORD_COLUMNS,
+    summary="a label-conditional VAE trained with DP-SGD, one set per epsilon",
     check=check_vae,
 )

@@ -45,11 +45,9 @@ canaries in the decoder), never by the encoders, which are never released.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 from functools import partial
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -62,84 +60,25 @@ from audit.core.accounting import (
 )
 from audit.core.columns import DP, NEUTRAL, Column
 from audit.core.config import RunConfig
-from audit.core.errors import AuditError
 from audit.core.sections import FedConfig
 from audit.core.seeding import numpy_rng, seeded_global_rng
 from generators.base import GenerationRequest, GeneratorPlugin, SetKey, SyntheticSet
-from generators.dp_sgd import GradientCanaries, Schedule, train_dp_sgd
+from generators.dp_sgd import Schedule, train_dp_sgd
 from generators.dp_vae import gradient_canaries, planned_records
-from generators.vae import (
-    IMAGE_EPOCH_S,
+from generators.federation import partition
+from generators.gradient_canaries import GradientCanaries
+from generators.vae import IMAGE_EPOCH_S, VAEGenerator, check_vae, private_data, sample_release
+from generators.vae_model import (
     ConditionalVAE,
     Decoder,
     Encoder,
-    VAEGenerator,
-    check_vae,
     decoder_fit_loss,
     kl_divergence,
-    private_data,
     reconstruction_loss,
     reparameterise,
-    sample_release,
 )
 
 log = logging.getLogger(__name__)
-
-
-def record_uniforms(images: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
-    """A number in [0, 1) per record from the record's own bytes (its pixels and label) and the
-    seed alone: adding or removing one record moves no other record's number."""
-    salt = str(seed).encode()
-    out = np.empty(len(labels))
-    for i, (image, label) in enumerate(zip(images, labels, strict=True)):
-        digest = hashlib.sha256(salt + int(label).to_bytes(8, "little") + image.tobytes()).digest()
-        out[i] = int.from_bytes(digest[:8], "little") / 2.0**64
-    return out
-
-
-def partition(
-    images: np.ndarray,
-    labels: np.ndarray,
-    *,
-    clients: int,
-    how: str,
-    alpha: float,
-    num_classes: int,
-    seed: int,
-) -> list[np.ndarray]:
-    """Record indices per client. Each record's client is a function of that record alone (and
-    the seed), so parallel composition across clients holds record by record: IID, uniform over
-    the clients; Dirichlet non-IID, from its class's client shares, Dirichlet(alpha) draws made
-    from the seed before any record is seen. Every client must hold a record (an AuditError
-    otherwise): none is dropped, so client numbers never depend on the data."""
-    u = record_uniforms(images, labels, seed)
-    if how == "iid":
-        owner = np.minimum((u * clients).astype(np.int64), clients - 1)
-    elif how == "dirichlet":
-        shares = numpy_rng(seed, "dpd-fvae", "dirichlet").dirichlet(
-            np.full(clients, alpha), size=num_classes
-        )
-        edges = np.cumsum(shares, axis=1)
-        owner = np.array(
-            [
-                min(int(np.searchsorted(edges[y], v, side="right")), clients - 1)
-                for y, v in zip(labels, u, strict=True)
-            ],
-            dtype=np.int64,
-        )
-    else:
-        raise AuditError(f"client partition must be iid or dirichlet, got {how!r}")
-    parts = [np.flatnonzero(owner == c) for c in range(clients)]
-    empty = [c for c, p in enumerate(parts) if len(p) == 0]
-    if empty:
-        # no client is dropped: dropping one would renumber the others, so one record could
-        # move every other client's encoder, randomness and canaries
-        raise AuditError(
-            f"DPD-fVAE client {empty[0]} of {clients} holds none of the {len(labels)} private "
-            "records (each record's client is drawn on its own): use fewer --clients"
-            + (" or a larger Dirichlet alpha" if how == "dirichlet" else "")
-        )
-    return [p.astype(np.int64) for p in parts]
 
 
 class ClientVAE(nn.Module):
@@ -176,6 +115,22 @@ class DPDfVAE(VAEGenerator):
         self.name = "dpd_fvae_published" if published else "dpd_fvae"
 
     def generate(self, request: GenerationRequest) -> dict[SetKey, SyntheticSet]:
+        """One federated training and one sampled release per target epsilon.
+
+        Args:
+            request: the generation request (its private records, epsilons, n_images, seed,
+                device, gradient canaries; on_set, where set, is called with each release).
+
+        Returns:
+            {epsilon: release} per target epsilon, each release's info the DP record's columns,
+            dp_clients, fl_rounds and dp_formal (False for the published variant), its
+            score_records `decoder_fit_loss` and its gradient_scores the canaries' (or None).
+
+        Raises:
+            AuditError: no private records, fewer than 2, an unknown partition or an empty
+                client, an image size not divisible by 4, or more gradient canaries than the
+                decoder has parameters.
+        """
         sets: dict[SetKey, SyntheticSet] = {}
         for epsilon in request.epsilons:
             decoder, record, federation, canaries = self.train(request, epsilon)
@@ -204,14 +159,32 @@ class DPDfVAE(VAEGenerator):
 
     def client_schedule(self, planned: int) -> Schedule:
         """One client's local training per round, public: planned for planned / clients records
-        (the IID share of the public record count), whatever each client actually holds."""
+        (the IID share of the public record count), whatever each client actually holds.
+
+        Args:
+            planned: the public record count, >= 0 (a client plans for max(1, planned //
+                clients) records).
+
+        Returns:
+            The `fed` section's local epochs at its batch size: sample rate and steps per
+            round.
+        """
         fed = self.fed
         return Schedule.of(max(1, planned // fed.clients), fed.batch_size, fed.local_epochs)
 
     def noise_for(self, epsilon: float, local: Schedule) -> float:
         """The fixed noise multiplier if one is set (the public code's rule: clients stop when
         their budget is spent), else the noise that lets a client run its whole plan (rounds x
-        local epochs, were it sampled every round) within epsilon."""
+        local epochs, were it sampled every round) within epsilon.
+
+        Args:
+            epsilon: the target epsilon, > 0.
+            local: one client's per-round schedule (its sample rate and steps).
+
+        Returns:
+            The noise multiplier (std in units of the clip norm): the `fed` section's fixed
+            one, else the solved one, > 0.
+        """
         fed = self.fed
         if fed.noise_multiplier is not None:
             return fed.noise_multiplier
@@ -226,7 +199,23 @@ class DPDfVAE(VAEGenerator):
         self, request: GenerationRequest, epsilon: float
     ) -> tuple[Decoder, DPRecord, dict[str, int], GradientCanaries | None]:
         """The trained shared decoder, its DP record, the federation's figures and the gradient
-        canaries planted in its clients' trainings (None: none requested)."""
+        canaries planted in its clients' trainings (None: none requested).
+
+        Args:
+            request: the generation request (its private records, seed, device, canary coins).
+            epsilon: the target epsilon, > 0.
+
+        Returns:
+            (decoder, record, federation, canaries): the server's decoder in eval mode; the DP
+            record (noise, the clients' sample rate, the largest client's steps); a dict with
+            keys "dp_clients" and "fl_rounds" (rounds run); the canaries with their scores, or
+            None.
+
+        Raises:
+            AuditError: no private records, fewer than 2, an unknown partition or an empty
+                client, an image size not divisible by 4, or more gradient canaries than the
+                decoder has parameters.
+        """
         fed, data = self.fed, private_data(request)
         stream = f"{self.name}-eps{epsilon:g}"
         rng = numpy_rng(request.seed, stream, "clients")
@@ -330,7 +319,18 @@ class DPDfVAE(VAEGenerator):
     def client_training(
         self, encoder: Encoder, decoder: Decoder, encoder_opt: torch.optim.Optimizer
     ) -> tuple[nn.Module, torch.optim.Optimizer | None]:
-        """(the module DP-SGD trains, the optimiser stepped beside it without privacy)."""
+        """(the module DP-SGD trains, the optimiser stepped beside it without privacy).
+
+        Args:
+            encoder: the client's own encoder.
+            decoder: the client's copy of the server's decoder for this round.
+            encoder_opt: the client's Adam over its encoder (used by the published variant).
+
+        Returns:
+            (module, companion): the sound variant's (ClientVAE of both, None); the published
+            variant's (decoder, encoder_opt); the optimiser-swap fault's (encoder, a fresh Adam
+            over the decoder).
+        """
         if self.fed.fault_swap_optimisers:  # the fault: DP on the encoder, plain decoder
             return encoder, torch.optim.Adam(decoder.parameters(), lr=self.fed.lr)
         if self.published:  # the public code: DP decoder, non-private encoder
@@ -339,7 +339,15 @@ class DPDfVAE(VAEGenerator):
 
 
 def federated_seconds(config: RunConfig, members: int) -> float:
-    """rounds x local epochs over the members (split among the clients), per target epsilon."""
+    """rounds x local epochs over the members (split among the clients), per target epsilon.
+
+    Args:
+        config: the run's config (its `fed` section's rounds and local epochs, its epsilons).
+        members: the number of private records trained on, >= 0.
+
+    Returns:
+        Estimated seconds on the reference 2-core CPU at 16x16 px, >= 0.
+    """
     epochs = config.fed.rounds * config.fed.local_epochs * len(config.epsilon)
     return IMAGE_EPOCH_S * epochs * members
 
@@ -351,7 +359,7 @@ FEDERATION_COLUMNS: tuple[Column, ...] = (
 )
 
 
-def _plugin(name: str, *, published: bool) -> GeneratorPlugin:
+def _plugin(name: str, *, published: bool, summary: str) -> GeneratorPlugin:
     return GeneratorPlugin(
         name,
         axis="epsilon",
@@ -365,8 +373,17 @@ def _plugin(name: str, *, published: bool) -> GeneratorPlugin:
         cost=federated_seconds,
         check=check_vae,
         columns=(*DP_RECORD_COLUMNS, *FEDERATION_COLUMNS),
+        summary=summary,
     )
 
 
-PLUGIN = _plugin("dpd_fvae", published=False)
-PUBLISHED_PLUGIN = _plugin("dpd_fvae_published", published=True)
+PLUGIN = _plugin(
+    "dpd_fvae",
+    published=False,
+    summary="federated DP-VAE, each client's encoder and decoder under DP-SGD",
+)
+PUBLISHED_PLUGIN = _plugin(
+    "dpd_fvae_published",
+    published=True,
+    summary="the published code: its epsilon is not a formal guarantee",
+)

@@ -59,7 +59,25 @@ def _read_folder(path: Path, classes: tuple[str, ...]) -> tuple[np.ndarray, np.n
 def load_synthetic(
     path: str, *, classes: tuple[str, ...], channels: int, image_size: int
 ) -> SyntheticSet:
-    """Read and validate an external synthetic set against the private dataset's shape."""
+    """Read and validate an external synthetic set against the private dataset's shape.
+
+    Args:
+        path: an .npz with `images` and `labels`, or a folder of <class name>/ image folders.
+        classes: the private dataset's class names in label order; a folder's class names
+            must be among them.
+        channels: the private images' channels.
+        image_size: the private images' side in pixels.
+
+    Returns:
+        images (N, image_size, image_size, channels) uint8 (contiguous), labels (N,) int64 in
+        [0, len(classes)), empty info.
+
+    Raises:
+        AuditError: path missing or unreadable, an .npz without images or labels, unknown class
+            folders or no images in them, images of unequal size, images not uint8 NHWC, an
+            empty set, channels or size unlike the private images', labels not N integers in
+            [0, len(classes)).
+    """
     source = Path(path)
     if source.is_dir():
         images, labels = _read_folder(source, classes)
@@ -106,6 +124,17 @@ class ExternalSet:
         self.path = path
 
     def generate(self, request: GenerationRequest) -> dict[SetKey, SyntheticSet]:
+        """The set at --synthetic PATH, checked against the request's classes and image shape.
+
+        Args:
+            request: only its classes, channels and image_size are read.
+
+        Returns:
+            {None: the set}, as `load_synthetic` returns it.
+
+        Raises:
+            AuditError: as `load_synthetic`, the set unreadable or unlike the private data.
+        """
         synthetic = load_synthetic(
             self.path,
             classes=request.classes,
@@ -121,4 +150,5 @@ PLUGIN = GeneratorPlugin(
     build=lambda config: ExternalSet(config.synthetic),
     settings=("synthetic",),
     reproducible=False,
+    summary="an existing set: --synthetic PATH chooses it",
 )

@@ -13,6 +13,12 @@ from generators.base import Generator, GeneratorPlugin
 def registry_of(plugins: Iterable[GeneratorPlugin]) -> dict[str, GeneratorPlugin]:
     """name -> plugin, in the order given.
 
+    Args:
+        plugins: the generator plugins, each with its own `name`.
+
+    Returns:
+        Each plugin's name -> the plugin, in the order given.
+
     Raises:
         ValueError: two plugins declare the same name.
     """
@@ -40,6 +46,12 @@ REGISTRY = registry_of(
 def plugin(name: str) -> GeneratorPlugin:
     """The plugin of a `--generator` name.
 
+    Args:
+        name: a `--generator` name, e.g. "bn_match".
+
+    Returns:
+        That generator's plugin from REGISTRY.
+
     Raises:
         AuditError: no generator has that name.
     """
@@ -49,5 +61,17 @@ def plugin(name: str) -> GeneratorPlugin:
 
 
 def get_generator(name: str, config: RunConfig) -> Generator:
-    """The generator `name` built for this run's config."""
+    """The generator `name` built for this run's config.
+
+    Args:
+        name: a `--generator` name, e.g. "bn_match".
+        config: the run's config; the plugin's build reads its sections.
+
+    Returns:
+        The generator, ready for `generate`.
+
+    Raises:
+        AuditError: no generator has that name, or its build rejects the config (e.g.
+            "external" without --synthetic).
+    """
     return plugin(name).build(config)

@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from audit.core.store import RunDir, mia_scores_name, row_of
+from audit.core import layout
+from audit.core.layout import row_of
+from audit.core.store import RunDir
 from audit.core.transforms import IDENTITY, Transform, apply_uint8
 
 
@@ -54,9 +56,9 @@ class PrivateImages:
 
     @classmethod
     def from_exhibits(cls, store: RunDir) -> PrivateImages:
-        if not store.path("exhibits.npz").exists():
+        if not store.path(layout.EXHIBITS).exists():
             return cls(None)
-        saved = store.read_npz("exhibits.npz")
+        saved = store.read_npz(layout.EXHIBITS)
         position = {int(i): n for n, i in enumerate(saved["index"])}
         images = saved["images"]
         return cls(lambda i: images[position[i]] if i in position else None)
@@ -90,7 +92,7 @@ def image_uri(image: np.ndarray) -> str:
     return png_data_uri(np.ascontiguousarray(image[:, :, 0] if image.shape[2] == 1 else image))
 
 
-def _private_tile(
+def private_tile(
     private: PrivateImages, index: int, caption: str, move: Transform = IDENTITY
 ) -> Tile:
     """A private image (as the transformation moves it), or a redacted tile."""
@@ -140,7 +142,7 @@ def nearest_panels(
     for release in releases:
         name = row_of(release)
         synthetic = store.read_npz(release["path"])
-        privacy = store.read_npz(f"privacy/{name}.npz")
+        privacy = store.read_npz(layout.privacy_scores(name))
         transforms = _transforms(store)
         worst = np.argsort(-privacy["ssim_values"], kind="stable")[:n_show]
         rows = []
@@ -151,7 +153,7 @@ def nearest_panels(
             top_values = privacy["ssim_topk_values"][i]
             top_moves = [transforms[int(t)] for t in privacy["ssim_topk_transform"][i]]
             tiles.append(
-                _private_tile(
+                private_tile(
                     private,
                     int(members[top_ssim[0]]),
                     f"nearest by SSIM: {top_values[0]:.3f} (record {int(members[top_ssim[0]])}"
@@ -162,7 +164,7 @@ def nearest_panels(
             haar = int(privacy["haarpsi_member"][i])
             haar_move = transforms[int(privacy["haarpsi_transform"][i])]
             tiles.append(
-                _private_tile(
+                private_tile(
                     private,
                     int(members[haar]),
                     f"nearest by HaarPSI: {privacy['haarpsi_values'][i]:.3f} "
@@ -173,7 +175,7 @@ def nearest_panels(
             for rank in range(1, len(top_ssim)):
                 record = int(members[top_ssim[rank]])
                 tiles.append(
-                    _private_tile(
+                    private_tile(
                         private,
                         record,
                         f"SSIM #{rank + 1}: {top_values[rank]:.3f} ({record}"
@@ -225,7 +227,7 @@ def copy_panels(
     panels = []
     for release in releases:
         name = row_of(release)
-        privacy = store.read_npz(f"privacy/{name}.npz")
+        privacy = store.read_npz(layout.privacy_scores(name))
         flagged = suspected(privacy)
         if not len(flagged):
             continue
@@ -250,14 +252,14 @@ def copy_panels(
                         image_uri(synthetic["images"][position]),
                         f"released #{position} (class {label}): {what}",
                     ),
-                    _private_tile(
+                    private_tile(
                         private,
                         record,
                         f"member {record}, {move.name}: SSIM "
                         f"{privacy['ssim_values'][position]:.3f}",
                         move,
                     ),
-                    _private_tile(
+                    private_tile(
                         private,
                         held,
                         f"nearest held-out {held}: SSIM "
@@ -282,7 +284,7 @@ def copy_panels(
 
 
 def _transforms(store: RunDir) -> list[Transform]:
-    names = store.read_json("privacy.json").get("transforms", ["identity"])
+    names = store.read_json(layout.PRIVACY).get("transforms", ["identity"])
     return [Transform.from_name(n) for n in names]
 
 
@@ -311,7 +313,7 @@ def exposed_panels(
         if best is None:
             continue
         auc, row, attack = best
-        saved = store.read_npz(mia_scores_name(family, row))
+        saved = store.read_npz(layout.mia_scores(family, row))
         scores, is_member = saved[f"score_{attack}"], saved["is_member"].astype(bool)
         candidates = saved["candidates"]
         nonmember_scores = np.sort(scores[~is_member])
@@ -323,7 +325,7 @@ def exposed_panels(
             beaten = np.searchsorted(nonmember_scores, scores[position], side="left")
             share = beaten / max(1, len(nonmember_scores))
             tiles.append(
-                _private_tile(
+                private_tile(
                     private,
                     record,
                     f"record {record}: outscores {share:.1%} of non-members",
@@ -334,71 +336,6 @@ def exposed_panels(
                 title=f"Attacks on the {title}: {attack} on {row} (AUC {auc:.3f})",
                 note="the members this attack finds most member-like",
                 rows=[tiles],
-            )
-        )
-    return panels
-
-
-def inversion_panels(store: RunDir, inversion: dict[str, Any], classes: list[str]) -> list[Panel]:
-    """Per attacked model: the reconstructions of each variant, one column per class."""
-    panels = []
-    for row, variants in inversion["models"].items():
-        rows = []
-        for variant in variants:
-            saved = store.read_npz(f"inversion/{row}-{variant}.npz")
-            rows.append(
-                [
-                    Tile(
-                        image_uri(image),
-                        f"{variant}, class {classes[int(label)]}: SSIM {member:.2f} member / "
-                        f"{nonmember:.2f} non-member{'' if correct else ' (not recognised)'}",
-                    )
-                    for image, label, member, nonmember, correct in zip(
-                        saved["images"],
-                        saved["labels"],
-                        saved["ssim_member"],
-                        saved["ssim_nonmember"],
-                        saved["evaluator_correct"],
-                        strict=True,
-                    )
-                ]
-            )
-        panels.append(
-            Panel(
-                title=f"Model inversion of {row}",
-                note="rows: variants; each caption gives the nearest same-class member's and "
-                "non-member's SSIM and whether the evaluation classifier recognised the class",
-                rows=rows,
-            )
-        )
-    return panels
-
-
-def feature_panels(
-    store: RunDir, features: dict[str, Any], private: PrivateImages, n_show: int = 8
-) -> list[Panel]:
-    """Per attacked model: the first n_show victims (private) above their reconstructions from
-    features at each noise scale."""
-    panels = []
-    for row, report in features["models"].items():
-        saved = store.read_npz(f"features/{row}.npz")
-        victims = saved["victims"][:n_show]
-        rows = [[_private_tile(private, int(v), f"member {int(v)}") for v in victims]]
-        for entry in report["scales"]:
-            scale = entry["scale"]
-            reconstructions = saved[f"reconstructions_{scale}"][:n_show]
-            rows.append(
-                [
-                    Tile(image_uri(image), f"from features, noise scale {scale:g}")
-                    for image in reconstructions
-                ]
-            )
-        panels.append(
-            Panel(
-                title=f"Feature inversion of {row}",
-                note="top row: the members whose features the attacker saw; below: the "
-                "decoder's reconstructions, one row per noise scale (0 first)",
-                rows=rows,
             )
         )
     return panels

@@ -8,6 +8,7 @@ from typing import Any
 
 import jinja2
 
+from audit.core import layout
 from reports.results import columns
 
 # The report's sections, in order: (id, heading). The browser test checks each one renders.
@@ -51,6 +52,6 @@ def render_report(context: dict[str, Any]) -> str:
     rows = context["results"]["rows"]
     return (
         _environment()
-        .get_template("report.html")
+        .get_template(layout.REPORT)
         .render(**context, columns=columns(rows), rows=rows, sections=SECTIONS)
     )

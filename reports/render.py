@@ -9,18 +9,19 @@ from typing import Any
 
 import numpy as np
 
-from audit.core.store import RunDir, mia_scores_name, row_of
+from audit.core import layout
+from audit.core.layout import row_of
+from audit.core.store import RunDir
 from reports.figures import hcr_figure, roc_figure, tradeoff_figure
 from reports.gallery import (
     PrivateImages,
     copy_panels,
     exposed_panels,
-    feature_panels,
-    inversion_panels,
     nearest_panels,
     sample_panels,
 )
 from reports.html import render_report
+from reports.reconstructions import feature_panels, inversion_panels
 from reports.thresholds import (
     TESTS,
     Thresholds,
@@ -36,7 +37,7 @@ from reports.verdict import summary_lines
 def _roc_panels(store: RunDir, family: str, attacks: dict[str, Any]) -> dict[str, Any]:
     panels: dict[str, Any] = {}
     for row, per_attack in attacks[family]["attacks"].items():
-        path = mia_scores_name(family, row)
+        path = layout.mia_scores(family, row)
         if not store.path(path).exists():
             continue
         saved = store.read_npz(path)
@@ -76,10 +77,10 @@ def dp_claims(rows: list[dict[str, Any]], verdicts: list[Verdict]) -> list[dict[
 def build_report(
     store: RunDir, results: dict[str, Any], *, private: PrivateImages, thresholds: Thresholds
 ) -> str:
-    manifest = store.read_json("config.json")
-    releases = store.read_json("generate.json")["releases"]
+    manifest = store.read_json(layout.CONFIG)
+    releases = store.read_json(layout.GENERATE)["releases"]
     classes = [str(c) for c in results["dataset"]["classes"]]
-    members = store.read_npz("split.npz")["members"]
+    members = store.read_npz(layout.SPLIT)["members"]
     verdicts = check(store, results, thresholds)
     tests = [v for v in verdicts if v.is_test and v.metric != "dp_claim"]
     real = next((row for row in results["rows"] if row["generator"] == "real"), None)
@@ -138,4 +139,4 @@ def save_exhibits(store: RunDir, private: PrivateImages, images: np.ndarray) -> 
     """The private images the report showed, by dataset index, so `audit report` can re-render
     without the dataset. They are private data, like the rest of the run directory."""
     index = np.array(sorted(private.used), dtype=np.int64)
-    store.write_npz("exhibits.npz", index=index, images=images[index])
+    store.write_npz(layout.EXHIBITS, index=index, images=images[index])

@@ -8,10 +8,12 @@ from typing import Any
 
 import pandas as pd
 
+from audit.core import layout
 from audit.core.accounting import rdp_epsilon
 from audit.core.config import RunConfig
 from audit.core.data import ImageDataset
-from audit.core.store import RunDir, row_of
+from audit.core.layout import row_of
+from audit.core.store import RunDir
 from reports.columns import BASE_COLUMNS, SCHEMA_VERSION
 from reports.thresholds import makes_formal_claim
 
@@ -31,12 +33,12 @@ DP_ASSUMPTIONS = (
 
 
 def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dict[str, Any]:
-    split = store.read_npz("split.npz")
-    target = store.read_json("target.json")
-    privacy_info = store.read_json("privacy.json")
+    split = store.read_npz(layout.SPLIT)
+    target = store.read_json(layout.TARGET_SUMMARY)
+    privacy_info = store.read_json(layout.PRIVACY)
     privacy = privacy_info["rows"]
-    utility = store.read_json("utility.json")["rows"]
-    releases = store.read_json("generate.json")["releases"]
+    utility = store.read_json(layout.UTILITY)["rows"]
+    releases = store.read_json(layout.GENERATE)["releases"]
     rows: list[dict[str, Any]] = []
     for release in releases:
         name = row_of(release)
@@ -73,9 +75,9 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
         }
     )
     # columns contributed by registered stages (attacks): columns/<stage>.json = {row: {col: value}}
-    extra_columns = sorted((store.root / "columns").glob("*.json"))
+    extra_columns = sorted((store.root / layout.COLUMNS_DIR).glob("*.json"))
     for path in extra_columns:
-        contributed = store.read_json(f"columns/{path.name}")
+        contributed = store.read_json(layout.stage_columns(path.stem))
         for row in rows:
             name = row_of(row)
             row.update(contributed.get(name, {}))
@@ -110,14 +112,14 @@ def collect_results(store: RunDir, config: RunConfig, data: ImageDataset) -> dic
         "every pixel.",
     }
     attacks = {  # per-attack figures with confidence intervals, for the report
-        family: store.read_json(f"{family}.json")
+        family: store.read_json(layout.summary(family))
         for family in ("mia_release", "mia_model")
-        if store.path(f"{family}.json").exists()
+        if store.path(layout.summary(family)).exists()
     }
     reconstruction = {  # inversion per model; feature inversion and HCR bounds per noise scale
-        name: store.read_json(f"{name}.json")
+        name: store.read_json(layout.summary(name))
         for name in ("inversion", "features")
-        if store.path(f"{name}.json").exists()
+        if store.path(layout.summary(name)).exists()
     }
     if "mia_model" in attacks:
         notes["mia_model_attacks"] = attacks["mia_model"]["note"]

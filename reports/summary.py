@@ -7,7 +7,7 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
-from audit.core.store import row_of
+from audit.core.layout import row_of
 from reports.thresholds import number_or_none
 
 FAMILIES = ("mia_release", "mia_model")

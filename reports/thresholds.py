@@ -15,8 +15,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from audit.core import layout
 from audit.core.errors import AuditError
-from audit.core.store import RunDir, row_of
+from audit.core.layout import row_of
+from audit.core.store import RunDir
 
 DEFAULT_THRESHOLDS = "default_thresholds.toml"  # shipped in this package, documented inline
 BASELINE_ROWS = ("real", "target")
@@ -258,8 +260,8 @@ def release_values(store: RunDir, row: dict[str, Any], share_level: float) -> di
     """What each limit measures on one released row, from results.json and privacy/<row>.npz."""
     name = row_of(row)
     share: float | None = None
-    if store.path(f"privacy/{name}.npz").exists():
-        ssim = store.read_npz(f"privacy/{name}.npz")["ssim_values"]
+    if store.path(layout.privacy_scores(name)).exists():
+        ssim = store.read_npz(layout.privacy_scores(name))["ssim_values"]
         share = float((ssim > share_level).mean()) if len(ssim) else None
     return {
         "max_exact_copies": row.get("exact_copies"),

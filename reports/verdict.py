@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from audit.core import layout
 from audit.core.errors import AuditError
 from audit.core.store import RunDir
 from reports.thresholds import (
@@ -121,8 +122,8 @@ def load_run_results(run_dir: str | Path) -> tuple[RunDir, dict[str, Any]]:
     if not store.root.is_dir():
         raise AuditError(f"no run directory at {run_dir}")
     try:
-        status = store.read_json("config.json").get("status")
-        results = store.read_json("results.json")
+        status = store.read_json(layout.CONFIG).get("status")
+        results = store.read_json(layout.RESULTS)
     except FileNotFoundError as exc:
         raise AuditError(f"{run_dir} is not a finished run: no {Path(exc.filename).name}") from None
     except ValueError as exc:

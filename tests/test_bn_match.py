@@ -186,7 +186,7 @@ def test_loss_at_k_is_the_loss_of_the_images_released_at_k(teacher):
 def test_groups_per_pass_follow_the_memory_budget(teacher, caplog):
     """groups_per_pass 0 picks as many groups as the measured activations allow within the
     budget; the result equals one pass over everything (to floating-point order)."""
-    from generators.bn_match import activation_bytes_per_image, groups_within_budget
+    from generators.bn_memory import activation_bytes_per_image, groups_within_budget
 
     per_image = activation_bytes_per_image(teacher, SHAPE, device="cpu")
     assert per_image > 16 * 16 * 4  # at least the input image, in float32

@@ -292,7 +292,7 @@ def test_privacy_stage_finds_a_planted_member(smoke_run, tmp_path):
 
     from audit.core.data import load_dataset
     from audit.core.store import RunDir
-    from audit.engine.run import Run
+    from audit.engine.context import TaskContext
     from audit.tasks.privacy import privacy_of_release
 
     run_dir = tmp_path / "copy"
@@ -308,8 +308,8 @@ def test_privacy_stage_finds_a_planted_member(smoke_run, tmp_path):
     images[3], images[11] = data.images[members[17]], data.images[members[120]]
     np.savez(run_dir / "synthetic/k2.npz", images=images, labels=labels)
     # the release's task alone, as the serial executor runs it (the holdout row is on disk)
-    run = Run(config, data, RunDir(run_dir))
-    row = privacy_of_release(run, "synthetic/k2.npz", "bn_match-k2")
+    ctx = TaskContext(config, data, RunDir(run_dir))
+    row = privacy_of_release(ctx, "synthetic/k2.npz", "bn_match-k2")
     with np.load(run_dir / "privacy/bn_match-k2.npz") as found:
         for metric in ("ssim", "haarpsi"):
             assert found[f"{metric}_values"][[3, 11]].min() > 0.999

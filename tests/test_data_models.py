@@ -5,9 +5,11 @@ import pytest
 import torch
 from PIL import Image
 
-from audit.core.data import load_dataset, split_dataset
+from audit.core.data import load_dataset
 from audit.core.errors import AuditError
-from audit.core.models import PYTORCHCV_CIFAR_MEAN, build_model, load_weights
+from audit.core.models import PYTORCHCV_CIFAR_MEAN, build_model
+from audit.core.splits import split_dataset
+from audit.core.weights import load_weights
 
 
 def test_digits_is_resized_uint8(digits):

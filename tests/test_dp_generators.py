@@ -17,9 +17,9 @@ from audit.core.errors import AuditError
 from audit.core.models import build_model
 from generators.base import GenerationRequest
 from generators.dp_sgd import require_dp_compatible
-from generators.dpd_fvae import partition
+from generators.federation import partition
 from generators.registry import get_generator
-from generators.vae import ConditionalVAE, Decoder, Encoder
+from generators.vae_model import ConditionalVAE, Decoder, Encoder
 from reports.results import dp_summary
 
 SETTINGS = [  # (sample rate, noise multiplier, steps, delta)
@@ -138,7 +138,7 @@ def _positive_control(generator: str, seed: int = 1, **faults: dict) -> dict:
     """A small DP generator at a claimed epsilon 1 on 150 digits, audited as the report audits
     it (attacks/tasks/canaries.py audit_release): 40 mislabelled record canaries and 2,000
     gradient canaries, each in by a fair coin. faults: test-only settings (dp / fed sections)."""
-    from attacks.tasks.canaries import audit_release
+    from attacks.tasks.canary_scores import audit_release
     from audit.core.data import load_dataset
 
     small = {

@@ -10,7 +10,8 @@ import pytest
 
 from audit.cli import main
 from audit.core.errors import AuditError
-from audit.core.store import RunDir, row_of
+from audit.core.layout import row_of
+from audit.core.store import RunDir
 from reports.thresholds import LEAKAGE_METRICS, TESTS, check, load_thresholds
 from reports.verdict import summary_lines
 

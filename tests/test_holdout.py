@@ -15,11 +15,11 @@ import pytest
 
 from attacks.metrics import select_strongest, selection_halves
 from attacks.release import nearest_l2, penultimate_features, release_scores
+from audit.core.copies import exact_copies
 from audit.core.errors import AuditError
 from audit.core.holdout import (
     choose_holdout,
     copy_count_test,
-    exact_copies,
     holdout_share_test,
     nearest_in_pool,
     pool_order,

@@ -18,11 +18,12 @@ import pandas as pd
 import pytest
 
 import audit
-from audit.arguments import SETTING_OF, build_parser, flag_of, flag_settings
+from audit.arguments import build_parser, flag_settings
 from audit.cli import main
 from audit.core.config import RunConfig, build_config
-from audit.core.store import row_of
+from audit.core.layout import row_of
 from audit.engine.columns import COLUMNS, describe
+from audit.flags import SETTING_OF, flag_of
 from reports.columns import SAFE_NAME, SCHEMA_VERSION
 from reports.summary import strongest_attack, summary_rows
 from tests.conftest import SMOKE

@@ -279,7 +279,8 @@ def test_references_train_on_as_many_records_as_the_target():
     the pool) trains on exactly as many records as the target; unequal caps are called out."""
     from attacks.references import reference_size_note
     from audit.core.config import build_config
-    from audit.core.data import load_dataset, split_dataset
+    from audit.core.data import load_dataset
+    from audit.core.splits import split_dataset
 
     config = build_config(preset="quick")
     split = split_dataset(

@@ -16,7 +16,7 @@ import pytest
 
 from audit.cli import main
 from audit.core.config import RunConfig
-from audit.core.store import row_name
+from audit.core.layout import row_name
 from audit.engine.keys import StageRecord, stage_key
 from audit.engine.pipeline import STAGES
 

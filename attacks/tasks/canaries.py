@@ -32,17 +32,19 @@ import torch
 import torch.nn.functional as F
 
 from attacks.canary import CONFIDENCE, audit_scores
+from attacks.tasks.canary_scores import (
+    audit_release,
+    choose_canaries,
+    describe,
+    gradient_coins,
+)
+from audit.core import layout
 from audit.core.columns import CANARY, LESS_LEAKAGE, MORE_LEAKAGE, NEUTRAL, Column
-from audit.core.config import RunConfig
-from audit.core.seeding import numpy_rng
-from audit.core.similarity import nearest_neighbours
-from audit.core.store import row_name
+from audit.core.layout import row_name
 from audit.core.training import predict_logits, train_classifier
+from audit.engine.context import TaskContext, generation_request, new_classifier
 from audit.engine.costs import canary_cost
-from audit.engine.run import Run
 from audit.engine.spec import ATTACK, GENERATION, TARGET_ROW, Stage
-from audit.tasks.split import check_canary_room
-from generators.base import SyntheticSet
 from generators.registry import plugin
 
 log = logging.getLogger(__name__)
@@ -155,65 +157,25 @@ COLUMNS: tuple[Column, ...] = (
 )
 
 
-def choose_canaries(
-    run: Run,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(dataset indices, images, wrong labels, included coins) of the run's canaries."""
-    c, data, split = run.config, run.data, run.split()
-    check_canary_room(c, split)  # again: a reused split may predate a larger --canaries
-    index, labels, included = draw_canaries(
-        c.seed, split.test, data.labels, c.canaries, len(data.classes)
-    )
-    return index, data.images[index], labels, included
+def stage_canaries(ctx: TaskContext) -> None:
+    """The `canaries` stage: rerun the pipeline on members + included canaries and audit it.
 
+    Writes canaries.json (the canaries, their coins, delta, confidence and each row's figures)
+    and the stage's columns; with `canaries` 0 an empty summary and no columns. With --weights
+    the target and teacher-based generators (BN matching) are not audited.
 
-def draw_canaries(
-    seed: int, test: np.ndarray, labels: np.ndarray, m: int, classes: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(dataset indices, wrong labels, included coins) of m canaries drawn from the test split:
-    each relabelled uniformly among the other classes, each in by a fair coin (seeded)."""
-    rng = numpy_rng(seed, "canaries")
-    index = np.sort(rng.choice(test, m, replace=False))
-    wrong = (labels[index] + rng.integers(1, classes, m)) % classes
-    return index, wrong.astype(np.int64), rng.random(m) < 0.5
+    Args:
+        ctx: the task's context (config, data, run directory).
 
-
-def label_aware_ssim(
-    canaries: np.ndarray,
-    labels: np.ndarray,
-    release: np.ndarray,
-    release_labels: np.ndarray,
-    device: str,
-) -> np.ndarray:
-    """Each canary's SSIM to its nearest released image of the canary's label (-inf where the
-    release has none of that label)."""
-    scores = np.full(len(canaries), -np.inf)
-    for label in np.unique(labels):
-        mine, theirs = labels == label, release_labels == label
-        if theirs.any():
-            nearest, _ = nearest_neighbours(
-                canaries[mine], release[theirs], "ssim", k=1, device=device, progress=False
-            )
-            scores[mine] = nearest[:, 0]
-    return scores
-
-
-def gradient_coins(config: RunConfig) -> np.ndarray | None:
-    """The white-box gradient canaries' fair coins (None: none planted)."""
-    if config.gradient_canaries == 0:
-        return None
-    return (
-        numpy_rng(config.seed, "gradient-canaries", "coins").random(config.gradient_canaries) < 0.5
-    )
-
-
-def stage_canaries(run: Run) -> None:
-    c, data, split = run.config, run.data, run.split()
+    Raises:
+        AuditError: `canaries` exceeds the test split's size.
+    """
+    c, data, split = ctx.config, ctx.data, ctx.split()
     if c.canaries == 0:
-        run.store.write_json("canaries.json", {"canaries": 0})
-        run.store.write_json("columns/canaries.json", {})
+        ctx.store.write_json(layout.summary("canaries"), {"canaries": 0})
+        ctx.store.write_json(layout.stage_columns("canaries"), {})
         return
-    index, images, labels, included = choose_canaries(run)
+    index, images, labels, included = choose_canaries(ctx)
     members = split.members
     train_images = np.concatenate([data.images[members], images[included]])
     train_labels = np.concatenate([data.labels[members], labels[included]])
@@ -226,7 +188,7 @@ def stage_canaries(run: Run) -> None:
         len(train_images),
     )
     columns: dict[str, dict[str, Any]] = {}
-    teacher = run.new_model("canary-target")
+    teacher = new_classifier(ctx.config, ctx.data, "canary-target")
     if c.weights:
         log.warning(
             "[canaries] --weights: the target is not retrained, so BN matching and the "
@@ -253,7 +215,9 @@ def stage_canaries(run: Run) -> None:
         if not declared.reproducible or (declared.from_teacher and c.weights):
             continue
         # planned for the members and every canary: no coin moves the DP schedule or noise
-        request = run.generation_request(
+        request = generation_request(
+            ctx.config,
+            ctx.data,
             teacher,
             train_images,
             train_labels,
@@ -265,8 +229,8 @@ def stage_canaries(run: Run) -> None:
             columns[row] = audit_release(synthetic, images, labels, included, coins, c)
     for row, figures in columns.items():
         log.info("[canaries] %s: %s", row, describe(figures))
-    run.store.write_json(
-        "canaries.json",
+    ctx.store.write_json(
+        layout.summary("canaries"),
         {
             "canaries": len(index),
             "index": index,
@@ -277,65 +241,7 @@ def stage_canaries(run: Run) -> None:
             "rows": columns,
         },
     )
-    run.store.write_json("columns/canaries.json", columns)
-
-
-def audit_release(
-    synthetic: SyntheticSet,
-    images: np.ndarray,
-    labels: np.ndarray,
-    included: np.ndarray,
-    coins: np.ndarray | None,
-    config: RunConfig,
-) -> dict[str, Any]:
-    """One release's canary columns: every score it allows, its claim's p-value and status
-    (the claim: the audited training's own eps_accountant, where it makes a formal one)."""
-    scores = {
-        "blackbox_ssim_label": (
-            label_aware_ssim(images, labels, synthetic.images, synthetic.labels, config.device),
-            included,
-        )
-    }
-    if synthetic.score_records is not None:
-        scores["whitebox"] = (-synthetic.score_records(images, labels), included)
-    if synthetic.gradient_scores is not None and coins is not None:
-        scores["whitebox_gradient"] = (synthetic.gradient_scores, coins)
-    claim = synthetic.info.get("eps_accountant")
-    figures = audit_scores(scores, delta=config.dp.delta, claim=claim)
-    if claim is not None:
-        figures["dp_claim_audited"] = float(claim)
-        if not synthetic.info.get("dp_formal", True):  # informative, never gated
-            refuted = figures["dp_claim_status"] == "refuted"
-            figures["dp_claim_status"] = "not formal; refuted" if refuted else "not formal"
-    return figures
-
-
-def describe(figures: dict[str, Any]) -> str:
-    """eps_audit, how it was found, how far the audit could reach, and what it says of a claim."""
-    found = (
-        f"{figures['eps_audit_score']}, {figures['canary_correct']} of "
-        f"{figures['canary_guesses']} guesses right"
-        if figures["canary_guesses"]
-        else "no guess count refutes epsilon 0"
-    )
-    reach = figures["eps_audit_max"]
-    text = f"eps_audit {figures['eps_audit']:.2f} ({found}; a perfect attack: {reach:.2f})"
-    status = figures.get("dp_claim_status")
-    if status is None:
-        return text
-    claim = figures["dp_claim_audited"]
-    words = {
-        "refuted": f"DP CLAIM REFUTED at 95%: epsilon {claim:.3g} is below the lower bound",
-        "not refuted": f"claim {claim:.3g} not refuted (p = {figures['dp_claim_p']:.2g})",
-        "uninformative": (
-            f"uninformative about claim {claim:.3g}: at or above what this audit can refute"
-        ),
-        "not formal": f"claim {claim:.3g} is not a formal guarantee; not checked",
-        "not formal; refuted": (
-            f"claim {claim:.3g} is not a formal guarantee, and the audit refutes it (95%)"
-        ),
-    }
-    return f"{text}; {words[status]}"
+    ctx.store.write_json(layout.stage_columns("canaries"), columns)
 
 
 STAGE = Stage(  # the one-run epsilon audit, the costliest, last

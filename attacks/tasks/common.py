@@ -11,7 +11,7 @@ from attacks.metrics import AttackMetrics, evaluate_attack, select_strongest, se
 from attacks.references import AttackRecords
 from audit.core.columns import LESS_LEAKAGE, MIA, MORE_LEAKAGE, NEUTRAL, Column
 from audit.core.seeding import numpy_rng
-from audit.engine.run import Run
+from audit.engine.context import TaskContext
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,17 @@ FAMILY_COLUMNS: tuple[Column, ...] = (
 
 
 def metrics_summary(m: AttackMetrics) -> dict[str, Any]:
+    """One attack's metrics as the stage's summary file reports them (JSON-able, no ROC).
+
+    Args:
+        m: the attack's metrics (evaluate_attack), on at least one non-member.
+
+    Returns:
+        Keys "auc" in [0, 1], "auc_ci" [low, high], "p_value" in [0, 1], "tpr_at_0_1fpr" and
+        "tpr_at_1fpr" in [0, 1] (None where the non-members cannot resolve that FPR),
+        "min_resolvable_fpr" (1 / n_nonmembers), "balanced_accuracy", "eps_lower" >= 0,
+        "eps_delta", "n_members", "n_nonmembers".
+    """
     return {
         "auc": m.auc,
         "auc_ci": list(m.auc_ci),
@@ -90,7 +101,7 @@ def metrics_summary(m: AttackMetrics) -> dict[str, Any]:
 
 
 def evaluate_all(
-    run: Run,
+    ctx: TaskContext,
     family: str,
     row: str,
     scores: dict[str, np.ndarray],
@@ -100,8 +111,29 @@ def evaluate_all(
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any], dict[str, Any]]:
     """Metrics of every attack on one row (all candidates), and the row's worst-case columns for
     the family: the attack chosen on one half of the candidates, measured on the other half.
-    diagnostics: attacks reported beside the others but outside the worst case (and the gate)."""
-    c = run.config
+    diagnostics: attacks reported beside the others but outside the worst case (and the gate).
+
+    Args:
+        ctx: the task's context (config, data, run directory).
+        family: the membership family ("mia_release" or "mia_model"): names the columns and
+            the random streams.
+        row: the attacked row ("target", "bn_match-k200"...).
+        scores: attack name -> (n_candidates,) float, finite scores of every candidate
+            (higher = member), aligned with is_member.
+        is_member: (n_candidates,) bool, True for the members.
+        diagnostics: names in scores to report but never choose as the strongest.
+
+    Returns:
+        report: attack -> metrics_summary on all candidates; selection: the chosen attack,
+        every eligible attack's "selection_auc", metrics_summary on the evaluation half,
+        "p_value_auc", "threshold", "p_value_threshold" and the gate's "p_value" in [0, 1];
+        columns: the row's {family}_* columns of FAMILY_COLUMNS (all but eps_lower), by name.
+
+    Raises:
+        ValueError: every attack is a diagnostic, or (evaluate_attack) a half lacks members or
+            non-members, or a score is not finite.
+    """
+    c = ctx.config
     metrics = {
         attack: evaluate_attack(
             s[is_member],
@@ -157,9 +189,24 @@ def evaluate_all(
 
 
 def candidates_of(records: AttackRecords) -> tuple[np.ndarray, np.ndarray]:
-    """Dataset indices of the candidates and whether each is a member."""
+    """Dataset indices of the candidates and whether each is a member.
+
+    Args:
+        records: the attack records (attacks/tasks/records.py attack_records).
+
+    Returns:
+        (n_candidates,) int64 dataset indices, and (n_candidates,) bool, True for members.
+    """
     return records.pool[records.candidates], records.pool_is_member[records.candidates]
 
 
 def candidate_counts(is_member: np.ndarray) -> dict[str, int]:
+    """How many members and non-members the attacks scored, for the summary file.
+
+    Args:
+        is_member: (n_candidates,) bool, True for the members.
+
+    Returns:
+        {"n_members": count >= 0, "n_nonmembers": count >= 0}.
+    """
     return {"n_members": int(is_member.sum()), "n_nonmembers": int((~is_member).sum())}

@@ -11,11 +11,12 @@ import numpy as np
 
 from attacks.inversion import VARIANTS, invert, score_reconstructions
 from attacks.tasks.population import POPULATION_MODEL
+from audit.core import layout
 from audit.core.columns import INV, MORE_LEAKAGE, NEUTRAL, Column
 from audit.core.seeding import numpy_rng
 from audit.core.training import predict_logits
+from audit.engine.context import TaskContext
 from audit.engine.costs import scaled
-from audit.engine.run import Run
 from audit.engine.spec import ATTACK, Plan, Stage, Task
 
 log = logging.getLogger(__name__)
@@ -25,14 +26,14 @@ COLUMNS: tuple[Column, ...] = (
     Column(
         "inversion_nn_ssim_member",
         "model inversion (priors): mean SSIM of each reconstruction to its nearest member",
-        "[0, 1]",
+        "[-1, 1]",
         MORE_LEAKAGE,
         INV,
     ),
     Column(
         "inversion_nn_ssim_nonmember",
         "the same to the nearest non-member: the yardstick for inversion_nn_ssim_member",
-        "[0, 1]",
+        "[-1, 1]",
         NEUTRAL,
         INV,
     ),
@@ -60,6 +61,15 @@ ROW_S = 4.5
 
 
 def inversion_tasks(plan: Plan) -> list[Task]:
+    """One inversion task per attacked model (the target and each release's retrained model).
+
+    Args:
+        plan: the run's plan (config, planned releases, data size for the cost estimate).
+
+    Returns:
+        The tasks, named by row, each reading the model's weights and the evaluator's; cost:
+        ROW_S seconds per 100 `inversion.steps`, scaled to the data's pixel count.
+    """
     return [
         Task(
             "inversion",
@@ -73,8 +83,15 @@ def inversion_tasks(plan: Plan) -> list[Task]:
     ]
 
 
-def write_inversion(run: Run, results: dict[str, Any]) -> None:
-    evaluator_acc = run.store.read_json("population_model.json")["acc_nonmembers"]
+def write_inversion(ctx: TaskContext, results: dict[str, Any]) -> None:
+    """The stage's combine step: write inversion.json and the inversion columns.
+
+    Args:
+        ctx: the task's context (config, data, run directory).
+        results: row -> what invert_model returned, as read back from JSON: [per-variant
+            report, results columns].
+    """
+    evaluator_acc = ctx.store.read_json(layout.POPULATION_SUMMARY)["acc_nonmembers"]
     report = {row: r[0] for row, r in results.items()}
     for row, r in report.items():
         priors, miface = r["priors"], r["miface"]
@@ -87,19 +104,37 @@ def write_inversion(run: Run, results: dict[str, Any]) -> None:
             priors["eval_acc"],
             miface["eval_acc"],
         )
-    run.store.write_json(
-        "inversion.json",
+    ctx.store.write_json(
+        layout.summary("inversion"),
         {"models": report, "evaluator_acc_on_nonmembers": evaluator_acc},
     )
-    run.store.write_json("columns/inversion.json", {row: r[1] for row, r in results.items()})
+    ctx.store.write_json(
+        layout.stage_columns("inversion"), {row: r[1] for row, r in results.items()}
+    )
 
 
 def invert_model(
-    run: Run, row: str, path: str
+    ctx: TaskContext, row: str, path: str
 ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
-    """Both inversion variants on one saved model: (per-variant report, results columns)."""
-    c, data, split = run.config, run.data, run.split()
-    model, evaluator = run.saved_model(path), run.saved_model(EVALUATOR)
+    """Both inversion variants on one saved model: (per-variant report, results columns).
+
+    Writes each variant's reconstructions, evaluator verdicts and scores to
+    layout.reconstructions(row, variant).
+
+    Args:
+        ctx: the task's context (config, data, run directory).
+        row: the attacked model's row ("target", "bn_match-k200"...).
+        path: its saved weights in the run directory (layout.TARGET or layout.model(row)).
+
+    Returns:
+        The report, variant ("priors", "miface") -> {"nn_ssim_member", "nn_ssim_nonmember",
+        "nn_haarpsi_member", "nn_haarpsi_nonmember": mean best similarity over the
+        reconstructions (NaN-skipping; SSIM <= 1, HaarPSI in [0, 1]), "ssim_gap": mean member
+        minus non-member SSIM, "eval_acc": share in [0, 1] the evaluator assigns to the class
+        inverted for}; and the row's four inversion_* columns (COLUMNS), by name.
+    """
+    c, data, split = ctx.config, ctx.data, ctx.split()
+    model, evaluator = ctx.saved_model(path), ctx.saved_model(EVALUATOR)
     report: dict[str, dict[str, float]] = {}
     for variant in VARIANTS:
         reconstructions = invert(
@@ -124,8 +159,8 @@ def invert_model(
         )
         predicted = predict_logits(evaluator, reconstructions.images, device=c.device)
         correct = predicted.argmax(1).numpy() == reconstructions.labels
-        run.store.write_npz(
-            f"inversion/{row}-{variant}.npz",
+        ctx.store.write_npz(
+            layout.reconstructions(row, variant),
             images=reconstructions.images,
             labels=reconstructions.labels,
             evaluator_correct=correct,

@@ -190,9 +190,27 @@ class DPRecord:
 
     @property
     def eps_accountant(self) -> float:
+        """The epsilon the RDP accountant charges at delta for the phases actually run.
+
+        Returns:
+            epsilon >= 0; 0.0 with no step, inf where a phase with steps adds no noise.
+
+        Raises:
+            ValueError: delta or a phase's sample rate out of range (see rdp_epsilon).
+        """
         return rdp_epsilon(list(self.phases), delta=self.delta)
 
     def columns(self) -> dict[str, float | int | str | bool]:
+        """The dp_* columns of the results row (DP_RECORD_COLUMNS describes each).
+
+        Returns:
+            dp_private (True), eps_accountant, dp_delta, dp_noise_multiplier (the smallest over
+            phases, nan with none), dp_sample_rate (the largest, nan with none), dp_steps (the
+            sum), dp_accountant ("opacus-rdp") and dp_formal (True).
+
+        Raises:
+            ValueError: as eps_accountant.
+        """
         noises = {noise for noise, _q, _s in self.phases}
         rates = {q for _n, q, _s in self.phases}
         return {

@@ -21,7 +21,14 @@ from audit.core.sections import BNMatchConfig
 @contextlib.contextmanager
 def frozen(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode (BN normalises with running statistics and never updates them) and no parameter
-    gradients; the previous mode and flags are restored afterwards."""
+    gradients; the previous mode and flags are restored afterwards.
+
+    Args:
+        model: the module to freeze for the duration of the block.
+
+    Yields:
+        The same model, in eval mode with requires_grad False on every parameter.
+    """
     was_training = model.training
     flags = [p.requires_grad for p in model.parameters()]
     model.eval()
@@ -40,7 +47,21 @@ def bn_inputs(
     model: nn.Module,
 ) -> Iterator[list[tuple[nn.modules.batchnorm._BatchNorm, torch.Tensor]]]:
     """Record each BN layer's input during a forward pass. Inputs, not outputs: pytorchcv's
-    ReLU(inplace=True) right after BN would overwrite a recorded output."""
+    ReLU(inplace=True) right after BN would overwrite a recorded output.
+
+    The hooks are removed when the block ends; the list keeps growing with every forward pass
+    run inside it.
+
+    Args:
+        model: the network whose BatchNorm layers are hooked.
+
+    Yields:
+        The list that forward passes fill: one (BN layer, its input tensor, (N, C, H, W)) pair
+        per layer call, in call order.
+
+    Raises:
+        AuditError: the model has no BatchNorm layer.
+    """
     layers = bn_layers(model)
     if not layers:
         raise AuditError("the teacher has no BatchNorm layers; BN-statistics matching needs them")
@@ -58,7 +79,16 @@ def bn_inputs(
 
 
 def group_matrix(group_index: torch.Tensor, n_groups: int) -> torch.Tensor:
-    """(G, N) averaging matrix: row g holds 1/n_g at the images of group g."""
+    """(G, N) averaging matrix: row g holds 1/n_g at the images of group g.
+
+    Args:
+        group_index: (N,) int64, each image's group in [0, n_groups); every group needs at
+            least one image (an empty group's row would be NaN).
+        n_groups: G, the number of groups, >= 1.
+
+    Returns:
+        (G, N) float32 on group_index's device; each row sums to 1.
+    """
     onehot = F.one_hot(group_index, n_groups).T.to(torch.float32)
     return onehot / onehot.sum(dim=1, keepdim=True)
 
@@ -81,7 +111,24 @@ def group_losses(
     averaging: torch.Tensor,
     cfg: BNMatchConfig,
 ) -> torch.Tensor:
-    """The loss of each group, shape (G,). Only images of group g contribute to entry g."""
+    """The loss of each group, shape (G,). Only images of group g contribute to entry g.
+
+    Per BN layer: the distance between the group's (cfg.statistics "batch") or each image's
+    ("image", then averaged) mean and spread and the layer's running statistics; plus
+    cfg.ce_weight x the group's mean cross-entropy and cfg.tv_weight x its mean total variation.
+
+    Args:
+        records: (BN layer, its input (N, C_l, H_l, W_l)) pairs from `bn_inputs` for the
+            forward pass of these N images; layers need running statistics.
+        logits: (N, num_classes) logits of the same pass.
+        labels: (N,) int64 class each image is pushed towards (cross-entropy term).
+        z: (N, C, H, W) float normalised images (total-variation term).
+        averaging: (G, N) float32 from `group_matrix`.
+        cfg: the bn section: statistics, spread, norm, ce_weight and tv_weight.
+
+    Returns:
+        (G,) float32 loss per group, >= 0, on z's device (differentiable in z).
+    """
     total = torch.zeros(averaging.shape[0], device=z.device, dtype=torch.float32)
     group_of_image = averaging.argmax(dim=0)
     for layer, act in records:
@@ -126,7 +173,24 @@ def bn_statistics_distance(
     """Mean over groups of sum_l ||mu_l - mu||_2 + ||var_l - var||_2 for released uint8 images:
     how closely what leaves the building matches the private model's statistics. Whole groups
     go through the teacher a few at a time (at least one group per pass): every BN input of
-    10,000 CIFAR images at once would hold about 8 GB."""
+    10,000 CIFAR images at once would hold about 8 GB.
+
+    Consecutive images form the groups; a last, smaller group counts as much as a full one.
+
+    Args:
+        teacher: the private classifier whose BN running statistics are the target (moved to
+            device, frozen during the passes).
+        images: (N, H, W, C) uint8 released images, pixels in [0, 255], N >= 1.
+        group_size: images per group, >= 1.
+        device: where the forward passes run.
+        images_per_pass: at most this many images per forward pass (whole groups, >= 1 group).
+
+    Returns:
+        The mean per-group distance, a float >= 0 (lower = closer to the private statistics).
+
+    Raises:
+        AuditError: the teacher has no BatchNorm layer.
+    """
     from audit.core.training import to_tensor
 
     cfg = BNMatchConfig(group_size=group_size, ce_weight=0.0)

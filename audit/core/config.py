@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ from audit.core.sections import (
     VAEConfig,
     coerce,
 )
+from audit.core.validation import validate
 
 
 @dataclass(frozen=True)
@@ -88,10 +88,20 @@ class RunConfig:
     redact_originals: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        """The configuration as plain data, the form config.json records.
+
+        Returns:
+            Every field by name, sections (target, bn, vae...) as nested dicts, tuples kept.
+        """
         return dataclasses.asdict(self)
 
     def digest(self) -> str:
-        """A short hash of everything that changes results (not where they are written)."""
+        """A short hash of everything that changes results (not where they are written).
+
+        Returns:
+            12 lowercase hex characters of the SHA-256 of the fields, out and redact_originals
+            left out.
+        """
         payload = {k: v for k, v in self.to_dict().items() if k not in ("out", "redact_originals")}
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -119,7 +129,22 @@ def build_config(*layers: Mapping[str, Any] | None, **settings: Any) -> RunConfi
     target, utility, inversion, features) as nested mappings whose keys override one by one. A
     value of None means "not given". The preset is the last one any layer names ("quick" if
     none). target.hflip and utility.hflip default to the dataset's (flips are valid for CIFAR,
-    not for digits); image_size on digits to the preset's digits_image_size."""
+    not for digits); image_size on digits to the preset's digits_image_size.
+
+    Args:
+        layers: mappings of settings in config.json's names, lowest priority first; None
+            layers are skipped.
+        settings: the highest-priority settings, in the same names.
+
+    Returns:
+        The validated configuration, k, epsilon and similarity_levels sorted and deduplicated,
+        device resolved and threads recorded.
+
+    Raises:
+        AuditError: unknown preset or dataset, an unknown or mistyped setting, --k or
+            --generator combined with --synthetic, an unavailable device, or a value `validate`
+            rejects.
+    """
     given = merge_settings(*layers, settings)
     preset = given.get("preset") or "quick"
     if preset not in PRESETS:
@@ -166,7 +191,16 @@ def build_config(*layers: Mapping[str, Any] | None, **settings: Any) -> RunConfi
 
 
 def merge_settings(*layers: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Later layers override earlier ones, key by key inside sections; None is "not given"."""
+    """Later layers override earlier ones, key by key inside sections; None is "not given".
+
+    Args:
+        layers: mappings of settings in config.json's names, lowest priority first; None
+            layers are skipped.
+
+    Returns:
+        A new dict: top-level names with their last non-None value, each section (target, bn,
+        vae...) a dict merged key by key; nothing is type-checked.
+    """
     merged: dict[str, Any] = {}
     for layer in layers:
         for key, value in (layer or {}).items():
@@ -185,7 +219,19 @@ TRAINING_EPOCHS_DEFAULT = 40  # target and utility, where no preset or layer set
 
 def from_settings(fields: Mapping[str, Any]) -> RunConfig:
     """A RunConfig from config.json-shaped settings, each checked against its field's type (the
-    test-only ones included: build_config is what tests call)."""
+    test-only ones included: build_config is what tests call).
+
+    Args:
+        fields: top-level settings and section mappings (bn, vae, dp, fed, target, utility,
+            inversion, features); target and utility epochs default to 40.
+
+    Returns:
+        The RunConfig; fields not given keep their dataclass defaults. Not validated.
+
+    Raises:
+        AuditError: an unknown setting, a value of the wrong type, or a section that is not a
+            mapping.
+    """
     typed = typed_settings(fields, "settings", test_only_allowed=True)
     values: dict[str, Any] = {}
     for key, value in typed.items():
@@ -202,7 +248,22 @@ def typed_settings(
 ) -> dict[str, Any]:
     """One layer's settings with every name and type checked against the dataclasses (lists as
     tuples, integers as floats where a float is due); an AuditError names the source and the
-    first unknown setting, wrong type, or changed test-only setting."""
+    first unknown setting, wrong type, or changed test-only setting.
+
+    Args:
+        settings: one layer's settings in config.json's names, sections as mappings.
+        source: where they came from (a file path, "settings"), named in messages.
+        test_only_allowed: let the test-only fault-injection settings (TEST_ONLY) differ from
+            their defaults.
+
+    Returns:
+        The same names with coerced values; sections as dicts of coerced values, not yet
+        dataclasses.
+
+    Raises:
+        AuditError: a section that is not a mapping, an unknown name, a wrong type, or a
+            test-only setting changed while not allowed.
+    """
     typed: dict[str, Any] = {}
     for key, value in settings.items():
         if key in SECTIONS:
@@ -240,7 +301,18 @@ def _typed(
 
 def load_settings(path: str) -> dict[str, Any]:
     """A TOML config file's settings (config.json's names; sections as [bn], [target]...);
-    AuditError on a missing or malformed file. Unknown names fail in build_config."""
+    AuditError on a missing or malformed file. Unknown names fail in build_config.
+
+    Args:
+        path: the TOML config file.
+
+    Returns:
+        The settings as parsed (lists stay lists), after their names and types were checked.
+
+    Raises:
+        AuditError: the file cannot be read, is not valid TOML, or holds an unknown or
+            mistyped setting or a changed test-only one.
+    """
     try:
         with open(path, "rb") as handle:
             settings = tomllib.load(handle)
@@ -253,7 +325,17 @@ def load_settings(path: str) -> dict[str, Any]:
 
 
 def resolve_device(device: str) -> str:
-    """auto -> cuda when torch sees a GPU, else cpu; a GPU asked for and missing is an error."""
+    """auto -> cuda when torch sees a GPU, else cpu; a GPU asked for and missing is an error.
+
+    Args:
+        device: "auto", "cpu" or "cuda".
+
+    Returns:
+        "cpu" or "cuda".
+
+    Raises:
+        AuditError: "cuda" without a CUDA device, or any other value.
+    """
     import torch
 
     if device == "auto":
@@ -263,116 +345,3 @@ def resolve_device(device: str) -> str:
     if device not in ("cpu", "cuda"):
         raise AuditError(f"--device must be auto, cpu or cuda, got {device!r}")
     return device
-
-
-def validate(config: RunConfig) -> None:
-    """Reject impossible values with a message naming the flag."""
-    if not config.k:
-        raise AuditError("--k needs at least one positive integer")
-    for k in config.k:
-        if k <= 0:
-            raise AuditError(f"--k must be positive integers, got {k}")
-    if config.threads is not None and config.threads < 1:
-        raise AuditError(f"--threads must be a positive integer, got {config.threads}")
-    if config.mia_refs == 1 or config.mia_refs < 0:
-        raise AuditError(
-            f"--mia-refs needs 0 or at least 2 reference models (each record must be IN for "
-            f"some and OUT for others), got {config.mia_refs}"
-        )
-    for epsilon in config.epsilon:
-        if not (math.isfinite(epsilon) and epsilon > 0):
-            raise AuditError(f"--epsilon must be positive and finite, got {epsilon}")
-    if not config.epsilon:
-        raise AuditError("--epsilon needs at least one positive value")
-    if not (0 < config.dp.delta < 1):
-        raise AuditError(f"--delta must lie in (0, 1), got {config.dp.delta}")
-    if not (config.dp.clip > 0 and config.fed.clip > 0):
-        raise AuditError("the DP clip norms must be positive")
-    if not 0 < config.dp.pretrain_share < 1:
-        raise AuditError(
-            f"DP^2-VAE's pretrain share must lie in (0, 1), got {config.dp.pretrain_share}"
-        )
-    vae, fed = config.vae, config.fed
-    if (
-        min(vae.latent, vae.batch_size, vae.epochs, fed.latent, fed.batch_size, fed.local_epochs)
-        <= 0
-    ):
-        raise AuditError("VAE latent size, batch size and epochs must be positive")
-    if min(fed.clients, fed.rounds) <= 0 or not 0 < fed.client_fraction <= 1:
-        raise AuditError("DPD-fVAE needs clients >= 1, rounds >= 1 and a client fraction in (0, 1]")
-    if fed.partition not in ("iid", "dirichlet") or fed.dirichlet_alpha <= 0:
-        raise AuditError(f"--client-partition must be iid or dirichlet, got {fed.partition!r}")
-    if fed.noise_multiplier is not None and not (
-        fed.noise_multiplier > 0 and math.isfinite(fed.noise_multiplier)
-    ):
-        raise AuditError(
-            f"DPD-fVAE's noise multiplier must be positive, got {fed.noise_multiplier}"
-        )
-    if len(set(config.generator)) != len(config.generator) or not config.generator:
-        raise AuditError(f"--generator lists each generator once: {' '.join(config.generator)}")
-    if config.synthetic and config.generator != ("external",):
-        raise AuditError(
-            "--synthetic audits an existing set; it cannot be combined with generators"
-        )
-    if not 0 <= config.eps_delta < 1:
-        raise AuditError(f"eps_delta must lie in [0, 1), got {config.eps_delta}")
-    if config.mia_candidates <= 0 or config.max_reference <= 0:
-        raise AuditError("attack candidates and the real row's size must be positive")
-    if config.max_holdout < 2:
-        raise AuditError(f"max_holdout must be at least 2, got {config.max_holdout}")
-    if config.max_nonmembers is not None and config.max_nonmembers < 3:
-        raise AuditError(
-            f"--max-nonmembers must be at least 3 (2 held out, 1 for the real row's release), "
-            f"got {config.max_nonmembers}"
-        )
-    if config.canaries < 0 or config.canaries == 1:
-        raise AuditError(f"--canaries needs 0 (off) or at least 2 canaries, got {config.canaries}")
-    if config.gradient_canaries < 0 or config.gradient_canaries == 1:
-        raise AuditError(
-            f"--gradient-canaries needs 0 (off) or at least 2, got {config.gradient_canaries}"
-        )
-    most = math.floor(1 / (2 * config.dp.delta) + 1e-9)  # 1 / 2e-5 is 49999.999...
-    if config.canaries and max(config.canaries, config.gradient_canaries) > most:
-        # the audit's bound grows with the right guesses only while 2 m delta <= 1
-        raise AuditError(
-            f"at --delta {config.dp.delta:g} the canary audit takes at most {most} canaries "
-            f"(2 m delta <= 1), got {max(config.canaries, config.gradient_canaries)}"
-        )
-    if config.nn_k <= 0:
-        raise AuditError(f"nn_k must be positive, got {config.nn_k}")
-    if not 0 <= config.nn_shift <= 8:
-        raise AuditError(f"--nn-shift must lie in [0, 8] px, got {config.nn_shift}")
-    if config.utility_seeds <= 0:
-        raise AuditError(f"--utility-seeds must be positive, got {config.utility_seeds}")
-    if config.real_utility_seeds is not None and config.real_utility_seeds <= 0:
-        raise AuditError(f"--real-utility-seeds must be positive, got {config.real_utility_seeds}")
-    if config.n_synthetic <= 0:
-        raise AuditError(f"--n-synthetic must be positive, got {config.n_synthetic}")
-    if config.image_size is not None and config.image_size < 16:
-        raise AuditError(
-            f"--image-size must be at least 16 (piq's HaarPSI needs 16 px), got {config.image_size}"
-        )
-    if not 0 < config.member_fraction < 1 or not 0 < config.nonmember_fraction < 1:
-        raise AuditError("member and non-member fractions must lie in (0, 1)")
-    if config.member_fraction + config.nonmember_fraction >= 1:
-        raise AuditError("member + non-member fractions must leave a test split (sum < 1)")
-    for t in config.similarity_levels:
-        if not 0 <= t <= 1:
-            raise AuditError(f"--similarity-levels must lie in [0, 1], got {t}")
-    bn = config.bn
-    if bn.group_size <= 1:
-        raise AuditError(f"BN group size must be at least 2, got {bn.group_size}")
-    if bn.lr <= 0 or bn.check_every <= 0 or bn.groups_per_pass < 0 or bn.pass_memory_budget <= 0:
-        raise AuditError("BN matching needs lr > 0, check_every > 0 and groups_per_pass >= 0")
-    f = config.features
-    if any(scale < 0 for scale in f.noise_scales) or not f.noise_scales:
-        raise AuditError(f"feature noise scales must be >= 0, got {f.noise_scales}")
-    if f.attacker_data not in ("nonmembers", "synthetic"):
-        raise AuditError(
-            f"feature attacker data must be nonmembers or synthetic: {f.attacker_data}"
-        )
-    if config.inversion.steps <= 0 or config.inversion.per_class <= 0:
-        raise AuditError("model inversion needs positive steps and reconstructions per class")
-    for name, train in (("target", config.target), ("utility", config.utility)):
-        if train.epochs <= 0 or train.batch_size <= 0 or train.lr <= 0:
-            raise AuditError(f"{name} training needs positive epochs, batch size and lr")

@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 
 from audit.core.errors import AuditError
-from audit.core.seeding import numpy_rng
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +30,20 @@ class ImageDataset:
 
     @property
     def channels(self) -> int:
+        """Image channels, C of the (N, H, W, C) images.
+
+        Returns:
+            The channel count: 1 for grey images, 3 for RGB.
+        """
         return int(self.images.shape[3])
 
     @property
     def image_size(self) -> int:
+        """Image height in pixels (the side, for the square images the suite requires).
+
+        Returns:
+            H of the (N, H, W, C) images, in pixels.
+        """
         return int(self.images.shape[1])
 
 
@@ -55,7 +64,16 @@ class DatasetSpec:
 
 
 def resize(images: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear (antialiased when shrinking) resize of uint8 NHWC images to size x size."""
+    """Bilinear (antialiased when shrinking) resize of uint8 NHWC images to size x size.
+
+    Args:
+        images: (N, H, W, C) uint8, pixels in [0, 255].
+        size: the output side, in pixels.
+
+    Returns:
+        (N, size, size, C) uint8, pixels rounded and clamped to [0, 255]; `images` itself when
+        it already is size x size.
+    """
     if images.shape[1] == size and images.shape[2] == size:
         return images
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float()
@@ -64,6 +82,15 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def load_digits(_root: str | None, _download: bool) -> ImageDataset:
+    """scikit-learn's 8x8 digits (1,797 images, 10 classes), grey levels 0..16 mapped onto 0..255.
+
+    Args:
+        _root: ignored (the data ships with scikit-learn).
+        _download: ignored.
+
+    Returns:
+        The dataset: (1797, 8, 8, 1) uint8 images, no own test part (n_train None).
+    """
     from sklearn.datasets import load_digits as sk_load_digits
 
     bunch = sk_load_digits()
@@ -74,6 +101,18 @@ def load_digits(_root: str | None, _download: bool) -> ImageDataset:
 
 
 def load_cifar10(root: str | None, download: bool) -> ImageDataset:
+    """CIFAR-10 from torchvision's files under --data-root: 50,000 train then 10,000 test images.
+
+    Args:
+        root: the --data-root directory; must not be None.
+        download: fetch the files into root when they are missing.
+
+    Returns:
+        The dataset: (60000, 32, 32, 3) uint8 images, n_train 50,000.
+
+    Raises:
+        AuditError: torchvision cannot read (or download) the files.
+    """
     from torchvision.datasets import CIFAR10
 
     assert root is not None
@@ -112,6 +151,17 @@ def _torchvision_mnist(kind: str, title: str) -> Callable[[str | None, bool], Im
 
 
 def read_image(path: Path) -> np.ndarray:
+    """One image file as a uint8 HWC array: grey modes (L, 1, I;16, I) as L, all others as RGB.
+
+    Args:
+        path: the image file.
+
+    Returns:
+        (H, W, 1) or (H, W, 3) uint8, pixels in [0, 255].
+
+    Raises:
+        AuditError: PIL cannot open or decode the file.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -150,7 +200,21 @@ def _list_part(root: Path, part: str, classes: tuple[str, ...] | None) -> list[t
 
 
 def load_imagefolder(root: str | None, _download: bool) -> ImageDataset:
-    """root/train/<class>/* then root/test/<class>/*; labels index the sorted train class names."""
+    """root/train/<class>/* then root/test/<class>/*; labels index the sorted train class names.
+
+    Args:
+        root: the --data-root directory; must not be None.
+        _download: ignored.
+
+    Returns:
+        The dataset, named after root's last component, (N, H, W, C) uint8 images, n_train the
+        number of train/ images.
+
+    Raises:
+        AuditError: root is not a directory, train/ or test/ is missing, has no class
+            directories or no images, test/ has a class train/ lacks, an image cannot be read,
+            or images differ in size or channels.
+    """
     assert root is not None
     base = Path(root)
     if not base.is_dir():
@@ -185,6 +249,17 @@ DATASETS: dict[str, DatasetSpec] = {
 
 
 def dataset_spec(name: str) -> DatasetSpec:
+    """The loader and properties of a named dataset.
+
+    Args:
+        name: a key of DATASETS (digits, cifar10, mnist, fashion-mnist, imagefolder).
+
+    Returns:
+        Its DatasetSpec: loader, whether mirrored images stay valid, whether it needs a root.
+
+    Raises:
+        AuditError: unknown name.
+    """
     if name not in DATASETS:
         raise AuditError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     return DATASETS[name]
@@ -193,6 +268,21 @@ def dataset_spec(name: str) -> DatasetSpec:
 def load_dataset(
     name: str, root: str | None, *, image_size: int | None, download: bool = False
 ) -> ImageDataset:
+    """A named dataset in canonical order, resized when asked, checked to be square and >= 16 px.
+
+    Args:
+        name: a key of DATASETS.
+        root: the --data-root directory; None for datasets that need none (digits).
+        image_size: side to resize to, in pixels; None keeps the native size.
+        download: let torchvision fetch missing files.
+
+    Returns:
+        The dataset, (N, S, S, C) uint8 images with S >= 16.
+
+    Raises:
+        AuditError: unknown name, a needed root missing, the loader fails, the dataset is
+            empty, or its images are not square or smaller than 16 px after resizing.
+    """
     spec = dataset_spec(name)
     if spec.needs_root and not root:
         raise AuditError(f"dataset {name!r} needs --data-root")
@@ -209,95 +299,3 @@ def load_dataset(
             "square images of at least 16 px are needed (use --image-size)"
         )
     return data
-
-
-def split_dataset(
-    data: ImageDataset,
-    *,
-    seed: int,
-    member_fraction: float,
-    nonmember_fraction: float,
-    max_members: int | None,
-    max_nonmembers: int | None,
-    max_test: int | None,
-) -> Split:
-    """Seeded split. A dataset with its own test part draws members and non-members from its train
-    part (half each) and the test split from its test part; otherwise the fractions apply."""
-    rng = numpy_rng(seed, "split")
-    n = len(data.labels)
-    if data.n_train is not None:
-        pool = rng.permutation(data.n_train)
-        n_members = len(pool) // 2
-        members, nonmembers = pool[:n_members], pool[n_members:]
-        test = data.n_train + rng.permutation(n - data.n_train)
-    else:
-        pool = rng.permutation(n)
-        n_members = round(member_fraction * n)
-        n_nonmembers = round(nonmember_fraction * n)
-        members = pool[:n_members]
-        nonmembers = pool[n_members : n_members + n_nonmembers]
-        test = pool[n_members + n_nonmembers :]
-    return _capped(data, members, nonmembers, test, (max_members, max_nonmembers, max_test))
-
-
-def _capped(
-    data: ImageDataset,
-    members: np.ndarray,
-    nonmembers: np.ndarray,
-    test: np.ndarray,
-    caps: tuple[int | None, int | None, int | None],
-) -> Split:
-    """The first cap records of each part (drawn in random order), sorted; none may be empty."""
-    whole = (members, nonmembers, test)
-    parts = [part[:cap] if cap else part for part, cap in zip(whole, caps, strict=True)]
-    split = Split(*(np.sort(a).astype(np.int64) for a in parts))
-    for part in ("members", "nonmembers", "test"):
-        if len(getattr(split, part)) == 0:
-            raise AuditError(f"dataset {data.name!r} is too small: the {part} split is empty")
-    return split
-
-
-def split_for_pretrained(
-    data: ImageDataset,
-    *,
-    seed: int,
-    max_members: int | None,
-    max_nonmembers: int | None,
-    max_test: int | None,
-) -> Split:
-    """The split for weights trained on the dataset's whole train part (a published pytorchcv
-    CIFAR-10 checkpoint saw all 50,000 training images): members are that part, non-members and
-    test disjoint halves of the test part, so no "non-member" was ever trained on."""
-    assert data.n_train is not None
-    rng = numpy_rng(seed, "split", "pretrained")
-    members = rng.permutation(data.n_train)
-    rest = data.n_train + rng.permutation(len(data.labels) - data.n_train)
-    half = len(rest) // 2
-    nonmembers, test = rest[:half], rest[half:]
-    return _capped(data, members, nonmembers, test, (max_members, max_nonmembers, max_test))
-
-
-def load_split_file(path: str, n_images: int) -> Split:
-    """A split saved by an earlier run (split.npz) or written by hand: members, nonmembers and test
-    index arrays into the dataset's canonical order, disjoint and non-empty."""
-    import zipfile
-
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            parts = {part: data[part] for part in ("members", "nonmembers", "test") if part in data}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise AuditError(f"--split {path} is not a readable .npz: {exc}") from exc
-    missing = sorted({"members", "nonmembers", "test"} - set(parts))
-    if missing:
-        raise AuditError(f"--split {path} lacks {', '.join(missing)}")
-    for part, idx in parts.items():
-        if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer) or len(idx) == 0:
-            raise AuditError(f"--split {path}: {part} must be a non-empty 1-d integer array")
-        if idx.min() < 0 or idx.max() >= n_images:
-            raise AuditError(
-                f"--split {path}: {part} indexes outside the dataset's {n_images} images"
-            )
-    combined = np.concatenate(list(parts.values()))
-    if len(np.unique(combined)) != len(combined):
-        raise AuditError(f"--split {path}: members, nonmembers and test overlap or repeat")
-    return Split(*(np.sort(parts[p]).astype(np.int64) for p in ("members", "nonmembers", "test")))

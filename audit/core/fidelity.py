@@ -35,7 +35,18 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) of the Gaussians fitted to two
-    feature sets (rows = images); the imaginary part numerical error leaves is dropped."""
+    feature sets (rows = images); the imaginary part numerical error leaves is dropped.
+
+    Args:
+        a: (n_a, D) features of one image set, one row per image (cast to float64).
+        b: (n_b, D) features of the other set, same D.
+
+    Returns:
+        The Fréchet distance, >= 0 (clipped at 0), in squared feature units.
+
+    Raises:
+        AuditError: either set has fewer than 2 images.
+    """
     if len(a) < 2 or len(b) < 2:
         raise AuditError("a Fréchet distance needs at least 2 images on each side")
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
@@ -52,7 +63,20 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
 def load_inception(path: str, device: str) -> torch.nn.Module:
     """torchvision's Inception-v3 with the state dict at `path` (weights_only), its classifier
-    replaced by the identity so it returns the 2,048 pool features."""
+    replaced by the identity so it returns the 2,048 pool features.
+
+    Args:
+        path: the state dict file (RunConfig.inception_weights, --inception-weights).
+        device: where the model runs ("cpu", "cuda").
+
+    Returns:
+        The model in eval mode on `device`, mapping (N, 3, 299, 299) normalised images to
+        (N, 2048) features.
+
+    Raises:
+        AuditError: the file is not a readable weights file, or its state dict does not fit
+            torchvision's inception_v3.
+    """
     from torchvision.models import inception_v3
 
     model = inception_v3(weights=None, aux_logits=True, init_weights=False)
@@ -78,7 +102,17 @@ def load_inception(path: str, device: str) -> torch.nn.Module:
 def inception_features(
     model: torch.nn.Module, images: np.ndarray, *, device: str, batch_size: int = 50
 ) -> np.ndarray:
-    """Pool features of uint8 NHWC images, resized to 299 px (grey repeated to RGB)."""
+    """Pool features of uint8 NHWC images, resized to 299 px (grey repeated to RGB).
+
+    Args:
+        model: the network from load_inception, on `device`.
+        images: (N, H, W, C) uint8, pixels in [0, 255], C = 1 or 3; N >= 1.
+        device: where the batches run ("cpu", "cuda").
+        batch_size: images per forward pass, >= 1.
+
+    Returns:
+        (N, 2048) float32 features, one row per image.
+    """
     mean = torch.tensor(IMAGENET_MEAN, device=device)[None, :, None, None]
     std = torch.tensor(IMAGENET_STD, device=device)[None, :, None, None]
     out = []

@@ -24,9 +24,26 @@ class HaarFeatures:
         return len(self.magnitudes)
 
     def take(self, start: int, stop: int) -> HaarFeatures:
+        """The images start..stop-1 of this set, for one block.
+
+        Args:
+            start: first image position, >= 0.
+            stop: one past the last image position (clipped to len(self) as a slice is).
+
+        Returns:
+            Their magnitudes, (n, F, P) with n = stop - start at most.
+        """
         return HaarFeatures(self.magnitudes[start:stop])
 
     def padded(self, n: int) -> HaarFeatures:
+        """Repeat the first image up to n (fixed block shapes: one compilation per run).
+
+        Args:
+            n: the block size to reach, in images.
+
+        Returns:
+            Features of max(n, len(self)) images (self itself when it already holds n or more).
+        """
         extra = n - len(self)
         if extra <= 0:
             return self
@@ -35,7 +52,19 @@ class HaarFeatures:
 
 
 def haarpsi_features(x: torch.Tensor) -> HaarFeatures:
-    """x: float NCHW in [0, 1]; piq's steps up to the coefficient magnitudes."""
+    """piq's steps up to the coefficient magnitudes, for float NCHW images in [0, 1].
+
+    Args:
+        x: (N, C, H, W) float tensor, pixels in [0, 1], C = 1 (grey) or 3 (RGB, taken to YIQ).
+
+    Returns:
+        Magnitudes (N, F, P) in 0-255 pixel units: the 6 Haar coefficients of Y (3 scales,
+        2 directions), then |I| and |Q| for RGB (F = 8), at the P positions of piq's 2x
+        downsampled image.
+
+    Raises:
+        ValueError: the images are smaller than 16 px on a side.
+    """
     kernel_size = 2 ** (HAAR_SCALES + 1)
     if min(x.shape[-2:]) < kernel_size:
         raise ValueError(
@@ -65,7 +94,16 @@ def _similarity(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def haarpsi_combine(q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-    """q: (nq, 1, F, P), r: (1, nr, F, P) -> (nq, nr)."""
+    """q: (nq, 1, F, P), r: (1, nr, F, P) -> (nq, nr).
+
+    Args:
+        q: (nq, 1, F, P) float query magnitudes (HaarFeatures.magnitudes[:, None]).
+        r: (1, nr, F, P) float reference magnitudes, same F (6 grey, 8 RGB) and P; any shapes
+            that broadcast against q's (e.g. (n, 1, F, P) for n paired images).
+
+    Returns:
+        (nq, nr) HaarPSI in q's dtype, in [0, 1]; 1 for a pair with no Haar structure at all.
+    """
     w0 = torch.maximum(q[:, :, 4], r[:, :, 4])
     w1 = torch.maximum(q[:, :, 5], r[:, :, 5])
     sim0 = (_similarity(q[:, :, 0], r[:, :, 0]) + _similarity(q[:, :, 2], r[:, :, 2])) / 2
@@ -88,7 +126,15 @@ def haarpsi_combine(q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
 
 def haarpsi_bytes_per_pair(features: HaarFeatures, *, compiled: bool) -> int:
     """Peak bytes one pair costs in haarpsi_pairwise: eager temporaries of position maps; fused,
-    little more than the result."""
+    little more than the result.
+
+    Args:
+        features: features of the images to be searched (only the position count P is read).
+        compiled: the fused path's cost; False: the eager path's.
+
+    Returns:
+        Bytes per (query, reference) pair, counting 4-byte (float32) values.
+    """
     return features.magnitudes.shape[-1] * 4 * (2 if compiled else 16)
 
 
@@ -96,6 +142,16 @@ def haarpsi_pairwise(
     q: HaarFeatures, r: HaarFeatures, *, compiled: bool = False, workspace: Workspace | None = None
 ) -> torch.Tensor:
     """HaarPSI of every (query, reference) pair: (len(q), len(r)). `workspace` is accepted for
-    the engines' common signature; the fused combination needs no large buffers."""
+    the engines' common signature; the fused combination needs no large buffers.
+
+    Args:
+        q: the query block's features (haarpsi_features).
+        r: the reference block's features, same F and P as q.
+        compiled: combine with the torch.compile'd haarpsi_combine; False: eagerly.
+        workspace: unused (None or not).
+
+    Returns:
+        (len(q), len(r)) tensor in the features' dtype: HaarPSI of each pair, in [0, 1].
+    """
     combine = compiled_combination(haarpsi_combine) if compiled else haarpsi_combine
     return combine(q.magnitudes[:, None], r.magnitudes[None])

@@ -44,16 +44,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from scipy.stats import betabinom
 
 from audit.core.errors import AuditError
-from audit.core.neighbours import Neighbours
 from audit.core.stats import clopper_pearson_interval
-from audit.core.transforms import Transform, apply_uint8, overlap
 
-EXACT_TOLERANCE = 2  # grey levels: an "exact copy" matches a member to within +-2 at every pixel
 PERMUTATIONS = 10_000  # random relabellings of the pool: p-values down to 1e-4
 COPY_RANK = 1  # a released image stands out below the calibration's smallest ratio
 TIE_TOLERANCE = 1e-5  # scores this close are a tie (the engines agree with piq to 1e-5)
@@ -89,7 +84,17 @@ class CopyTest:
 
 def pool_order(n_members: int, n_holdout: int, rng: np.random.Generator) -> np.ndarray:
     """A random rank for each pool image (members first, then held-out records): who wins a tie.
-    Breaking ties by position would favour whichever side comes first."""
+    Breaking ties by position would favour whichever side comes first.
+
+    Args:
+        n_members: |M|, the members in the pool (a count >= 0).
+        n_holdout: |H|, the held-out records in the pool (a count >= 0).
+        rng: draws the order (a seeded numpy Generator).
+
+    Returns:
+        (n_members + n_holdout,) int64, a permutation of 0..|M|+|H|-1 indexed by pool position
+        (members first): the lower rank wins a tie.
+    """
     return rng.permutation(n_members + n_holdout)
 
 
@@ -104,7 +109,21 @@ def nearest_in_pool(
     """Per query, the pool position (members 0..|M|-1, then the holdout) of its nearest pool
     image, from its nearest member and nearest held-out record; scores within TIE_TOLERANCE
     (equal images scored by two searches differ in the last float digits) go to the image
-    ranked first."""
+    ranked first.
+
+    Args:
+        member_values: (n_query,) float, each query's score against its nearest member (higher =
+            more similar).
+        member_positions: (n_query,) int, that member's position in 0..|M|-1.
+        holdout_values: (n_query,) float, each query's score against its nearest held-out record.
+        holdout_positions: (n_query,) int, that record's position in the holdout, 0..|H|-1.
+        rank: (|M| + |H|,) int, the pool's tie order from pool_order (lower wins a tie).
+        n_members: |M|, a count >= 1: the held-out records' pool positions start there.
+
+    Returns:
+        (n_query,) int64 pool positions: below n_members the nearest member's, otherwise
+        n_members plus the nearest held-out record's position.
+    """
     member_rank = rank[member_positions]
     holdout_rank = rank[n_members + holdout_positions]
     gap = np.asarray(member_values, np.float64) - np.asarray(holdout_values, np.float64)
@@ -125,7 +144,23 @@ def holdout_share_test(
     a member, tested by relabelling the pool: every choice of n_members pool images as "members"
     is equally likely when nothing is memorised. Unlike a binomial test it holds when released
     images are not independent: an unrealistic release tends to find the same few "hub" images
-    nearest, so whichever side holds the hubs wins for many images at once."""
+    nearest, so whichever side holds the hubs wins for many images at once.
+
+    Args:
+        nearest: (n,) int, each query's nearest pool position (nearest_in_pool), in [0, n_pool).
+        n_members: |M|, the pool positions below it are members; 0 < n_members < n_pool.
+        n_pool: |M| + |H|, the pool's size.
+        rng: draws the relabellings (a seeded numpy Generator).
+        permutations: random relabellings, a count >= 1: the smallest p-value is
+            1 / (permutations + 1).
+
+    Returns:
+        The share in [0, 1], its 95% Clopper-Pearson interval, its chance level
+        n_members / n_pool, the one-sided permutation p-value in (0, 1] and n.
+
+    Raises:
+        ValueError: no query, a position outside [0, n_pool), or not 0 < n_members < n_pool.
+    """
     nearest = np.asarray(nearest, np.int64)
     n = len(nearest)
     if n == 0 or nearest.min() < 0 or nearest.max() >= n_pool or not 0 < n_members < n_pool:
@@ -157,7 +192,16 @@ def _relabelled(
 def stand_out_ratio(member_values: np.ndarray, holdout_values: np.ndarray) -> np.ndarray:
     """(1 - nearest member's similarity) / (1 - nearest held-out record's): 0 for an exact copy
     of a member, about 1 for an image no nearer the members than to the held-out records; inf where
-    the image equals a held-out record but no member, 1 where it equals both."""
+    the image equals a held-out record but no member, 1 where it equals both.
+
+    Args:
+        member_values: (n,) float, each image's score against its nearest member (higher = more
+            similar, 1 for an identical image; scores above 1 count as 1).
+        holdout_values: (n,) float, the same against its nearest held-out record.
+
+    Returns:
+        (n,) float64 ratios in [0, inf].
+    """
     to_member = np.clip(1.0 - np.asarray(member_values, np.float64), 0.0, None)
     to_holdout = np.clip(1.0 - np.asarray(holdout_values, np.float64), 0.0, None)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -177,7 +221,22 @@ def copy_count_test(
     private records are to each other", a fresh ratio falls below it with probability
     q ~ Beta(rank, n_cal - rank + 1), so the count of n released images below it is
     beta-binomial; the distinct members those images are nearest are at most as many, and the
-    same tail bounds their count."""
+    same tail bounds their count.
+
+    Args:
+        ratios: (n,) float, the released images' stand-out ratios (stand_out_ratio), in [0, inf].
+        nearest_member: (n,) int, each released image's nearest member (position in the members),
+            whose distinct values are counted.
+        calibration: (n_cal,) float, the private records' stand-out ratios, in any order.
+        rank: which smallest calibration ratio is the threshold, in [1, n_cal] (1: the minimum).
+
+    Returns:
+        The distinct-member count, the images standing out, the images expected to by chance
+        (n * rank / (n_cal + 1)), the beta-binomial p-value in [0, 1], the threshold, n and n_cal.
+
+    Raises:
+        ValueError: no released ratio, or fewer than rank calibration ratios.
+    """
     calibration = np.sort(np.asarray(calibration, np.float64))
     ratios = np.asarray(ratios, np.float64)
     n, n_cal = len(ratios), len(calibration)
@@ -195,75 +254,6 @@ def copy_count_test(
         threshold=threshold,
         n=n,
         n_calibration=n_cal,
-    )
-
-
-def _coarse(images: torch.Tensor) -> torch.Tensor:
-    """4x4 block means per channel: if two images agree within t at every pixel, every block mean
-    agrees within t too, so this is a cheap necessary condition for an exact copy."""
-    x = images.permute(0, 3, 1, 2).double()
-    return F.adaptive_avg_pool2d(x, 4).flatten(1)
-
-
-def exact_copies(
-    released: np.ndarray,
-    members: np.ndarray,
-    *,
-    tolerance: int = EXACT_TOLERANCE,
-    block: int = 512,
-    pair_chunk: int = 4096,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(released positions, member positions) of released images that match a member within
-    `tolerance` grey levels at every pixel, each with the lowest-index such member. Exact: block
-    means prune the pairs, then the survivors are compared pixel by pixel."""
-    if released.shape[1:] != members.shape[1:]:
-        raise ValueError("released and member images differ in shape")
-    rel, mem = torch.from_numpy(released), torch.from_numpy(members)
-    rel_flat, mem_flat = rel.reshape(len(rel), -1).short(), mem.reshape(len(mem), -1).short()
-    mem_coarse = _coarse(mem)
-    found: dict[int, int] = {}
-    for start in range(0, len(rel), block):
-        rel_coarse = _coarse(rel[start : start + block])
-        close = torch.cdist(rel_coarse, mem_coarse, p=float("inf")) <= tolerance + 1e-9
-        pairs = close.nonzero()
-        for chunk in pairs.split(pair_chunk):
-            i, j = chunk[:, 0] + start, chunk[:, 1]
-            linf = (rel_flat[i] - mem_flat[j]).abs().amax(dim=1)
-            for a, b in chunk[linf <= tolerance].tolist():
-                found.setdefault(a + start, b)  # pairs come in row-major order: lowest j first
-    order = sorted(found)
-    return np.array(order, dtype=np.int64), np.array([found[i] for i in order], dtype=np.int64)
-
-
-def transformed_copies(
-    released: np.ndarray,
-    members: np.ndarray,
-    neighbours: Neighbours,
-    transforms: tuple[Transform, ...],
-    *,
-    tolerance: int = EXACT_TOLERANCE,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(released positions, member positions, transformation indices) of released images within
-    `tolerance` of a transformed member at every pixel the two share (the shifted-in edge is not
-    compared), among each image's nearest members under a transformation (the search found
-    them: an exact transformed copy scores as high as any image can)."""
-    h, w = released.shape[1:3]
-    found: dict[int, tuple[int, int]] = {}
-    rows, cols = np.nonzero(neighbours.transforms != 0)
-    for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
-        if i in found:
-            continue
-        m, ti = int(neighbours.indices[i, j]), int(neighbours.transforms[i, j])
-        moved = apply_uint8(members[m : m + 1], transforms[ti])[0]
-        ys, xs = overlap(transforms[ti], h, w)
-        gap = np.abs(released[i, ys, xs].astype(np.int16) - moved[ys, xs].astype(np.int16))
-        if gap.max() <= tolerance:
-            found[i] = (m, ti)
-    order = sorted(found)
-    return (
-        np.array(order, np.int64),
-        np.array([found[i][0] for i in order], np.int64),
-        np.array([found[i][1] for i in order], np.int64),
     )
 
 
@@ -290,7 +280,23 @@ def choose_holdout(
 ) -> HoldoutSets:
     """Half the non-members (at most max_holdout) become the holdout, the rest (at most max_real)
     the real row's release; at most max_holdout members calibrate copy detection (all of them
-    on a CPU-sized split)."""
+    on a CPU-sized split).
+
+    Args:
+        nonmembers: (n,) int, dataset indices of the non-members, n >= 3.
+        n_members: |M|, the members in the split (a count >= 2).
+        rng: draws the holdout and the member sample (a seeded numpy Generator).
+        max_holdout: the most held-out records, and the most sampled members (>= 2).
+        max_real: the most non-members in the real row's release (>= 0).
+
+    Returns:
+        The holdout (sorted dataset indices, ceil(n / 2) at most), the member sample (sorted
+        positions in split.members) and the real row's release (sorted dataset indices, disjoint
+        from the holdout).
+
+    Raises:
+        AuditError: fewer than 3 non-members, fewer than 2 members, or max_holdout < 2.
+    """
     if len(nonmembers) < 3 or n_members < 2 or max_holdout < 2:
         raise AuditError(
             f"the holdout statistics need at least 3 non-members (2 held out, a real-row "

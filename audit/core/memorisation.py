@@ -12,16 +12,15 @@ from typing import Any
 
 import numpy as np
 
+from audit.core.copies import exact_copies, transformed_copies
 from audit.core.holdout import (
     HoldoutSets,
     choose_holdout,
     copy_count_test,
-    exact_copies,
     holdout_share_test,
     nearest_in_pool,
     pool_order,
     stand_out_ratio,
-    transformed_copies,
 )
 from audit.core.neighbours import Neighbours, l2_shortlist, transformed_neighbours
 from audit.core.seeding import numpy_rng
@@ -59,7 +58,23 @@ class Yardstick:
         Label-blind, so that relabelling the pool is a valid null: the plain search is exact on
         each side, and the transformed candidates are one L2 shortlist over the whole pool,
         whichever side they fall on (a shortlist per side would look deeper into the smaller
-        side and find its transformed matches more often)."""
+        side and find its transformed matches more often).
+
+        Args:
+            query: (nq, H, W, C) uint8 images, pixels in [0, 255], shaped as the pool's.
+            k: nearest members kept per query, 1 <= k <= members (capped at members - 1 when
+                excluding).
+            device: where the scores are computed ("cpu", "cuda").
+            exclude_member: (nq,) int, each query's own position among the members (-1: none);
+                None: the queries are not members.
+            exclude_holdout: (nq,) int, each query's own position in the holdout, every one
+                >= 0; None: the queries are not held-out records. Ignored for the shared L2
+                shortlist when exclude_member is given.
+
+        Returns:
+            Per metric ("ssim", "haarpsi"): (to_members, to_holdout), Neighbours with (nq, k)
+            and (nq, 1) arrays; indices are positions in members and in holdout.
+        """
         n_members = len(self.members)
         pool = np.concatenate([self.members, self.holdout])
         skip: np.ndarray | None = None
@@ -124,7 +139,28 @@ def make_yardstick(
     nn_mirror: bool,
 ) -> Yardstick:
     """The yardstick of a split (dataset indices of members and non-members): the holdout and
-    real-row release drawn from the non-members, the pool's tie order, the transformations."""
+    real-row release drawn from the non-members, the pool's tie order, the transformations.
+
+    Args:
+        images: (N, H, W, C) uint8, the whole dataset, pixels in [0, 255].
+        members: (n_m,) int, dataset indices of the split's members.
+        nonmembers: (n_nm,) int, dataset indices of the split's non-members.
+        seed: the run seed (RunConfig.seed); draws the holdout and the pool order.
+        max_holdout: the most held-out records, and the most calibration members
+            (RunConfig.max_holdout), >= 2.
+        max_real: the most non-members offered as the `real` row's release
+            (RunConfig.max_reference).
+        nn_shift: the largest shift searched, pixels per axis, >= 0 (RunConfig.nn_shift).
+        nn_mirror: search mirrored images too (RunConfig.nn_mirror).
+
+    Returns:
+        The yardstick: members' and held-out images, the holdout sets, the pool's tie ranks
+        and the transformations (identity first).
+
+    Raises:
+        AuditError: fewer than 3 non-members or 2 members, or max_holdout < 2.
+        ValueError: nn_shift < 0.
+    """
     sets = choose_holdout(
         nonmembers,
         len(members),
@@ -146,7 +182,18 @@ def calibration_ratios(y: Yardstick, *, device: str) -> dict[Metric, tuple[np.nd
     """Per metric, (the calibration's stand-out ratios, each held-out record's nearest-member
     score): each held-out record against the members and the other held-out records, then each
     sampled member against the other members and the holdout: private records scored against
-    each other, exchangeable with a fresh draw's ratio up to one record fewer on one side."""
+    each other, exchangeable with a fresh draw's ratio up to one record fewer on one side.
+
+    Args:
+        y: the yardstick.
+        device: where the scores are computed ("cpu", "cuda").
+
+    Returns:
+        Per metric ("ssim", "haarpsi"): (ratios, nearest): ratios (n_holdout + n_sample,)
+        float64 stand-out ratios, >= 0 (inf where a record equals a held-out one but no
+        member), held-out records first, n_sample = len(y.sets.member_sample); nearest
+        (n_holdout,) float64, each held-out record's nearest-member score.
+    """
     sample = y.sets.member_sample
     held = y.search(y.holdout, k=1, device=device, exclude_holdout=np.arange(len(y.holdout)))
     sampled = y.search(y.members[sample], k=1, device=device, exclude_member=sample)
@@ -176,7 +223,28 @@ def release_statistics(
     """(summary columns, per-image arrays) of one query set: the nn_k nearest members of each
     image by each metric (top-1 summarised, top-k kept for the report), its nearest held-out
     record, the holdout share (rngs: its permutations, per metric), the copy count against the
-    calibration ratios (per metric) and exact copies."""
+    calibration ratios (per metric) and exact copies.
+
+    Args:
+        query: (nq, H, W, C) uint8 images, pixels in [0, 255], nq >= 1.
+        y: the yardstick.
+        calibration: per metric, the (n_cal,) float64 stand-out ratios from
+            calibration_ratios, n_cal >= 1.
+        rngs: per metric, the numpy Generator of the holdout share's permutations.
+        nn_k: nearest members kept per image (RunConfig.nn_k), 1 <= nn_k <= members.
+        levels: similarity levels summarised (RunConfig.similarity_levels).
+        device: where the scores are computed ("cpu", "cuda").
+
+    Returns:
+        (summary, arrays). summary: "n_scored", summarise's "nn_{metric}_*" columns,
+        "holdout_share_{metric}" with "_ci_low", "_ci_high", "_expected", "_p",
+        "copy_count_{metric}" with "_images", "_expected", "_p", "copy_ratio_threshold_{metric}",
+        "n_calibration", "n_pool_members", "n_pool_holdout", "exact_copies". arrays, (nq,)
+        unless said: "{metric}_values", "_member", "_index", "_transform", "_topk_values",
+        "_topk_member", "_topk_transform" (nq, nn_k), "_holdout_values", "_holdout_index",
+        "_nearest_side", "_nearest_pool", "_ratio", "_stands_out"; "exact_copy_released",
+        "exact_copy_member", "exact_copy_transform", "exact_copy_index" (one per copy).
+    """
     query = np.ascontiguousarray(query)
     summary: dict[str, Any] = {"n_scored": len(query)}
     arrays: dict[str, np.ndarray] = {}

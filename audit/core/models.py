@@ -5,11 +5,8 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import pickle
 import sys
-import zipfile
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,22 +37,60 @@ class NormalizedClassifier(nn.Module):
         self.register_buffer("std", torch.full((1, channels, 1, 1), 0.25))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Map images to the network's input scale with the stored per-channel mean and std.
+
+        Args:
+            x: (N, C, H, W) float images, pixels in [0, 1].
+
+        Returns:
+            (N, C, H, W) float, (x - mean) / std per channel.
+        """
         return (x - self.mean) / self.std
 
     def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        """Undo `normalize`: map network-scale images back to pixel scale (no clamping).
+
+        Args:
+            z: (N, C, H, W) float normalised images.
+
+        Returns:
+            (N, C, H, W) float, z * std + mean per channel (in [0, 1] for valid images).
+        """
         return z * self.std + self.mean
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Classify images given in pixel scale: normalise them, then run the wrapped network.
+
+        Args:
+            x: (N, C, H, W) float images, pixels in [0, 1].
+
+        Returns:
+            (N, num_classes) float logits.
+        """
         return self.net(self.normalize(x))
 
     def set_normalization(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Overwrite the per-channel normalisation buffers in place (saved with the weights).
+
+        Args:
+            mean: C float values (any shape with C elements), per-channel mean in [0, 1] units.
+            std: C float values, per-channel std in [0, 1] units; clamped to >= 1e-3.
+        """
         channels = self.mean.shape[1]
         self.mean.copy_(mean.reshape(1, channels, 1, 1))
         self.std.copy_(std.reshape(1, channels, 1, 1).clamp_min(1e-3))
 
 
 def quantise(teacher: NormalizedClassifier, z: torch.Tensor) -> np.ndarray:
-    """Normalised tensor -> uint8 NHWC: de-normalise, clamp to [0, 1], round to 1/255."""
+    """Normalised tensor -> uint8 NHWC: de-normalise, clamp to [0, 1], round to 1/255.
+
+    Args:
+        teacher: the classifier whose normalisation buffers undo the normalisation of z.
+        z: (N, C, H, W) float normalised images; detached, so no gradient flows back.
+
+    Returns:
+        (N, H, W, C) uint8 numpy array on the CPU, pixels in [0, 255].
+    """
     x = teacher.denormalize(z.detach()).clamp(0, 1)
     return (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
@@ -70,13 +105,31 @@ def _adapt_final_pool(net: nn.Module) -> None:
 
 
 def is_user_model(name: str) -> bool:
-    """--model module:function names the user's own code; anything else is a pytorchcv name."""
+    """--model module:function names the user's own code; anything else is a pytorchcv name.
+
+    Args:
+        name: the --model value.
+
+    Returns:
+        True when name contains ":" (a user model), else False.
+    """
     return ":" in name
 
 
 def user_model_builder(name: str) -> Callable[..., object]:
     """The function a `module:function` --model names, imported from the Python path (the
-    current directory included); AuditError when it cannot be found."""
+    current directory included); AuditError when it cannot be found.
+
+    Args:
+        name: the --model value, "module:function" (e.g. "mynets:small_bn_cnn").
+
+    Returns:
+        The named callable (the model builder), not yet called.
+
+    Raises:
+        AuditError: name lacks the module or the function part, the module fails to import, or
+            it has no callable of that name.
+    """
     module_name, _, function_name = name.partition(":")
     if not module_name or not function_name:
         raise AuditError(f"--model {name!r}: expected module:function, e.g. mynets:small_bn_cnn")
@@ -96,7 +149,21 @@ def user_model_builder(name: str) -> Callable[..., object]:
 
 def build_user_model(name: str, *, channels: int, num_classes: int, image_size: int) -> nn.Module:
     """function(channels=, num_classes=, image_size=) from the user's module: any classifier of
-    NCHW images (normalised by the suite) to logits, ending in a Linear layer."""
+    NCHW images (normalised by the suite) to logits, ending in a Linear layer.
+
+    Args:
+        name: the --model value, "module:function".
+        channels: image channels the model takes, >= 1 (1 grey, 3 RGB).
+        num_classes: number of classes (logits) it must output, >= 1.
+        image_size: side of the square input images, in pixels.
+
+    Returns:
+        The user's model, unwrapped (build_model wraps it in a NormalizedClassifier).
+
+    Raises:
+        AuditError: the builder cannot be found (see user_model_builder), raises, returns
+            something other than an nn.Module, or returns a model with no nn.Linear layer.
+    """
     builder = user_model_builder(name)
     try:
         net = builder(channels=channels, num_classes=num_classes, image_size=image_size)
@@ -118,7 +185,20 @@ def build_user_model(name: str, *, channels: int, num_classes: int, image_size: 
 def check_fits(
     model: nn.Module, name: str, *, channels: int, image_size: int, classes: int
 ) -> None:
-    """One forward pass of two blank images: AuditError unless it gives (2, classes) logits."""
+    """One forward pass of two blank images: AuditError unless it gives (2, classes) logits.
+
+    The pass runs in eval mode without gradients; the model's training mode is restored after.
+
+    Args:
+        model: the classifier to probe (takes (N, C, H, W) float images).
+        name: the --model value, named in the error message.
+        channels: image channels, >= 1.
+        image_size: side of the square images, in pixels.
+        classes: number of logits expected per image, >= 1.
+
+    Raises:
+        AuditError: the forward pass raises, or its output is not a (2, classes) tensor.
+    """
     probe = torch.zeros(2, channels, image_size, image_size)
     was_training = model.training
     try:
@@ -149,7 +229,27 @@ def build_model(
     image_size: int = 32,
 ) -> NormalizedClassifier:
     """A freshly initialised pytorchcv CIFAR model, or the user's (module:function); init drawn
-    from a named stream of the seed."""
+    from a named stream of the seed.
+
+    Args:
+        name: a pytorchcv CIFAR model name (ending in _cifar10, _cifar100 or _svhn, e.g.
+            resnet20_cifar10) or "module:function" naming the user's builder.
+        channels: image channels, >= 1.
+        num_classes: number of classes, >= 1; a pytorchcv net that only accepts 10 or 100 gets
+            its last Linear layer replaced.
+        seed: the run seed.
+        stream: name of the random stream of the seed that draws the initial weights.
+        image_size: side of the square images, in pixels; passed to a user's builder only
+            (pytorchcv nets get a global average pool that works at any size).
+
+    Returns:
+        The model wrapped with default normalisation buffers (mean 0.5, std 0.25).
+
+    Raises:
+        AuditError: name is neither a pytorchcv CIFAR name nor module:function, pytorchcv does
+            not know it or cannot build it for `channels`, its head cannot be replaced, or the
+            user's builder fails (see build_user_model).
+    """
     if is_user_model(name):
         with seeded_global_rng(seed, stream):
             net = build_user_model(
@@ -189,74 +289,28 @@ def _replace_head(net: nn.Module, name: str, num_classes: int) -> None:
 
 
 def bn_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer of a model, the ones BN-statistics matching reads.
+
+    Args:
+        model: any torch module.
+
+    Returns:
+        Its BatchNorm (1d, 2d, 3d) modules in `model.modules()` order; empty when it has none.
+    """
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
 def require_bn(model: nn.Module, name: str) -> None:
+    """Fail early, naming the model, when it has no BatchNorm layer to match statistics of.
+
+    Args:
+        model: the classifier BN matching would use.
+        name: the model's name (--model value), for the message.
+
+    Raises:
+        AuditError: the model has no BatchNorm layer.
+    """
     if not bn_layers(model):
         raise AuditError(
             f"model {name!r} has no BatchNorm layers; BN-statistics matching needs them"
         )
-
-
-def _summarise_mismatch(exc: RuntimeError) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    detail = "; ".join(lines[1:3]) if len(lines) > 1 else lines[0] if lines else ""
-    return detail[:300]
-
-
-def weights_format(path: str) -> str:
-    """ "suite" for a file this suite saved (normalisation included), "pytorchcv" for a bare
-    state dict such as pytorchcv's published checkpoints (read with weights_only=True)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return (
-        "suite" if isinstance(state, dict) and "mean" in state and "std" in state else "pytorchcv"
-    )
-
-
-def load_weights(
-    model: NormalizedClassifier, path: str, *, model_name: str, flag: str = "--weights"
-) -> None:
-    """Load a file saved by this suite (normalisation included) or a bare pytorchcv state dict
-    (e.g. a ~/.torch/models cache file), which gets pytorchcv's CIFAR normalisation."""
-    file = Path(path)
-    if not file.is_file():
-        raise AuditError(f"{flag} file {path} does not exist")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise AuditError(f"{flag} file {path} is not a readable weights file: {first}") from exc
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise AuditError(f"{flag} file {path} does not hold a state dict of tensors")
-    suite_format = "mean" in state and "std" in state
-    target: nn.Module = model if suite_format else model.net
-    try:
-        target.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise AuditError(
-            f"{flag} {path} do not fit {model_name} with {model.mean.shape[1]} channel(s) and "
-            f"{_num_outputs(model)} classes: {_summarise_mismatch(exc)}"
-        ) from exc
-    if not suite_format and is_user_model(model_name):
-        log.info("%s is a bare state dict: inputs normalised with mean 0.5, std 0.25", path)
-    elif not suite_format:
-        channels = model.mean.shape[1]
-        mean = torch.tensor(PYTORCHCV_CIFAR_MEAN)
-        std = torch.tensor(PYTORCHCV_CIFAR_STD)
-        if channels != 3:
-            mean, std = mean.mean().repeat(channels), std.mean().repeat(channels)
-        model.set_normalization(mean, std)
-        log.info("%s is a bare state dict: using pytorchcv's CIFAR-10 normalisation", path)
-    bad = [
-        k for k, v in model.state_dict().items() if v.is_floating_point() and not v.isfinite().all()
-    ]
-    if bad:
-        raise AuditError(f"--weights {path} hold NaN or infinite values in {', '.join(bad[:3])}")
-
-
-def _num_outputs(model: NormalizedClassifier) -> int:
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if linears:
-        return int(linears[-1].out_features)
-    return -1

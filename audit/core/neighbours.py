@@ -65,7 +65,27 @@ def l2_shortlist(
     """The `size` references nearest each query in pixel L2 (images in [0, 1]) under their best
     transformation: exact, every (reference, transformation) pair is measured. values are minus
     the distances, recomputed in float64 for the pairs kept. exclude: per query, a reference
-    position to leave out (-1: none), e.g. the query itself."""
+    position to leave out (-1: none), e.g. the query itself.
+
+    Args:
+        query: (nq, H, W, C) uint8 images, pixels in [0, 255].
+        reference: (nr, H, W, C) uint8 images, same shape as the queries'.
+        transforms: the transformations applied to the references (identity first, so that
+            it keeps ties); the result's `transforms` index into it.
+        size: references kept per query, >= 1; capped at nr (nr - 1 with exclude).
+        exclude: (nq,) int, per query a reference position never kept (-1: none); None: none.
+        priority: (nr,) int, each reference's rank among equal distances (lower wins);
+            None: by position.
+        device: where the distances are computed ("cpu", "cuda").
+
+    Returns:
+        Per query, `size` references best first: values (nq, size) float64, minus the L2
+        distance (pixels in [0, 1]), so <= 0; indices (nq, size) int64 reference positions;
+        transforms (nq, size) int64, each reference's best transformation.
+
+    Raises:
+        ValueError: no reference is left besides the excluded one.
+    """
     dev = torch.device(device)
     q = to_tensor(query, dev).flatten(1)
     r = to_tensor(reference, dev)
@@ -155,7 +175,16 @@ def _ranked(
 
 def paired_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """piq.ssim(x[i], y[i]) for each i (kernel 11, sigma 1.5, data range 1, valid windows, piq's
-    downsampling), computed in float64 from channel-centred images with the separable kernel."""
+    downsampling), computed in float64 from channel-centred images with the separable kernel.
+
+    Args:
+        x: (n, C, H, W) float tensor, pixels in [0, 1], at least 11 px a side after piq's
+            downsampling.
+        y: (n, C, H, W) float tensor, pixels in [0, 1], paired with x row by row.
+
+    Returns:
+        (n,) float64 SSIM of each pair, in [-1, 1].
+    """
     factor = max(1, round(min(x.shape[-2:]) / 256))
     if factor > 1:
         x, y = F.avg_pool2d(x, kernel_size=factor), F.avg_pool2d(y, kernel_size=factor)
@@ -184,14 +213,34 @@ def paired_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def paired_haarpsi(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """piq.haarpsi(x[i], y[i]) for each i, through the engine's own terms (audit/core/pairwise.py),
-    which also score two structureless images 1 where piq gives inf."""
+    """piq.haarpsi(x[i], y[i]) for each i, through the engine's own terms (audit/core/haarpsi.py),
+    which also score two structureless images 1 where piq gives inf.
+
+    Args:
+        x: (n, C, H, W) float tensor, pixels in [0, 1], C = 1 or 3, at least 16 px a side.
+        y: (n, C, H, W) float tensor, pixels in [0, 1], paired with x row by row.
+
+    Returns:
+        (n,) HaarPSI of each pair in x's dtype, in [0, 1].
+
+    Raises:
+        ValueError: the images are smaller than 16 px on a side.
+    """
     fx, fy = haarpsi_features(x), haarpsi_features(y)
     return haarpsi_combine(fx.magnitudes[:, None], fy.magnitudes[:, None])[:, 0]
 
 
 def paired_scores(x: torch.Tensor, y: torch.Tensor, metric: Metric) -> torch.Tensor:
-    """metric(x[i], y[i]) for float NCHW images in [0, 1], in blocks of PAIR_BLOCK pairs."""
+    """metric(x[i], y[i]) for float NCHW images in [0, 1], in blocks of PAIR_BLOCK pairs.
+
+    Args:
+        x: (n, C, H, W) float tensor, pixels in [0, 1].
+        y: (n, C, H, W) float tensor, pixels in [0, 1], paired with x row by row.
+        metric: "ssim"; any other value scores HaarPSI.
+
+    Returns:
+        (n,) float64 scores on x's device (an empty CPU tensor when n = 0).
+    """
     out = []
     for start in range(0, len(x), PAIR_BLOCK):
         a, b = x[start : start + PAIR_BLOCK], y[start : start + PAIR_BLOCK]
@@ -222,7 +271,36 @@ def transformed_neighbours(
     candidates: this query's L2 shortlist against this reference, if already computed (it does
     not depend on the metric); entries with index -1 are absent. compiled: the plain search's
     path (None: by its size; callers comparing two searches' scores fix it, since the paths'
-    float sums differ in the last digits)."""
+    float sums differ in the last digits).
+
+    Args:
+        query: (nq, H, W, C) uint8 images, pixels in [0, 255].
+        reference: (nr, H, W, C) uint8 images, same shape as the queries'.
+        metric: "ssim" or "haarpsi".
+        transforms: the transformations searched, the identity first; the result's
+            `transforms` index into it.
+        k: references per query, 1 <= k <= nr (nr - 1 with exclude).
+        shortlist: references per query scored exactly under their best L2 transformation
+            (used only when candidates is None and there are transformations besides the
+            identity).
+        priority: (nr,) int, each reference's rank among equal scores (lower wins); None: by
+            position.
+        exclude: (nq,) int, per query a reference position never returned (-1: none); None:
+            none.
+        device: where the scores are computed ("cpu", "cuda").
+        candidates: the L2 shortlist (l2_shortlist, same transforms) of these queries against
+            this reference; None: computed here.
+        compiled: the plain search's path (nearest_neighbours); None: by its size.
+
+    Returns:
+        Per query, k references best first: values (nq, k) float64 scores (SSIM in [-1, 1],
+        HaarPSI in [0, 1]); indices (nq, k) int64 reference positions; transforms (nq, k)
+        int64, indices into `transforms` (0: identity).
+
+    Raises:
+        ValueError: transforms is empty or does not start with the identity; k is out of
+            range; fewer than k references to rank.
+    """
     if not transforms or not transforms[0].is_identity:
         raise ValueError("the transformations must start with the identity")
     n_r = len(reference)
@@ -285,7 +363,24 @@ def brute_force_neighbours(
     device: str = "cpu",
 ) -> Neighbours:
     """Every (reference, transformation) pair scored by the exact engine: |transforms| times the
-    cost of transformed_neighbours' plain search. The oracle its shortlist is measured against."""
+    cost of transformed_neighbours' plain search. The oracle its shortlist is measured against.
+
+    Args:
+        query: (nq, H, W, C) uint8 images, pixels in [0, 255].
+        reference: (nr, H, W, C) uint8 images, same shape as the queries'.
+        metric: "ssim" or "haarpsi".
+        transforms: the transformations scored; the result's `transforms` index into it.
+        k: references per query, 1 <= k <= nr.
+        device: where the scores are computed ("cpu", "cuda").
+
+    Returns:
+        Per query, k references best first, each once under its best transformation: values
+        (nq, k) float64 scores; indices (nq, k) int64 reference positions; transforms (nq, k)
+        int64 indices into `transforms`.
+
+    Raises:
+        ValueError: k is outside [1, nr].
+    """
     r = to_tensor(reference, torch.device(device))
     moved = torch.cat([apply(r, t) for t in transforms])
     values, flat = nearest_neighbours(

@@ -52,13 +52,30 @@ class SSIMFeatures:
         return len(self.images)
 
     def take(self, start: int, stop: int) -> SSIMFeatures:
+        """The images start..stop-1 of this set, for one block (prepared windows are dropped).
+
+        Args:
+            start: first image position, >= 0.
+            stop: one past the last image position (clipped to len(self) as a slice is).
+
+        Returns:
+            Their features: images (n, C, H, W) and the (C*P, n) maps, n = stop - start at most.
+        """
         part = slice(start, stop)
         return SSIMFeatures(
             self.images[part], self.mu[:, part], self.mu_centred[:, part], self.var[:, part]
         )
 
     def padded(self, n: int) -> SSIMFeatures:
-        """Repeat the first image up to n (fixed block shapes: one compilation per run)."""
+        """Repeat the first image up to n (fixed block shapes: one compilation per run).
+
+        Args:
+            n: the block size to reach, in images.
+
+        Returns:
+            Features of max(n, len(self)) images (self itself when it already holds n or more);
+            prepared windows are not carried over.
+        """
         extra = n - len(self)
         if extra <= 0:
             return self
@@ -71,7 +88,19 @@ class SSIMFeatures:
 
 
 def ssim_features(x: torch.Tensor) -> SSIMFeatures:
-    """x: float NCHW in [0, 1]."""
+    """SSIM's per-image terms of float NCHW images in [0, 1], computed once per image.
+
+    Args:
+        x: (N, C, H, W) float tensor, pixels in [0, 1]; downsampled here by
+            round(min(H, W) / 256) as piq does.
+
+    Returns:
+        The channel-mean-centred images (after downsampling) and their (C*P, N) local means,
+        centred local means and local variances at the P valid 11 x 11 window positions.
+
+    Raises:
+        ValueError: the (downsampled) images are smaller than 11 px on a side.
+    """
     factor = max(1, round(min(x.shape[-2:]) / 256))
     if factor > 1:
         x = F.avg_pool2d(x, kernel_size=factor)
@@ -115,6 +144,16 @@ class Workspace:
         ] = {}
 
     def get(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """The buffer kept under this name and shape, allocated on first use.
+
+        Args:
+            name: the buffer's role (e.g. "rows", "local"), part of the cache key.
+            shape: the buffer's shape.
+            like: a tensor whose dtype and device the buffer takes (also part of the key).
+
+        Returns:
+            A tensor of `shape` holding whatever its last user wrote (uninitialised when new).
+        """
         key = (name, shape, like.dtype, like.device)
         if key not in self._buffers:
             self._buffers[key] = torch.empty(shape, dtype=like.dtype, device=like.device)
@@ -168,7 +207,16 @@ def _ssim_combine(
 
 def ssim_prepare_reference(r: SSIMFeatures, *, compiled: bool = False) -> SSIMFeatures:
     """Cut the reference block's windows (and, fused, its column terms) once, in the layout its
-    path reads; every query block reuses them."""
+    path reads; every query block reuses them.
+
+    Args:
+        r: the reference block's features (from ssim_features, usually take(...).padded(...)).
+        compiled: prepare for the fused (torch.compile) path; False: for the eager path.
+
+    Returns:
+        r's features with `windows` (C*H*W', K, N) set (eager), or `column_windows`
+        (C*W'*H, K, N) and `columns` (C, W', 4, H', 1, N) set (fused); K = 11, W' = W - 10.
+    """
     base = (r.images, r.mu, r.mu_centred, r.var)
     if not compiled:
         return SSIMFeatures(*base, windows=_row_windows(r.images).transpose(1, 2).contiguous())
@@ -241,6 +289,16 @@ def ssim_pairwise(
     pass (one small matrix product per channel, row and column: K-pixel row windows of x, weighted
     by g, against those of y) followed by a vertical pass (one matrix product with the banded
     matrix of g), both over all pairs of the block at once.
+
+    Args:
+        q: the query block's features (ssim_features).
+        r: the reference block's features, same image shape as q; prepared by
+            ssim_prepare_reference for this path, or prepared here when it is not.
+        compiled: run the fused torch.compile path (column by column); False: eager.
+        workspace: buffers reused across blocks; None: a fresh one for this call.
+
+    Returns:
+        (len(q), len(r)) tensor in the features' dtype: piq's mean SSIM of each pair, in [-1, 1].
     """
     ws = workspace or Workspace()
     kernel = _ssim_kernel(q.images.dtype, q.images.device)
@@ -302,7 +360,15 @@ def _ssim_by_column(
 def ssim_bytes_per_pair(features: SSIMFeatures, *, compiled: bool) -> int:
     """Peak bytes one pair costs in ssim_pairwise: eager, the row buffer, the local buffer and
     the combination's temporaries; fused, one column's horizontal sums, the running sum and one
-    column's result."""
+    column's result.
+
+    Args:
+        features: features of the images to be searched (only their image shape is read).
+        compiled: the fused path's cost; False: the eager path's.
+
+    Returns:
+        Bytes per (query, reference) pair, >= 1, counting 4-byte (float32) values.
+    """
     c, h, w = features.images.shape[1:]
     if compiled:
         return 4 * (h + 2)
@@ -317,7 +383,15 @@ _COMPILED: dict[str, Callable[..., torch.Tensor]] = {}
 
 
 def compiled_combination(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
-    """torch.compile'd version of an elementwise combination, built once per process."""
+    """torch.compile'd version of an elementwise combination, built once per process.
+
+    Args:
+        fn: an elementwise function of tensors returning a tensor (_ssim_column,
+            haarpsi_combine); cached by its __name__.
+
+    Returns:
+        The compiled function (dynamic=False: specialised to each input shape), same signature.
+    """
     if fn.__name__ not in _COMPILED:
         _COMPILED[fn.__name__] = torch.compile(fn, dynamic=False)
     return _COMPILED[fn.__name__]

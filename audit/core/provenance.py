@@ -31,6 +31,11 @@ PACKAGES = (
 
 
 def package_versions() -> dict[str, str | None]:
+    """The installed versions of the packages a run's results depend on, for the record.
+
+    Returns:
+        Each name of PACKAGES mapped to its installed version string, None when not installed.
+    """
     versions: dict[str, str | None] = {}
     for name in PACKAGES:
         try:
@@ -45,7 +50,12 @@ SOURCE_SUFFIXES = (".py", ".html", ".toml")
 
 
 def package_dirs() -> tuple[Path, ...]:
-    """Where this suite's packages are installed (the checkout, under an editable install)."""
+    """Where this suite's packages are installed (the checkout, under an editable install).
+
+    Returns:
+        The directory of each package of SOURCE_PACKAGES (audit, attacks, generators, reports),
+        in that order.
+    """
     dirs = []
     for name in SOURCE_PACKAGES:
         module = importlib.import_module(name)
@@ -56,7 +66,15 @@ def package_dirs() -> tuple[Path, ...]:
 
 def source_digest(roots: tuple[Path, ...] | None = None) -> str:
     """sha256 of the suite's source files (code, report template, default thresholds), so that
-    an edit under an editable install, with the same version number, recomputes the stages."""
+    an edit under an editable install, with the same version number, recomputes the stages.
+
+    Args:
+        roots: the package directories to hash; None (or empty): `package_dirs()`. Cached per
+            roots for the life of the process.
+
+    Returns:
+        The 64-character hex SHA-256 of the .py, .html and .toml files' paths and contents.
+    """
     return _digest(roots or package_dirs())
 
 
@@ -73,6 +91,12 @@ def _digest(roots: tuple[Path, ...]) -> str:
 
 
 def environment() -> dict[str, object]:
+    """What produced a run: Python, platform, torch threads, GPU, package versions, source hash.
+
+    Returns:
+        A dict with keys python, platform, torch_threads, cuda_available, cuda_device (None
+        without CUDA), packages (see package_versions) and synthaudit_source_sha256.
+    """
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),

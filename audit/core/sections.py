@@ -153,7 +153,24 @@ BN_LOSS_VARIANTS: dict[str, dict[str, Any]] = {
 
 def coerce(kind: Any, value: Any, where: str) -> Any:
     """value as a field of type kind (int, float, bool, str, Literal, X | None, tuple[X, ...]):
-    lists become tuples and integers floats; anything else is an AuditError naming the setting."""
+    lists become tuples and integers floats; anything else is an AuditError naming the setting.
+
+    Args:
+        kind: the field's type annotation (int, float, bool, str, Literal[...], X | None or
+            tuple[X, ...]).
+        value: the value as given (TOML, JSON or a flag); a lone value for a tuple field becomes
+            a one-element tuple.
+        where: the setting's name, with its source, for messages.
+
+    Returns:
+        The value as kind: a tuple for tuple fields, a float for float fields, None where None
+        is allowed and given.
+
+    Raises:
+        AuditError: the value does not fit kind (not one of the Literal's values, wrong type;
+            a bool is no int or float).
+        TypeError: kind is a type with no coercion rule (a schema bug, not a user error).
+    """
     origin, args = typing.get_origin(kind), typing.get_args(kind)
     if origin in (types.UnionType, typing.Union):
         if value is None and type(None) in args:

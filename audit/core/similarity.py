@@ -79,7 +79,18 @@ def plan_blocks(
     n_query: int, n_reference: int, bytes_per_pair: int, budget: int
 ) -> tuple[int, int]:
     """(query block, reference block) whose pairs fit in ``budget`` bytes, each as even as it can
-    be (the last block is padded to full size, so 1,025 references make two blocks of 513)."""
+    be (the last block is padded to full size, so 1,025 references make two blocks of 513).
+
+    Args:
+        n_query: query images, >= 1.
+        n_reference: reference images, >= 1.
+        bytes_per_pair: peak bytes one (query, reference) pair costs, >= 1.
+        budget: bytes one block of pairs may take.
+
+    Returns:
+        (query block, reference block) sizes in images, each >= 1; the reference block at most
+        REFERENCE_BLOCK.
+    """
     max_pairs = max(1, budget // bytes_per_pair)
     ref_block = _even(n_reference, max(1, min(REFERENCE_BLOCK, max_pairs)))
     query_block = _even(n_query, max(1, max_pairs // ref_block))
@@ -107,6 +118,29 @@ def nearest_neighbours(
     Inputs are uint8 NHWC arrays or float NCHW tensors in [0, 1], one or three channels, equal
     shapes. Returns ``(values, indices)``, each of shape (len(query), k). ``compiled`` fuses the
     elementwise part with torch.compile (None: when there are at least COMPILE_MIN_PAIRS pairs).
+
+    Args:
+        query: (nq, H, W, C) uint8 array (pixels in [0, 255]) or (nq, C, H, W) float tensor
+            (clamped to [0, 1], cast to float32); C = 1 or 3.
+        reference: (nr, ...) images in either form, each image shaped as the queries'.
+        metric: "ssim" or "haarpsi".
+        k: neighbours per query, 1 <= k <= nr.
+        device: where the scores are computed; None: the CPU.
+        memory_budget: bytes for one block of pairs; None (or 0): DEFAULT_MEMORY_BUDGET. On a
+            CPU the fused path takes at most the engine's cpu_fused_budget.
+        compiled: fuse with torch.compile; None: when nq * nr >= COMPILE_MIN_PAIRS. If the
+            compiler fails, this and every later call run eagerly.
+        progress: show a tqdm bar over the blocks.
+
+    Returns:
+        (values, indices): values (nq, k) float32, each query's best scores, best first (SSIM in
+        [-1, 1], HaarPSI in [0, 1]); indices (nq, k) int64, the references' positions, ties
+        going to the lower position.
+
+    Raises:
+        ValueError: an unknown metric; numpy images not uint8 4-D or tensors not 4-D; query and
+            reference image shapes differ; not 1 or 3 channels; k outside [1, nr]; images too
+            small for the metric (SSIM 11 px, HaarPSI 16 px).
     """
     global _compile_failed
     if metric not in ENGINES:
@@ -210,7 +244,22 @@ def block_shape(
 ) -> tuple[int, int]:
     """The (query, reference) block nearest_neighbours would use for these sizes: one call on
     that many images compiles the fused kernels for a larger search's shapes (benchmarks time
-    torch.compile's start-up apart). image_shape: one image's, HWC as numpy arrays give it."""
+    torch.compile's start-up apart). image_shape: one image's, HWC as numpy arrays give it.
+
+    Args:
+        n_query: query images, >= 1.
+        n_reference: reference images, >= 1.
+        metric: "ssim" or "haarpsi".
+        image_shape: one image's (H, W, C), C = 1 or 3.
+        device: the device the search would run on (a fused search on a CPU gets a smaller
+            budget).
+        compiled: the fused path's blocks; None: as nearest_neighbours decides, by
+            n_query * n_reference >= COMPILE_MIN_PAIRS.
+        memory_budget: bytes for one block of pairs; None (or 0): DEFAULT_MEMORY_BUDGET.
+
+    Returns:
+        (query block, reference block) sizes in images, each >= 1.
+    """
     if compiled is None:
         compiled = n_query * n_reference >= COMPILE_MIN_PAIRS
     blank = np.zeros((1, *image_shape), dtype=np.uint8)
@@ -239,12 +288,29 @@ def _stable_topk(
 
 
 def level_suffix(level: float) -> str:
-    """A similarity level in a column name, safe for pandas and jq: 0.9 -> "0_9"."""
+    """A similarity level in a column name, safe for pandas and jq: 0.9 -> "0_9".
+
+    Args:
+        level: the similarity level (e.g. 0.5; a minus sign becomes "m").
+
+    Returns:
+        The level formatted with "%g", "." replaced by "_" and "-" by "m".
+    """
     return f"{level:g}".replace(".", "_").replace("-", "m")
 
 
 def summarise(values: np.ndarray, *, prefix: str, levels: tuple[float, ...]) -> dict[str, float]:
-    """mean, 95th percentile, max and the share above each level of nearest-neighbour scores."""
+    """mean, 95th percentile, max and the share above each level of nearest-neighbour scores.
+
+    Args:
+        values: nearest-neighbour scores, any shape (flattened), at least one; float.
+        prefix: the column names' prefix (e.g. "nn_ssim").
+        levels: similarity levels; each gets the share of scores strictly above it.
+
+    Returns:
+        Floats keyed "{prefix}_mean", "{prefix}_p95", "{prefix}_max" and, per level,
+        "{prefix}_frac_above_{level_suffix(level)}" (a share in [0, 1]).
+    """
     v = np.asarray(values, dtype=np.float64).ravel()
     out = {
         f"{prefix}_mean": float(v.mean()),

@@ -9,7 +9,7 @@ import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +42,31 @@ def _json_default(value: Any) -> Any:
 
 
 def to_json(obj: Any) -> str:
+    """Serialise an artifact as the run directory's JSON text (2-space indent, key order kept).
+
+    Args:
+        obj: JSON-able data; numpy scalars and arrays become numbers and lists, Paths strings;
+            NaN and infinities are written as-is (allow_nan).
+
+    Returns:
+        The JSON text, ending with a newline.
+
+    Raises:
+        TypeError: obj holds a value of any other type that json cannot serialise.
+    """
     return json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=True) + "\n"
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write a text file atomically (temp file in the same folder, then rename).
+
+    Args:
+        path: the file to write; missing parent folders are created.
+        text: its whole content.
+
+    Returns:
+        path, as a Path.
+    """
     with _atomic(Path(path), "w") as handle:
         handle.write(text)
     return Path(path)
@@ -58,8 +79,18 @@ class RunDir:
         self.root = Path(root)
         # names written since the last reset (one stage's outputs) -> their sha256 once known
         self.written: dict[str, str | None] = {}
+        # names read through this object: the engine checks them against what the task declared
+        self.reads: set[str] = set()
 
     def path(self, name: str) -> Path:
+        """The full path of an artifact (not counted among the reads).
+
+        Args:
+            name: the artifact's path relative to the run directory (audit/core/layout.py).
+
+        Returns:
+            root / name.
+        """
         return self.root / name
 
     def _wrote(self, name: str) -> Path:
@@ -68,33 +99,100 @@ class RunDir:
 
     def mark_written(self, name: str, digest: str) -> None:
         """Count a file whose sha256 is known among the current stage's outputs (one reused from
-        a cached row, or just hashed), so the stage's record need not hash it again."""
+        a cached row, or just hashed), so the stage's record need not hash it again.
+
+        Args:
+            name: the artifact's path relative to the run directory.
+            digest: its sha256, as a hex string.
+        """
         self.written[name] = digest
 
     def written_digests(self) -> dict[str, str]:
-        """sha256 of every file written since the last reset, hashing only those not yet known."""
+        """sha256 of every file written since the last reset, hashing only those not yet known.
+
+        Returns:
+            {name relative to the run directory: sha256 hex digest}, in the order written.
+        """
         for name, digest in self.written.items():
             if digest is None:
                 self.written[name] = file_sha256(self.path(name))
         return {name: digest for name, digest in self.written.items() if digest is not None}
 
     def write_text(self, name: str, text: str) -> Path:
+        """Write a text artifact atomically and count it among the stage's outputs.
+
+        Args:
+            name: the artifact's path relative to the run directory.
+            text: its whole content.
+
+        Returns:
+            The artifact's full path.
+        """
         write_text_atomic(self.path(name), text)
         return self._wrote(name)
 
     def write_json(self, name: str, obj: Any) -> Path:
+        """Write a JSON artifact (to_json's format) atomically, counted among the outputs.
+
+        Args:
+            name: the artifact's path relative to the run directory.
+            obj: JSON-able data (numpy scalars and arrays and Paths allowed, as in to_json).
+
+        Returns:
+            The artifact's full path.
+
+        Raises:
+            TypeError: obj holds a value to_json cannot serialise.
+        """
         return self.write_text(name, to_json(obj))
 
     def read_json(self, name: str) -> Any:
+        """A JSON artifact, parsed (counted among this object's reads).
+
+        Args:
+            name: the artifact's path relative to the run directory.
+
+        Returns:
+            The parsed JSON value.
+        """
+        self.reads.add(name)
         return json.loads(self.path(name).read_text())
+
+    def read_path(self, name: str) -> Path:
+        """The path of an artifact a reader opens itself (weights), counted among the reads.
+
+        Args:
+            name: the artifact's path relative to the run directory.
+
+        Returns:
+            The artifact's full path (the file is not checked to exist).
+        """
+        self.reads.add(name)
+        return self.path(name)
 
     def write_npz(self, name: str, **arrays: np.ndarray) -> Path:
         """np.savez_compressed's format, but with fixed zip timestamps: the same arrays give the
-        same bytes, so stage outputs can be compared and content-addressed by their hash."""
+        same bytes, so stage outputs can be compared and content-addressed by their hash.
+
+        Args:
+            name: the artifact's path relative to the run directory (ends in .npz).
+            **arrays: the arrays to store, by key (any shape and dtype; no object arrays).
+
+        Returns:
+            The artifact's full path.
+        """
         return self._write_npz(name, arrays, zipfile.ZIP_DEFLATED)
 
     def write_npz_uncompressed(self, name: str, arrays: dict[str, np.ndarray]) -> Path:
-        """As write_npz, stored: for float state that deflate would barely shrink, at disk speed."""
+        """As write_npz, stored: for float state that deflate would barely shrink, at disk speed.
+
+        Args:
+            name: the artifact's path relative to the run directory (ends in .npz).
+            arrays: the arrays to store, by key (any shape and dtype; no object arrays).
+
+        Returns:
+            The artifact's full path.
+        """
         return self._write_npz(name, arrays, zipfile.ZIP_STORED)
 
     def _write_npz(self, name: str, arrays: dict[str, np.ndarray], method: int) -> Path:
@@ -110,10 +208,28 @@ class RunDir:
         return self._wrote(name)
 
     def read_npz(self, name: str) -> dict[str, np.ndarray]:
+        """Every array of an .npz artifact (counted among this object's reads).
+
+        Args:
+            name: the artifact's path relative to the run directory.
+
+        Returns:
+            {key: array}, each loaded into memory (no pickled objects allowed).
+        """
+        self.reads.add(name)
         with np.load(self.path(name), allow_pickle=False) as data:
             return {key: data[key] for key in data.files}
 
     def write_state_dict(self, name: str, state: dict[str, torch.Tensor]) -> Path:
+        """Save a model's weights (torch.save format) atomically, counted among the outputs.
+
+        Args:
+            name: the artifact's path relative to the run directory (ends in .pt).
+            state: a module's state_dict; each tensor is detached and moved to the CPU first.
+
+        Returns:
+            The artifact's full path.
+        """
         buffer = io.BytesIO()
         torch.save({k: v.detach().cpu() for k, v in state.items()}, buffer)
         with _atomic(self.path(name)) as handle:
@@ -122,43 +238,16 @@ class RunDir:
 
 
 def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MiB blocks.
+
+    Args:
+        path: the file to hash.
+
+    Returns:
+        The digest as 64 lower-case hex characters.
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _setting(k: int | None, epsilon: float | None) -> str | None:
-    if k is not None:
-        return f"k{k}"
-    return None if epsilon is None else f"eps{epsilon:g}"
-
-
-def row_name(generator: str, k: int | None, epsilon: float | None = None) -> str:
-    """The key of a results row in every stage's output: "bn_match-k200" (a K), "dp_vae-eps10"
-    (a DP generator's target epsilon), or "real" (neither)."""
-    setting = _setting(k, epsilon)
-    return generator if setting is None else f"{generator}-{setting}"
-
-
-def row_of(entry: Mapping[str, Any]) -> str:
-    """row_name of a release entry or results row (its generator, k and epsilon fields)."""
-    return row_name(entry["generator"], entry.get("k"), entry.get("epsilon"))
-
-
-def synthetic_name(generator: str, k: int | None, epsilon: float | None = None) -> str:
-    """bn_match keeps the documented DIR/synthetic/k{K}.npz; other generators are prefixed."""
-    suffix = _setting(k, epsilon) or "set"
-    return (
-        f"synthetic/{suffix}.npz"
-        if generator == "bn_match"
-        else f"synthetic/{generator}-{suffix}.npz"
-    )
-
-
-def mia_scores_name(family: str, row: str) -> str:
-    """Per-candidate scores of one attack family on one row: mia/release-<row>.npz (attacks on
-    the released images) or mia/model-<row>.npz (attacks on a classifier)."""
-    prefix = "release" if family == "mia_release" else "model"
-    return f"mia/{prefix}-{row}.npz"

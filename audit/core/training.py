@@ -19,14 +19,32 @@ from audit.core.seeding import torch_generator
 
 
 def to_tensor(images: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
-    """uint8 NHWC -> float NCHW in [0, 1]."""
+    """uint8 NHWC -> float NCHW in [0, 1].
+
+    Args:
+        images: (N, H, W, C) uint8, pixels in [0, 255].
+        device: where the tensor is placed.
+
+    Returns:
+        (N, C, H, W) float32 on `device`, pixels in [0, 1].
+    """
     return (
         torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float() / 255
     )
 
 
 def augment(x: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor:
-    """Random translation by up to cfg.crop_padding px (zero fill) and optional horizontal flip."""
+    """Random translation by up to cfg.crop_padding px (zero fill) and optional horizontal flip.
+
+    Args:
+        x: (N, C, H, W) float images.
+        cfg: the training section (target or utility): crop_padding (px, 0 = no shift) and
+            hflip (mirror each image with probability 0.5).
+        generator: draws the shifts and flips; on the same device as x.
+
+    Returns:
+        (N, C, H, W) float, the augmented images (x itself when both are off).
+    """
     n, _c, h, w = x.shape
     p = cfg.crop_padding
     if p > 0:
@@ -55,7 +73,28 @@ def train_classifier(
     device: str,
     desc: str = "train",
 ) -> NormalizedClassifier:
-    """SGD with momentum, cosine-annealed over all steps; normalisation from the training set."""
+    """SGD with momentum, cosine-annealed over all steps; normalisation from the training set.
+
+    A final batch of one image is skipped (BN cannot normalise it). The model is left in eval
+    mode.
+
+    Args:
+        model: the classifier to train, in place; its normalisation buffers are set to the
+            training images' per-channel mean and std.
+        images: (N, H, W, C) uint8 training images, pixels in [0, 255], N >= 2.
+        labels: (N,) int64 class indices in [0, num_classes).
+        cfg: the training section (target or utility): epochs, batch size, lr, augmentation.
+        seed: the run seed.
+        stream: name of the random streams (batch order, augmentation) drawn from the seed.
+        device: "cpu" or "cuda"; bf16 autocast applies on CUDA when cfg.bf16.
+        desc: label of the progress bar and the error messages.
+
+    Returns:
+        The same model, trained, in eval mode.
+
+    Raises:
+        AuditError: fewer than 2 images, or the loss is not finite at the end of an epoch.
+    """
     if len(images) < 2:
         raise AuditError(f"{desc}: need at least 2 training images, got {len(images)}")
     x_all = to_tensor(images, device)
@@ -106,6 +145,17 @@ def train_classifier(
 def predict_logits(
     model: NormalizedClassifier, images: np.ndarray, *, device: str, batch_size: int = 1000
 ) -> torch.Tensor:
+    """The model's logits for images, in eval mode and batches, without gradients.
+
+    Args:
+        model: the classifier (moved to device and set to eval mode).
+        images: (N, H, W, C) uint8, pixels in [0, 255].
+        device: where the forward passes run.
+        batch_size: images per forward pass, >= 1.
+
+    Returns:
+        (N, num_classes) float32 logits on the CPU; an empty tensor when N is 0.
+    """
     model.eval().to(device)
     outputs = [
         model(to_tensor(images[i : i + batch_size], device)).float().cpu()
@@ -117,6 +167,17 @@ def predict_logits(
 def accuracy(
     model: NormalizedClassifier, images: np.ndarray, labels: np.ndarray, *, device: str
 ) -> float:
+    """Top-1 accuracy of the model's predictions.
+
+    Args:
+        model: the classifier.
+        images: (N, H, W, C) uint8, pixels in [0, 255].
+        labels: (N,) integer class indices.
+        device: where the forward passes run.
+
+    Returns:
+        The share of images whose arg-max logit is their label, in [0, 1].
+    """
     logits = predict_logits(model, images, device=device)
     return float((logits.argmax(1).numpy() == labels).mean())
 
@@ -132,7 +193,25 @@ def retrain(
     stream: str,
     device: str,
 ) -> NormalizedClassifier:
-    """A fresh model trained only on (images, labels) with the shared recipe."""
+    """A fresh model trained only on (images, labels) with the shared recipe.
+
+    Args:
+        images: (N, H, W, C) uint8 training images, pixels in [0, 255], N >= 2.
+        labels: (N,) int64 class indices in [0, num_classes).
+        model_name: the --model value (pytorchcv name or module:function).
+        num_classes: number of classes, >= 1.
+        cfg: the training section (target or utility).
+        seed: the run seed.
+        stream: name of the random streams (init, order, augmentation); also the progress label.
+        device: "cpu" or "cuda".
+
+    Returns:
+        The trained model, in eval mode.
+
+    Raises:
+        AuditError: the model cannot be built (see build_model) or training fails (see
+            train_classifier).
+    """
     model = build_model(
         model_name,
         channels=images.shape[3],

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
+from audit.core import layout
 from audit.core.config import RunConfig
-from audit.core.data import ImageDataset, load_dataset, load_split_file
+from audit.core.data import ImageDataset, load_dataset
 from audit.core.errors import AuditError
-from audit.core.models import build_model, check_fits, load_weights, require_bn
+from audit.core.models import build_model, check_fits, require_bn
 from audit.core.provenance import package_versions, source_digest
+from audit.core.splits import load_split_file
 from audit.core.store import RunDir
+from audit.core.weights import load_weights
 from audit.engine.keys import RowCache, StageRecord, check_record, load_record, path_fingerprint
 from audit.engine.pipeline import STAGES
 from audit.engine.scheduler import Keys
@@ -103,7 +106,7 @@ def dry_run(config: RunConfig) -> str:
     graph = graph_of(config, data)
     done: dict[str, float] = {}
     root = Path(config.out) if config.out else None
-    if root is not None and (root / "config.json").exists():
+    if root is not None and (root / layout.CONFIG).exists():
         done = done_tasks(graph, RunDir(root), run_keys(config, data))
     return describe(graph, done)
 

@@ -11,14 +11,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+from audit.core import layout
 from audit.core.config import RunConfig
 from audit.core.errors import AuditError
 from audit.core.provenance import environment
 from audit.core.store import RunDir
 from audit.engine.build import graph_of, prepare, run_keys
+from audit.engine.context import remember_dataset
 from audit.engine.pipeline import STAGES
-from audit.engine.run import Run, remember_dataset
-from audit.engine.scheduler import Executor, Scheduler, SerialExecutor
+from audit.engine.scheduler import Scheduler
+from audit.engine.serial import Executor, SerialExecutor
 
 log = logging.getLogger(__name__)
 
@@ -26,15 +28,12 @@ log = logging.getLogger(__name__)
 def _open_run_dir(out: Path, overwrite: bool) -> RunDir:
     """A new directory, or an earlier run's to resume (--overwrite starts it afresh)."""
     if out.exists() and any(out.iterdir()):
-        if not (out / "config.json").exists():
+        if not (out / layout.CONFIG).exists():
             raise AuditError(f"--out {out} is not empty and is not a run directory; choose another")
         if overwrite:
             shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return RunDir(out)
-
-
-FINAL_OUTPUTS = ("results.json", "results.csv", "report.html")
 
 
 def execute(
@@ -49,7 +48,6 @@ def execute(
     data = prepare(config)
     graph = graph_of(config, data)
     store = _open_run_dir(Path(config.out), overwrite)
-    run = Run(config, data, store)
     remember_dataset(config, data)  # serial tasks use the loaded images, not a second copy
     executor = executor or SerialExecutor()
     manifest: dict[str, Any] = {
@@ -62,34 +60,34 @@ def execute(
         "environment": environment(),
         "executor": executor.name,
         "tasks": len(graph),
-        "timings_s": run.timings,
     }
-    for name in FINAL_OUTPUTS:  # a resumed run's old results must not look final meanwhile
+    for name in layout.FINAL_OUTPUTS:  # a resumed run's old results must not look final meanwhile
         store.path(name).unlink(missing_ok=True)
-    store.write_json("config.json", manifest)
+    store.write_json(layout.CONFIG, manifest)
     total = time.perf_counter()
-    scheduler = Scheduler(run, graph, run_keys(config, data), executor)
+    scheduler = Scheduler(config, data, store, graph, run_keys(config, data), executor)
+    timings = manifest["timings_s"] = scheduler.timings
 
     def reused() -> list[str]:  # in the order of the stage list, whatever order they ran in
         return [s.name for s in STAGES if s.name in scheduler.reused]
 
     def progress() -> None:  # what a killed run shows, and what the report reads
-        in_stage_order(run.timings)
+        in_stage_order(timings)
         manifest["reused_stages"] = reused()
         manifest["reused_rows"] = scheduler.reused_rows
-        store.write_json("config.json", manifest)
+        store.write_json(layout.CONFIG, manifest)
 
     scheduler.on_commit = progress
     try:
         scheduler.execute()
     except BaseException as exc:
         manifest.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-        store.write_json("config.json", manifest)
+        store.write_json(layout.CONFIG, manifest)
         raise
     finally:
         executor.close()
-    run.timings["total"] = round(time.perf_counter() - total, 3)
-    in_stage_order(run.timings)
+    timings["total"] = round(time.perf_counter() - total, 3)
+    in_stage_order(timings)
     manifest.update(
         status="complete",
         finished=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -98,7 +96,7 @@ def execute(
             s.name: scheduler.reused_rows[s.name] for s in STAGES if s.name in scheduler.reused_rows
         },
         # what each stage cost when it was computed, in this run or the one it was reused from
-        stage_seconds={stage.name: run.seconds(stage.name) for stage in STAGES},
+        stage_seconds={stage.name: scheduler.seconds(stage.name) for stage in STAGES},
     )
     if scheduler.nodes:
         manifest["task_nodes"] = scheduler.nodes
@@ -107,7 +105,7 @@ def execute(
         order = {task_id: i for i, task_id in enumerate(ids)}
         peaks = sorted(scheduler.peak_gpu_mb.items(), key=lambda kv: order.get(kv[0], len(order)))
         manifest["peak_gpu_mb"] = dict(peaks)
-    store.write_json("config.json", manifest)
+    store.write_json(layout.CONFIG, manifest)
     if scheduler.reused:
         log.info("reused %d of %d stages: %s", len(reused()), len(STAGES), ", ".join(reused()))
     return store.root

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from audit.core import layout
 from audit.core.store import RunDir, file_sha256, to_json, write_text_atomic
 
-RECORD_DIR = "stages"
+RECORD_DIR = layout.STAGE_RECORDS
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ audit/engine/ray_executor.py), with the same bytes either way.
 from __future__ import annotations
 
 from attacks.tasks import canaries, features, inversion, mia_model, mia_release, population, refs
+from audit.core import layout
 from audit.engine.spec import Stage
 from audit.tasks import fidelity, generate, privacy, report, split, utility
 
@@ -30,5 +31,11 @@ STAGES: list[Stage] = [
 ]
 # the report reads every stage's outputs: it runs last, every time
 STAGES.append(
-    Stage("report", report.stage_report, reads=tuple(s.name for s in STAGES), cached=False)
+    Stage(
+        "report",
+        report.stage_report,
+        reads=tuple(s.name for s in STAGES),
+        cached=False,
+        files=(layout.CONFIG,),  # the manifest: the command, timings, reused stages
+    )
 )

@@ -16,7 +16,7 @@ import socket
 from typing import Any
 
 from audit.core.errors import AuditError
-from audit.engine.scheduler import Outcome, TaskSpec, run_task
+from audit.engine.serial import Outcome, TaskSpec, run_task
 
 log = logging.getLogger(__name__)
 

@@ -2,158 +2,37 @@
 
 The driver (this module) alone decides what is reused and commits stage records. Tasks run through
 an executor: `SerialExecutor` one at a time in this process (in the graph's order), or
-`audit.engine.ray_executor.RayExecutor` as Ray tasks. Either way a task gets a fresh Run, torch's
-thread count from the config and its own global seeds, so its bytes depend on its inputs only, not
-on which process ran it or what ran there before. Tasks write their files atomically and record
-their own row (a unique file per row); a task killed midway leaves neither, and its retry redoes it.
+`audit.engine.ray_executor.RayExecutor` as Ray tasks. Either way a task gets a fresh TaskContext,
+torch's thread count from the config and its own global seeds, so its bytes depend on its inputs
+only, not on which process ran it or what ran there before. Tasks write their files atomically and
+record their own row (a unique file per row); a task killed midway leaves neither, and its retry
+redoes it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import random
-import sys
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, Protocol
-
-import numpy as np
-import torch
+from typing import Any
 
 from audit.core.config import RunConfig
-from audit.core.seeding import derive_seed
+from audit.core.data import ImageDataset
 from audit.core.store import RunDir
+from audit.engine.context import TaskContext
 from audit.engine.keys import (
     RowCache,
     StageRecord,
-    as_json,
     check_record,
     load_record,
     save_record,
     stage_key,
 )
-from audit.engine.run import Run, dataset_for
+from audit.engine.serial import Executor, Outcome, TaskSpec, check_reads
 from audit.engine.spec import Graph, Stage, Task
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """All a worker needs to run one task (picklable)."""
-
-    task: Task
-    config: RunConfig
-    root: str
-    base_key: str  # the stage's row key base and the digests of its row-read inputs
-    upstream: dict[str, str]
-
-
-@dataclass
-class Outcome:
-    result: Any
-    files: dict[str, str]  # what the task wrote (or reused): name -> sha256
-    reused_rows: list[str]
-    timings: dict[str, float]
-    seconds: float
-    node: str = ""  # where it ran (a Ray node id), for the record
-    peak_gpu_bytes: int | None = None  # the most GPU memory the task allocated (CUDA runs)
-
-
-def run_task(spec: TaskSpec) -> Outcome:
-    """Run one task here: the serial executor's body and every Ray worker's."""
-    task, config = spec.task, spec.config
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    # code that draws from a global RNG gets the same numbers wherever the task runs
-    seed = derive_seed(config.seed, "task", task.id)
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-    run = Run(config, dataset_for(config), RunDir(spec.root))
-    run.rows = RowCache(run.store, task.stage, spec.base_key, spec.upstream)
-    assert task.fn is not None
-    node = node_id()
-    _trace("start", task, node)
-    # tasks run one at a time per process (serial driver, Ray worker), so the process's peak
-    # since this reset is the task's own
-    cuda = config.device.startswith("cuda") and torch.cuda.is_available()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    if task.row:
-        result = run.row(task.name, partial(task.fn, run, *task.args), reads=task.reads)
-    else:
-        result = as_json(task.fn(run, *task.args))
-    seconds = time.perf_counter() - start
-    _trace("end", task, node)
-    return Outcome(
-        result,
-        run.store.written_digests(),
-        list(run.rows.reused),
-        run.timings,
-        round(seconds, 3),
-        node,
-        torch.cuda.max_memory_allocated() if cuda else None,
-    )
-
-
-TRACE_ENV = "SYNTHAUDIT_TASK_TRACE"
-
-
-def _trace(event: str, task: Task, node: str) -> None:
-    """With $SYNTHAUDIT_TASK_TRACE set to a file, one JSON line per task start and end: where
-    each attempt ran (a node lost mid-task shows a start without an end, then the retry)."""
-    path = os.environ.get(TRACE_ENV)
-    if not path:
-        return
-    line = json.dumps({"event": event, "task": task.id, "node": node, "pid": os.getpid()})
-    with open(path, "a") as handle:  # one short append per line: whole lines, any writer
-        handle.write(line + "\n")
-
-
-def node_id() -> str:
-    """The Ray node running this task, or "" outside Ray (which is then never imported)."""
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        return str(ray.get_runtime_context().get_node_id())
-    return ""
-
-
-class Executor(Protocol):
-    name: str
-
-    def submit(self, spec: TaskSpec) -> None: ...
-
-    def wait(self) -> tuple[TaskSpec, Outcome]:
-        """One finished task (raises its error if it failed)."""
-        ...
-
-    def close(self) -> None: ...
-
-
-class SerialExecutor:
-    """Today's behaviour: each task in this process, in the order submitted."""
-
-    name = "serial"
-
-    def __init__(self) -> None:
-        self.queue: deque[TaskSpec] = deque()
-
-    def submit(self, spec: TaskSpec) -> None:
-        self.queue.append(spec)
-
-    def wait(self) -> tuple[TaskSpec, Outcome]:
-        spec = self.queue.popleft()
-        return spec, run_task(spec)
-
-    def close(self) -> None:
-        self.queue.clear()
 
 
 @dataclass
@@ -221,13 +100,18 @@ class Scheduler:
 
     def __init__(
         self,
-        run: Run,
+        config: RunConfig,
+        data: ImageDataset,
+        store: RunDir,
         graph: Graph,
         keys: Keys,
         executor: Executor,
         on_commit: Callable[[], None] = lambda: None,
     ) -> None:
-        self.run, self.graph, self.keys, self.executor = run, graph, keys, executor
+        self.config, self.data, self.store = config, data, store
+        self.graph, self.keys, self.executor = graph, keys, executor
+        self.timings: dict[str, float] = {}  # stage and part -> seconds, for the manifest
+        self.recorded: dict[str, float] = {}  # reused stages' seconds when they were computed
         self.on_commit = on_commit
         self.records: dict[str, StageRecord] = {}
         self.open: dict[str, _Open] = {}
@@ -267,12 +151,12 @@ class Scheduler:
     def _open_stage(self, stage: Stage) -> None:
         inputs = {name: self.records[name] for name in stage.reads if name in self.records}
         key = self.keys.stage_key(stage, inputs)
-        previous = load_record(self.run.store, stage.name) if stage.cached else None
-        why = check_record(self.run.store, previous, key) if stage.cached else "always runs"
+        previous = load_record(self.store, stage.name) if stage.cached else None
+        why = check_record(self.store, previous, key) if stage.cached else "always runs"
         if why is None and previous is not None:
             self.records[stage.name] = previous
-            self.run.timings[stage.name] = 0.0
-            self.run.recorded[stage.name] = previous.seconds
+            self.timings[stage.name] = 0.0
+            self.recorded[stage.name] = previous.seconds
             self.reused.append(stage.name)
             self.committed.append(stage.name)
             self.finished += len(self.graph.tasks[stage.name])
@@ -281,7 +165,7 @@ class Scheduler:
         if previous is not None:
             log.info("[%s] running again: %s", stage.name, why)
         base_key, upstream = self.keys.row_base(stage, inputs)
-        rows = RowCache(self.run.store, stage.name, base_key, upstream)
+        rows = RowCache(self.store, stage.name, base_key, upstream)
         self.open[stage.name] = _Open(key, inputs, base_key, upstream, rows)
 
     def _submit_ready(self, stage: Stage, state: _Open) -> int:
@@ -293,7 +177,7 @@ class Scheduler:
             base_key, rows = state.base_key, state.rows
             if task.settings is not None:  # keyed by its own plugin's settings alone
                 base_key = self.keys.row_base(stage, state.inputs, task)[0]
-                rows = RowCache(self.run.store, stage.name, base_key, state.upstream)
+                rows = RowCache(self.store, stage.name, base_key, state.upstream)
             hit = rows.valid(task.name, task.reads) if task.row else None
             if hit is not None:  # an earlier run computed this row under the same key
                 record, result = hit
@@ -303,11 +187,34 @@ class Scheduler:
                 state.done.add(task.name)
                 self.finished += 1
                 continue
+            allowed = self._declared(stage, state) | set(task.reads)
             self.executor.submit(
-                TaskSpec(task, self.run.config, str(self.run.store.root), base_key, state.upstream)
+                TaskSpec(
+                    task,
+                    self.config,
+                    str(self.store.root),
+                    base_key,
+                    state.upstream,
+                    frozenset(allowed),
+                )
             )
             submitted += 1
         return submitted
+
+    def seconds(self, stage: str) -> float:
+        """What a stage cost: this run's time, or the recorded time of a reused stage."""
+        return self.timings.get(stage) or self.recorded.get(stage, 0.0)
+
+    def _declared(self, stage: Stage, state: _Open) -> set[str]:
+        """The files a task of this stage may read without naming them: the outputs of the
+        stages it reads and of its stage's finished tasks."""
+        upstream = {
+            name
+            for read in stage.reads
+            if read in self.records
+            for name in self.records[read].files
+        }
+        return upstream | set(state.files)
 
     def _finished(self, spec: TaskSpec, outcome: Outcome) -> None:
         task = spec.task
@@ -317,7 +224,7 @@ class Scheduler:
         state.reused_rows += outcome.reused_rows
         state.seconds += outcome.seconds
         state.done.add(task.name)
-        self.run.timings.update(outcome.timings)
+        self.timings.update(outcome.timings)
         if outcome.node:
             self.nodes[task.id] = outcome.node
         if outcome.peak_gpu_bytes is not None:
@@ -336,21 +243,22 @@ class Scheduler:
         files = state.files
         seconds = state.seconds
         if stage.combine is not None:
-            store = RunDir(self.run.store.root)
-            combine_run = Run(self.run.config, self.run.data, store, timings=self.run.timings)
+            store = RunDir(self.store.root)
+            combine_ctx = TaskContext(self.config, self.data, store)
             start = time.perf_counter()
             results = {t.name: state.results[t.name] for t in self.graph.tasks[stage.name]}
-            stage.combine(combine_run, results)
+            stage.combine(combine_ctx, results)
             seconds += time.perf_counter() - start
+            check_reads(f"{stage.name} (combine)", store, frozenset(self._declared(stage, state)))
             files.update(store.written_digests())
         files = dict(sorted(files.items()))  # the same record whatever order tasks finished in
-        self.run.timings[stage.name] = round(seconds, 3)
+        self.timings[stage.name] = round(seconds, 3)
         if state.reused_rows:
             rows = [r for r in state.reused_rows if r]
             self.reused_rows[stage.name] = rows
             log.info("[%s] reused rows: %s", stage.name, ", ".join(rows))
         if stage.cached:
-            store = RunDir(self.run.store.root)
+            store = RunDir(self.store.root)
             for name, digest in files.items():
                 store.mark_written(name, digest)
             self.records[stage.name] = save_record(store, stage.name, state.key, seconds)

@@ -19,14 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from audit.core import layout
 from audit.core.columns import Column
 from audit.core.config import RunConfig
-from audit.core.store import row_name, synthetic_name
+from audit.core.layout import row_name
 from audit.engine.keys import ROW_EXEMPT_FIELDS
 from generators.registry import REGISTRY, plugin
 
 if TYPE_CHECKING:
-    from audit.engine.run import Run
+    from audit.engine.context import TaskContext
 
 
 # groups of RunConfig fields that stages declare (Stage.config)
@@ -53,6 +54,9 @@ class Task:
     # the stage's plugin_settings this task's plugin reads (None: all of them); its row key holds
     # these and no other plugin's, so a setting of one generator does not rerun another
     settings: tuple[str, ...] | None = None
+    # globs of its own stage's earlier outputs it may read to go on from (BN matching's
+    # checkpoints): not keyed, each is checked against its row record's digest before use
+    resumes: tuple[str, ...] = ()
 
     @property
     def id(self) -> str:
@@ -79,7 +83,7 @@ def planned_releases(config: RunConfig) -> tuple[Release, ...]:
             k, epsilon = generator.setting(key)
             out.append(
                 Release(
-                    row_name(name, k, epsilon), synthetic_name(name, k, epsilon), name, k, epsilon
+                    row_name(name, k, epsilon), layout.synthetic(name, k, epsilon), name, k, epsilon
                 )
             )
     return tuple(out)
@@ -101,7 +105,7 @@ class Plan:
 
     def attacked_models(self) -> dict[str, str]:
         """Every classifier the model attacks target: row -> saved weights in the run directory."""
-        return {TARGET_ROW: "target.pt"} | {r.row: f"models/{r.row}.pt" for r in self.releases}
+        return {TARGET_ROW: layout.TARGET} | {r.row: layout.model(r.row) for r in self.releases}
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,7 @@ class Stage:
     driver's step that writes the stage's summary from the tasks' results, by task name)."""
 
     name: str
-    run: Callable[[Run], Any] | None = None
+    run: Callable[[TaskContext], Any] | None = None
     config: tuple[str, ...] = ()
     reads: tuple[str, ...] = ()
     cached: bool = True
@@ -122,7 +126,7 @@ class Stage:
     # each row through the files it names, not the whole stage
     row_reads: tuple[str, ...] = ()
     tasks: Callable[[Plan], list[Task]] | None = None
-    combine: Callable[[Run, dict[str, Any]], None] | None = None
+    combine: Callable[[TaskContext, dict[str, Any]], None] | None = None
     # settings a row's key leaves out (which rows exist); () when each row depends on all of them
     row_exempt: tuple[str, ...] = ROW_EXEMPT_FIELDS
     cost: Callable[[Plan], float] | None = None  # the whole-stage task's estimate
@@ -130,13 +134,19 @@ class Stage:
     # row key takes only those of its own plugin (Task.settings)
     plugin_settings: tuple[str, ...] = ()
     columns: tuple[Column, ...] = ()  # the results columns its outputs add (columns/<stage>.json)
+    # run-directory files its whole-stage task reads beyond the stages' outputs (the manifest)
+    files: tuple[str, ...] = ()
     device: bool = True
 
     def plan(self, plan: Plan) -> list[Task]:
         if self.tasks is not None:
             return self.tasks(plan)
         cost = self.cost(plan) if self.cost else 0.0
-        return [Task(self.name, "", self.run, row=False, device=self.device, cost=cost)]
+        return [
+            Task(
+                self.name, "", self.run, reads=self.files, row=False, device=self.device, cost=cost
+            )
+        ]
 
 
 @dataclass(frozen=True)

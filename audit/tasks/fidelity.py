@@ -10,22 +10,23 @@ import numpy as np
 
 from attacks.release import penultimate_features
 from attacks.tasks.population import POPULATION_MODEL
+from audit.core import layout
 from audit.core.fidelity import frechet_distance, inception_features, load_inception
+from audit.core.layout import row_of
 from audit.core.seeding import numpy_rng
-from audit.core.store import row_of
-from audit.engine.run import Run
+from audit.engine.context import TaskContext
 from audit.engine.spec import ATTACK, Stage
 
 log = logging.getLogger(__name__)
 
 
-def stage_fidelity(run: Run) -> None:
-    c, data = run.config, run.data
-    privacy = run.store.read_json("privacy.json")
+def stage_fidelity(ctx: TaskContext) -> None:
+    c, data = ctx.config, ctx.data
+    privacy = ctx.store.read_json(layout.PRIVACY)
     holdout = data.images[np.asarray(privacy["holdout_nonmembers"], dtype=np.int64)]
     real = np.asarray(privacy["reference_nonmembers"], dtype=np.int64)
-    evaluator = run.saved_model(POPULATION_MODEL)
-    sets = {row_of(r): run.store.read_npz(r["path"])["images"] for r in run.releases()}
+    evaluator = ctx.saved_model(POPULATION_MODEL)
+    sets = {row_of(r): ctx.store.read_npz(r["path"])["images"] for r in ctx.releases()}
     sizes = [len(images) for images in sets.values()] or [len(real)]
     n_real = min(len(real), max(sizes))
     chosen = numpy_rng(c.seed, "fidelity", "real").choice(real, n_real, replace=False)
@@ -50,10 +51,11 @@ def stage_fidelity(run: Run) -> None:
             row,
             ", ".join(f"{k} {v:.4g}" for k, v in columns[row].items() if k != "fd_n_images"),
         )
-    run.store.write_json(
-        "fidelity.json", {"n_holdout": len(holdout), "real_index": chosen, "rows": columns}
+    ctx.store.write_json(
+        layout.summary("fidelity"),
+        {"n_holdout": len(holdout), "real_index": chosen, "rows": columns},
     )
-    run.store.write_json("columns/fidelity.json", columns)
+    ctx.store.write_json(layout.stage_columns("fidelity"), columns)
 
 
 STAGE = Stage(

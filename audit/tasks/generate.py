@@ -12,10 +12,11 @@ import time
 from functools import partial
 from typing import Any
 
-from audit.core.store import row_name, synthetic_name
+from audit.core import layout
+from audit.core.layout import row_name
+from audit.engine.context import TaskContext, generation_request
 from audit.engine.costs import generation_cost
 from audit.engine.keys import RECORD_DIR
-from audit.engine.run import Run
 from audit.engine.spec import COMPUTE, GENERATION, GENERATOR_SETTINGS, Plan, Stage, Task
 from generators.base import GeneratorPlugin, SetKey, SyntheticSet
 from generators.registry import plugin
@@ -33,23 +34,20 @@ def generate_tasks(plan: Plan) -> list[Task]:
             row=False,
             cost=generation_cost(plan, name),
             settings=plugin(name).settings,
+            resumes=(layout.checkpoints_of(name),),
         )
         for name in plan.config.generator
     ]
 
 
-def write_releases(run: Run, results: dict[str, Any]) -> None:
+def write_releases(ctx: TaskContext, results: dict[str, Any]) -> None:
     """generate.json: every generator's release entries, in the config's order."""
-    releases = [entry for name in run.config.generator for entry in results[name]]
-    run.store.write_json("generate.json", {"releases": releases})
+    releases = [entry for name in ctx.config.generator for entry in results[name]]
+    ctx.store.write_json(layout.GENERATE, {"releases": releases})
 
 
-def checkpoint_name(generator: str, k: int) -> str:
-    return f"checkpoints/{row_name(generator, k)}.npz"
-
-
-def generate_with(run: Run, name: str) -> list[dict[str, Any]]:
-    c, rows = run.config, run.rows
+def generate_with(ctx: TaskContext, name: str) -> list[dict[str, Any]]:
+    c, rows = ctx.config, ctx.rows
     declared = plugin(name)
     keys = declared.keys(c)
 
@@ -62,19 +60,21 @@ def generate_with(run: Run, name: str) -> list[dict[str, Any]]:
     if missing and declared.axis == "k" and rows is not None:
         first = min(int(k) for k in missing if k is not None)
         reused_now = [int(k) for k, entry in done.items() if k is not None and entry is not None]
-        earlier = _recorded_ks(run, name, skip=set(c.k))  # e.g. from a run with other Ks
+        earlier = _recorded_ks(ctx, name, skip=set(c.k))  # e.g. from a run with other Ks
         resume_k = max((k for k in reused_now + earlier if k < first), default=None)
     if missing:
 
         def save(key: SetKey, synthetic: SyntheticSet) -> None:
-            done[key] = run.row(key_row(key), partial(_release, run, declared, key, synthetic))
+            done[key] = ctx.row(key_row(key), partial(_release, ctx, declared, key, synthetic))
 
-        resume = None if resume_k is None else run.store.read_npz(checkpoint_name(name, resume_k))
-        split = run.split()
-        request = run.generation_request(
-            run.target(),
-            run.data.images[split.members],
-            run.data.labels[split.members],
+        resume = None if resume_k is None else ctx.store.read_npz(layout.checkpoint(name, resume_k))
+        split = ctx.split()
+        request = generation_request(
+            ctx.config,
+            ctx.data,
+            ctx.target(),
+            ctx.data.images[split.members],
+            ctx.data.labels[split.members],
             ks=tuple(int(k) for k in missing if k is not None) if declared.axis == "k" else c.k,
             epsilons=tuple(float(e) for e in missing if e is not None)
             if declared.axis == "epsilon"
@@ -86,7 +86,7 @@ def generate_with(run: Run, name: str) -> list[dict[str, Any]]:
             log.info("[generate] %s: going on from the checkpoint at K=%d", name, resume_k)
         start = time.perf_counter()
         sets = declared.build(c).generate(request)
-        run.timings[f"generate.{name}"] = round(time.perf_counter() - start, 3)
+        ctx.record_time(f"generate.{name}", time.perf_counter() - start)
         for key in missing:
             if done[key] is None:  # a generator that only returns its sets
                 save(key, sets[key])
@@ -94,15 +94,15 @@ def generate_with(run: Run, name: str) -> list[dict[str, Any]]:
 
 
 def _release(
-    run: Run, declared: GeneratorPlugin, key: SetKey, synthetic: SyntheticSet
+    ctx: TaskContext, declared: GeneratorPlugin, key: SetKey, synthetic: SyntheticSet
 ) -> dict[str, Any]:
     """Write one set (and its checkpoint) and return its generate.json entry."""
     name = declared.name
     k, epsilon = declared.setting(key)
-    path = synthetic_name(name, k, epsilon)
-    run.store.write_npz(path, images=synthetic.images, labels=synthetic.labels)
+    path = layout.synthetic(name, k, epsilon)
+    ctx.store.write_npz(path, images=synthetic.images, labels=synthetic.labels)
     if k is not None and synthetic.checkpoint is not None:
-        run.store.write_npz_uncompressed(checkpoint_name(name, k), synthetic.checkpoint)
+        ctx.store.write_npz_uncompressed(layout.checkpoint(name, k), synthetic.checkpoint)
     log.info(
         "[generate] %s: %d images -> %s", row_name(name, k, epsilon), len(synthetic.images), path
     )
@@ -112,18 +112,18 @@ def _release(
     return {**entry, "path": path, "n_synthetic": len(synthetic.images), **synthetic.info}
 
 
-def _recorded_ks(run: Run, name: str, *, skip: set[int | None]) -> list[int]:
+def _recorded_ks(ctx: TaskContext, name: str, *, skip: set[int | None]) -> list[int]:
     """Ks (outside skip) of this generator whose rows (set and checkpoint) an earlier run on this
     directory left valid under the current settings."""
-    assert run.rows is not None
+    assert ctx.rows is not None
     found = []
-    for record in run.store.path(f"{RECORD_DIR}/generate").glob(f"{name}-k*.json"):
+    for record in ctx.store.path(f"{RECORD_DIR}/generate").glob(f"{name}-k*.json"):
         suffix = record.stem.removeprefix(f"{name}-k")
         if not suffix.isdigit() or int(suffix) in skip:
             continue
         k = int(suffix)
-        hit = run.rows.valid(row_name(name, k), ())
-        if hit is not None and checkpoint_name(name, k) in hit[0].files:
+        hit = ctx.rows.valid(row_name(name, k), ())
+        if hit is not None and layout.checkpoint(name, k) in hit[0].files:
             found.append(k)
     return found
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from audit.core import layout
 from audit.core.data import Split
 from audit.core.memorisation import (
     METRICS,
@@ -25,20 +26,20 @@ from audit.core.memorisation import (
 )
 from audit.core.seeding import numpy_rng
 from audit.core.similarity import summarise
+from audit.engine.context import TaskContext
 from audit.engine.costs import similarity_cost
-from audit.engine.run import Run
 from audit.engine.spec import COMPUTE, DATA, Plan, Stage, Task
 
 log = logging.getLogger(__name__)
 
-HOLDOUT_SCORES = "privacy/holdout.npz"  # the calibration ratios of copy detection
+HOLDOUT_SCORES = layout.HOLDOUT_SCORES  # the calibration ratios of copy detection
 BLIND_RATIO = 1e-3  # a calibration ratio below this: the dataset holds near-duplicates
 
 
-def yardstick(run: Run, split: Split) -> Yardstick:
-    c = run.config
+def yardstick(ctx: TaskContext, split: Split) -> Yardstick:
+    c = ctx.config
     return make_yardstick(
-        run.data.images,
+        ctx.data.images,
         split.members,
         split.nonmembers,
         seed=c.seed,
@@ -76,13 +77,13 @@ def privacy_tasks(plan: Plan) -> list[Task]:
     ]
 
 
-def privacy_of_holdout(run: Run) -> dict[str, Any]:
+def privacy_of_holdout(ctx: TaskContext) -> dict[str, Any]:
     """The calibration ratios of copy detection (audit/core/memorisation.py); the holdout row's
     summary is its records' nearest-member scores."""
-    y = yardstick(run, run.split())
+    y = yardstick(ctx, ctx.split())
     summary: dict[str, Any] = {"n_scored": len(y.holdout)}
     arrays: dict[str, np.ndarray] = {}
-    for metric, (ratios, nearest) in calibration_ratios(y, device=run.config.device).items():
+    for metric, (ratios, nearest) in calibration_ratios(y, device=ctx.config.device).items():
         if ratios.min() < BLIND_RATIO:
             log.warning(
                 "[privacy] copy detection by %s is nearly blind: a private record is itself a "
@@ -93,36 +94,36 @@ def privacy_of_holdout(run: Run) -> dict[str, Any]:
                 HOLDOUT_SCORES,
             )
         summary.update(
-            summarise(nearest, prefix=f"nn_{metric}", levels=run.config.similarity_levels)
+            summarise(nearest, prefix=f"nn_{metric}", levels=ctx.config.similarity_levels)
         )
         arrays[f"{metric}_values"] = nearest
         arrays[f"{metric}_calibration"] = ratios
-    run.store.write_npz(HOLDOUT_SCORES, **arrays)
+    ctx.store.write_npz(HOLDOUT_SCORES, **arrays)
     return summary
 
 
-def privacy_of_release(run: Run, path: str, name: str) -> dict[str, Any]:
-    split = run.split()
-    images = run.store.read_npz(path)["images"]
-    return _privacy_row(images, run, name, yardstick(run, split))
+def privacy_of_release(ctx: TaskContext, path: str, name: str) -> dict[str, Any]:
+    split = ctx.split()
+    images = ctx.store.read_npz(path)["images"]
+    return _privacy_row(images, ctx, name, yardstick(ctx, split))
 
 
-def privacy_of_real(run: Run) -> dict[str, Any]:
-    split = run.split()
-    y = yardstick(run, split)
-    return _privacy_row(run.data.images[y.sets.real_release], run, "real", y)
+def privacy_of_real(ctx: TaskContext) -> dict[str, Any]:
+    split = ctx.split()
+    y = yardstick(ctx, split)
+    return _privacy_row(ctx.data.images[y.sets.real_release], ctx, "real", y)
 
 
-def write_privacy(run: Run, results: dict[str, Any]) -> None:
+def write_privacy(ctx: TaskContext, results: dict[str, Any]) -> None:
     """privacy.json: the releases' rows and `real`, the holdout row, who served as what and the
     transformations searched (the npz files' *_transform arrays index them)."""
-    split = run.split()
-    y = yardstick(run, split)
+    split = ctx.split()
+    y = yardstick(ctx, split)
     rows = {name: row for name, row in results.items() if name != "holdout"}
     for name, row in rows.items():
         _log_privacy(name, row)
-    run.store.write_json(
-        "privacy.json",
+    ctx.store.write_json(
+        layout.PRIVACY,
         {
             "rows": rows,
             "holdout": results["holdout"],
@@ -134,10 +135,10 @@ def write_privacy(run: Run, results: dict[str, Any]) -> None:
     )
 
 
-def _privacy_row(query: np.ndarray, run: Run, name: str, y: Yardstick) -> dict[str, Any]:
+def _privacy_row(query: np.ndarray, ctx: TaskContext, name: str, y: Yardstick) -> dict[str, Any]:
     """The row's summary columns; its per-image arrays go to privacy/{name}.npz."""
-    c = run.config
-    saved = run.store.read_npz(HOLDOUT_SCORES)
+    c = ctx.config
+    saved = ctx.store.read_npz(HOLDOUT_SCORES)
     summary, arrays = release_statistics(
         query,
         y,
@@ -147,7 +148,7 @@ def _privacy_row(query: np.ndarray, run: Run, name: str, y: Yardstick) -> dict[s
         levels=c.similarity_levels,
         device=c.device,
     )
-    run.store.write_npz(f"privacy/{name}.npz", **arrays)
+    ctx.store.write_npz(layout.privacy_scores(name), **arrays)
     return summary
 
 

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import logging
 
+from audit.core import layout
 from audit.core.config import RunConfig
-from audit.core.data import (
-    ImageDataset,
-    Split,
-    load_split_file,
-    split_dataset,
-    split_for_pretrained,
-)
+from audit.core.data import ImageDataset, Split
 from audit.core.errors import AuditError
-from audit.core.models import load_weights, weights_format
+from audit.core.splits import load_split_file, split_dataset, split_for_pretrained
 from audit.core.training import accuracy, train_classifier
+from audit.core.weights import load_weights, weights_format
+from audit.engine.context import TaskContext, new_classifier
 from audit.engine.costs import target_cost
-from audit.engine.run import Run
 from audit.engine.spec import COMPUTE, DATA, Stage
 
 log = logging.getLogger(__name__)
@@ -51,47 +47,47 @@ def check_canary_room(config: RunConfig, split: Split) -> None:
         )
 
 
-def stage_split(run: Run) -> None:
-    c = run.config
-    pretrained, note = membership_basis(c, run.data)
+def stage_split(ctx: TaskContext) -> None:
+    c = ctx.config
+    pretrained, note = membership_basis(c, ctx.data)
     caps = {
         "max_members": c.max_members,
         "max_nonmembers": c.max_nonmembers,
         "max_test": c.max_test,
     }
     if c.split:
-        split = load_split_file(c.split, len(run.data.images))
+        split = load_split_file(c.split, len(ctx.data.images))
     elif pretrained:
-        split = split_for_pretrained(run.data, seed=c.seed, **caps)
+        split = split_for_pretrained(ctx.data, seed=c.seed, **caps)
     else:
         split = split_dataset(
-            run.data,
+            ctx.data,
             seed=c.seed,
             member_fraction=c.member_fraction,
             nonmember_fraction=c.nonmember_fraction,
             **caps,
         )
     check_canary_room(c, split)  # before any training, not only at the last stage
-    run.store.write_npz(
-        "split.npz", members=split.members, nonmembers=split.nonmembers, test=split.test
+    ctx.store.write_npz(
+        layout.SPLIT, members=split.members, nonmembers=split.nonmembers, test=split.test
     )
     log.info(
         "[split] %s: %d members, %d non-members, %d test images of %dx%dx%d",
-        run.data.name,
+        ctx.data.name,
         len(split.members),
         len(split.nonmembers),
         len(split.test),
-        run.data.image_size,
-        run.data.image_size,
-        run.data.channels,
+        ctx.data.image_size,
+        ctx.data.image_size,
+        ctx.data.channels,
     )
     if note:
         log.warning("[split] %s", note)
 
 
-def stage_target(run: Run) -> None:
-    c, data, split = run.config, run.data, run.split()
-    model = run.new_model("target")
+def stage_target(ctx: TaskContext) -> None:
+    c, data, split = ctx.config, ctx.data, ctx.split()
+    model = new_classifier(ctx.config, ctx.data, "target")
     if c.weights:
         load_weights(model, c.weights, model_name=c.model)
         source = f"loaded from {c.weights}"
@@ -115,10 +111,10 @@ def stage_target(run: Run) -> None:
             ("test", split.test),
         )
     }
-    run.store.write_state_dict("target.pt", model.state_dict())
+    ctx.store.write_state_dict(layout.TARGET, model.state_dict())
     note = membership_basis(c, data)[1]
-    run.store.write_json(
-        "target.json", {"model": c.model, "source": source, "membership_note": note, **acc}
+    ctx.store.write_json(
+        layout.TARGET_SUMMARY, {"model": c.model, "source": source, "membership_note": note, **acc}
     )
     log.info(
         "[target] %s %s: accuracy members %.3f, non-members %.3f, test %.3f",

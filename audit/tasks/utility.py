@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from audit.core import layout
 from audit.core.training import accuracy
+from audit.engine.context import TaskContext, retrain_on
 from audit.engine.costs import training_cost
-from audit.engine.run import Run
 from audit.engine.spec import COMPUTE, DATA, Plan, Stage, Task
 
 log = logging.getLogger(__name__)
@@ -45,32 +46,34 @@ def utility_tasks(plan: Plan) -> list[Task]:
     ]
 
 
-def utility_of_real(run: Run) -> dict[str, Any]:
-    split = run.split()
-    return _utility_of(run, run.data.images[split.members], run.data.labels[split.members], "real")
+def utility_of_real(ctx: TaskContext) -> dict[str, Any]:
+    split = ctx.split()
+    return _utility_of(ctx, ctx.data.images[split.members], ctx.data.labels[split.members], "real")
 
 
-def utility_of_release(run: Run, path: str, name: str) -> dict[str, Any]:
-    synthetic = run.store.read_npz(path)
-    return _utility_of(run, synthetic["images"], synthetic["labels"], name)
+def utility_of_release(ctx: TaskContext, path: str, name: str) -> dict[str, Any]:
+    synthetic = ctx.store.read_npz(path)
+    return _utility_of(ctx, synthetic["images"], synthetic["labels"], name)
 
 
-def write_utility(run: Run, results: dict[str, Any]) -> None:
-    run.store.write_json("utility.json", {"rows": results})
+def write_utility(ctx: TaskContext, results: dict[str, Any]) -> None:
+    ctx.store.write_json(layout.UTILITY, {"rows": results})
 
 
-def _utility_of(run: Run, images: np.ndarray, labels: np.ndarray, name: str) -> dict[str, Any]:
-    c, data, split = run.config, run.data, run.split()
+def _utility_of(
+    ctx: TaskContext, images: np.ndarray, labels: np.ndarray, name: str
+) -> dict[str, Any]:
+    c, data, split = ctx.config, ctx.data, ctx.split()
     test_images, test_labels = data.images[split.test], data.labels[split.test]
     accs = []
     seeds = c.utility_seeds
     if name == "real" and c.real_utility_seeds is not None:
         seeds = c.real_utility_seeds
     for repeat in range(seeds):
-        model = run.retrain(images, labels, f"utility-{name}-{repeat}")
+        model = retrain_on(ctx.config, ctx.data, images, labels, f"utility-{name}-{repeat}")
         accs.append(accuracy(model, test_images, test_labels, device=c.device))
         if repeat == 0 and name != "real":
-            run.store.write_state_dict(f"models/{name}.pt", model.state_dict())
+            ctx.store.write_state_dict(layout.model(name), model.state_dict())
     row = {"utility_acc": float(np.mean(accs)), "utility_accs": accs}
     if len(accs) > 1:
         row["utility_acc_std"] = float(np.std(accs, ddof=1))
