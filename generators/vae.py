@@ -222,8 +222,8 @@ class NonPrivateVAE(VAEGenerator):
 
     name = "vae"
 
-    def __init__(self, config: RunConfig) -> None:
-        self.config = config
+    def __init__(self, vae: VAEConfig) -> None:
+        self.vae = vae
 
     def generate(self, request: GenerationRequest) -> dict[SetKey, SyntheticSet]:
         """Train the VAE on the members without DP and sample one release from it.
@@ -237,7 +237,7 @@ class NonPrivateVAE(VAEGenerator):
         Raises:
             AuditError: no private records, fewer than 2, or an image size not divisible by 4.
         """
-        cfg = self.config.vae
+        cfg = self.vae
         data = private_data(request)
         model = build_vae(request, cfg, stream="vae")
         train_nonprivate(model, data, cfg, seed=request.seed, device=request.device)
@@ -247,7 +247,7 @@ class NonPrivateVAE(VAEGenerator):
 PLUGIN = GeneratorPlugin(
     "vae",
     axis=None,
-    build=NonPrivateVAE,
+    build=lambda config: NonPrivateVAE(config.vae),
     settings=("vae",),
     cost=vae_seconds,
     columns=DP_RECORD_COLUMNS[:1],  # dp_private: false

@@ -64,7 +64,9 @@ FAMILY_COLUMNS: tuple[Column, ...] = (
     ),
     Column(
         "{family}_eps_lower",
-        "empirical epsilon lower bound implied by the attack's TPR/FPR at eps_delta",
+        "epsilon the attack's error rates imply at eps_delta (one-sided Clopper-Pearson TPR and "
+        "FPR bounds, the best threshold chosen on the same scores): an audit estimate, not a "
+        "bound with a stated confidence",
         ">= 0",
         MORE_LEAKAGE,
         MIA,

@@ -51,9 +51,9 @@ def rdp_epsilon(phases: list[Phase], *, delta: float) -> float:
         ValueError: delta or a sample rate out of range.
     """
     _check_delta(delta)
+    phases = [phase for phase in phases if phase[2] > 0]
     for _noise, rate, _steps in phases:
         _check_rate(rate)
-    phases = [phase for phase in phases if phase[2] > 0]
     if not phases:
         return 0.0
     if any(noise <= 0 for noise, _q, _steps in phases):
@@ -152,8 +152,9 @@ DP_RECORD_COLUMNS: tuple[Column, ...] = (
     Column("dp_private", "the row claims differential privacy", "true", NEUTRAL, DP),
     Column(
         "eps_accountant",
-        "the epsilon the RDP accountant charges for the training actually run",
-        "> 0",
+        "the epsilon the RDP accountant charges for the training actually run (0 where no step "
+        "was taken)",
+        ">= 0",
         MORE_LEAKAGE,
         DP,
     ),

@@ -187,7 +187,7 @@ class Scheduler:
                 state.done.add(task.name)
                 self.finished += 1
                 continue
-            allowed = self._declared(stage, state) | set(task.reads)
+            allowed = self._declared(stage, state, row=task.row) | set(task.reads)
             self.executor.submit(
                 TaskSpec(
                     task,
@@ -205,13 +205,15 @@ class Scheduler:
         """What a stage cost: this run's time, or the recorded time of a reused stage."""
         return self.timings.get(stage) or self.recorded.get(stage, 0.0)
 
-    def _declared(self, stage: Stage, state: _Open) -> set[str]:
+    def _declared(self, stage: Stage, state: _Open, *, row: bool = False) -> set[str]:
         """The files a task of this stage may read without naming them: the outputs of the
-        stages it reads and of its stage's finished tasks."""
+        stages it reads and of its stage's finished tasks. A row task's key leaves out the
+        stages it reads row by row (Stage.row_reads), so of those it may read only what its
+        Task.reads name."""
         upstream = {
             name
             for read in stage.reads
-            if read in self.records
+            if read in self.records and not (row and read in stage.row_reads)
             for name in self.records[read].files
         }
         return upstream | set(state.files)
