@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attacks.features import split_classifier, to_dct
+from attacks.penultimate import split_classifier, to_dct
 from attacks.release import penultimate_features
 from audit.core.models import NormalizedClassifier
 from audit.core.seeding import seeded_global_rng, torch_generator

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch.func import jvp, vjp
 
-from attacks.features import to_dct
+from attacks.penultimate import to_dct
 
 Function = Callable[[torch.Tensor], torch.Tensor]  # (B, *input) -> (B, D)
 

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from attacks.feature_inversion import feature_inversion
-from attacks.features import split_classifier
+from attacks.penultimate import split_classifier
 from attacks.release import penultimate_features
 from audit.core.models import build_model
 from audit.core.sections import TrainConfig

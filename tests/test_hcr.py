@@ -4,8 +4,8 @@ with the noise for a real (tiny) ResNet20."""
 import pytest
 import torch
 
-from attacks.features import dct_matrix, split_classifier, to_dct
 from attacks.hcr import batched_lsqr, hcr_bound, hcr_bounds
+from attacks.penultimate import dct_matrix, split_classifier, to_dct
 from audit.core.bn import frozen
 
 

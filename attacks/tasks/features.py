@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from attacks.feature_inversion import feature_inversion
-from attacks.features import split_classifier
 from attacks.hcr import hcr_bounds
+from attacks.penultimate import split_classifier
 from audit.core import layout
 from audit.core.bn import frozen
 from audit.core.seeding import numpy_rng, torch_generator

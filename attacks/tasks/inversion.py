@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 from attacks.inversion import VARIANTS, invert, score_reconstructions
-from attacks.tasks.population import POPULATION_MODEL
 from audit.core import layout
 from audit.core.columns import INV, MORE_LEAKAGE, NEUTRAL, Column
 from audit.core.seeding import numpy_rng
@@ -54,7 +53,7 @@ COLUMNS: tuple[Column, ...] = (
     ),
 )
 
-EVALUATOR = POPULATION_MODEL  # trained on the test split, which no attacked model saw
+EVALUATOR = layout.POPULATION_MODEL  # trained on the test split, which no attacked model saw
 
 # seconds a row costs on the reference CPU at 16x16 px per 100 inversion steps
 ROW_S = 4.5

@@ -15,7 +15,6 @@ import numpy as np
 from attacks.references import AttackRecords
 from attacks.release import nearest_l2, penultimate_features, release_scores
 from attacks.tasks.common import FAMILY_COLUMNS, candidate_counts, candidates_of, evaluate_all
-from attacks.tasks.population import POPULATION_MODEL
 from attacks.tasks.records import attack_records
 from audit.core import layout
 from audit.core.columns import MIA, MORE_LEAKAGE, Column
@@ -58,7 +57,7 @@ def mia_release_tasks(plan: Plan) -> list[Task]:
             r.row,
             attack_release,
             (r.path, r.row),
-            reads=(r.path, POPULATION_MODEL),
+            reads=(r.path, layout.POPULATION_MODEL),
             cost=scaled(plan, ROW_S),
         )
         for r in plan.releases
@@ -90,7 +89,7 @@ def attack_release(ctx: TaskContext, path: str, name: str) -> tuple[Any, Any, An
     records = attack_records(ctx)
     chosen, is_member = candidates_of(records)
     candidates = data.images[chosen]
-    extractor, target = ctx.saved_model(POPULATION_MODEL), ctx.target()
+    extractor, target = ctx.saved_model(layout.POPULATION_MODEL), ctx.target()
 
     @cache
     def candidate_features(insider: bool = False) -> Any:

@@ -14,8 +14,6 @@ from audit.engine.spec import ATTACK, Stage
 
 log = logging.getLogger(__name__)
 
-POPULATION_MODEL = layout.POPULATION_MODEL
-
 
 def stage_population_model(ctx: TaskContext) -> None:
     """A classifier of the --model architecture trained on the population records (the test
@@ -46,9 +44,9 @@ def stage_population_model(ctx: TaskContext) -> None:
             desc="population model",
         )
         source = f"trained on the {len(split.test)} population (test) records"
-    ctx.store.write_state_dict(POPULATION_MODEL, model.state_dict())
+    ctx.store.write_state_dict(layout.POPULATION_MODEL, model.state_dict())
     acc = accuracy(
-        ctx.saved_model(POPULATION_MODEL),
+        ctx.saved_model(layout.POPULATION_MODEL),
         data.images[split.nonmembers],
         data.labels[split.nonmembers],
         device=c.device,

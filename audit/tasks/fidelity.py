@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 from attacks.release import penultimate_features
-from attacks.tasks.population import POPULATION_MODEL
 from audit.core import layout
 from audit.core.fidelity import frechet_distance, inception_features, load_inception
 from audit.core.layout import row_of
@@ -25,7 +24,7 @@ def stage_fidelity(ctx: TaskContext) -> None:
     privacy = ctx.store.read_json(layout.PRIVACY)
     holdout = data.images[np.asarray(privacy["holdout_nonmembers"], dtype=np.int64)]
     real = np.asarray(privacy["reference_nonmembers"], dtype=np.int64)
-    evaluator = ctx.saved_model(POPULATION_MODEL)
+    evaluator = ctx.saved_model(layout.POPULATION_MODEL)
     sets = {row_of(r): ctx.store.read_npz(r["path"])["images"] for r in ctx.releases()}
     sizes = [len(images) for images in sets.values()] or [len(real)]
     n_real = min(len(real), max(sizes))
