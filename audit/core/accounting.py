@@ -68,7 +68,14 @@ def rdp_epsilon(phases: list[Phase], *, delta: float) -> float:
 
 
 @functools.lru_cache(maxsize=256)
-def solve_noise(*, epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
+def solve_noise(
+    *,
+    epsilon: float,
+    delta: float,
+    sample_rate: float,
+    steps: int,
+    spent: tuple[Phase, ...] = (),
+) -> float:
     """The smallest noise multiplier (to 0.01% of itself) whose `steps` steps at `sample_rate`
     cost at most epsilon: bisection on the RDP accountant (noise is monotone in epsilon).
     Cached: a pure function, and each bisection costs seconds of Opacus's fractional orders
@@ -79,13 +86,17 @@ def solve_noise(*, epsilon: float, delta: float, sample_rate: float, steps: int)
         delta: in (0, 1).
         sample_rate: Poisson sampling rate per step, in (0, 1].
         steps: >= 1.
+        spent: phases charged to the same accountant beside this training (a statistics
+            release, BN matching from a DP teacher): the solved noise makes the composition of
+            them all cost at most epsilon. () by default.
 
     Returns:
         The noise multiplier (noise std / clipping norm), > 0.
 
     Raises:
         ValueError: epsilon, delta or the sample rate out of range.
-        AuditError: no step, or the budget needs a multiplier above MAX_NOISE.
+        AuditError: no step, the budget needs a multiplier above MAX_NOISE, or the spent
+            phases alone cost more than epsilon.
     """
     if not epsilon > 0:
         raise ValueError(f"epsilon must be positive, got {epsilon}")
@@ -93,8 +104,17 @@ def solve_noise(*, epsilon: float, delta: float, sample_rate: float, steps: int)
     _check_rate(sample_rate)
     if steps <= 0:
         raise AuditError(f"DP training needs at least one step, got {steps}")
+    if spent and rdp_epsilon(list(spent), delta=delta) >= epsilon:
+        raise AuditError(
+            f"the phases already charged cost {rdp_epsilon(list(spent), delta=delta):.3g} of "
+            f"epsilon {epsilon:g}: nothing is left for the training"
+        )
+
+    def cost(noise: float) -> float:
+        return rdp_epsilon([*spent, (noise, sample_rate, steps)], delta=delta)
+
     low, high = 0.0, 1.0
-    while rdp_epsilon([(high, sample_rate, steps)], delta=delta) > epsilon:
+    while cost(high) > epsilon:
         low, high = high, 2 * high
         if high > MAX_NOISE:
             raise AuditError(
@@ -104,7 +124,7 @@ def solve_noise(*, epsilon: float, delta: float, sample_rate: float, steps: int)
             )
     for _ in range(60):
         mid = (low + high) / 2
-        if rdp_epsilon([(mid, sample_rate, steps)], delta=delta) > epsilon:
+        if cost(mid) > epsilon:
             low = mid
         else:
             high = mid
