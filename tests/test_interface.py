@@ -21,6 +21,7 @@ import audit
 from audit.arguments import build_parser, flag_settings
 from audit.cli import main
 from audit.core.config import RunConfig, build_config
+from audit.core.errors import AuditError
 from audit.core.layout import row_of
 from audit.engine.columns import COLUMNS, describe
 from audit.flags import SETTING_OF, flag_of
@@ -270,3 +271,11 @@ def test_generated_docs_are_current():
         [sys.executable, "-m", "audit.docs", "--check"], cwd=ROOT, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("section", ["target", "utility"])
+def test_a_batch_of_one_is_a_one_line_error(section):
+    """The training loop skips a batch of one image (BatchNorm needs two), so batch_size 1 would
+    train nothing and fail later with an unrelated error: the config refuses it."""
+    with pytest.raises(AuditError, match="batch size of at least 2"):
+        build_config(preset="smoke", **{section: {"batch_size": 1}})

@@ -130,5 +130,9 @@ def validate(config: RunConfig) -> None:
     if config.inversion.steps <= 0 or config.inversion.per_class <= 0:
         raise AuditError("model inversion needs positive steps and reconstructions per class")
     for name, train in (("target", config.target), ("utility", config.utility)):
-        if train.epochs <= 0 or train.batch_size <= 0 or train.lr <= 0:
-            raise AuditError(f"{name} training needs positive epochs, batch size and lr")
+        # a batch of one image is skipped by the loop (BatchNorm needs two): nothing would train
+        if train.epochs <= 0 or train.batch_size < 2 or train.lr <= 0:
+            raise AuditError(
+                f"{name} training needs positive epochs, a batch size of at least 2 and a "
+                f"positive lr, got {train.epochs}, {train.batch_size} and {train.lr:g}"
+            )
