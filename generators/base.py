@@ -157,6 +157,18 @@ class GeneratorPlugin:
             return config.epsilon
         return (None,)
 
+    def reruns_on_canaries(self, config: RunConfig) -> bool:
+        """Whether the canary audit can rerun it on members + canaries: not an external set,
+        and not a generator from a target given as a weights file (no run can retrain it).
+
+        Args:
+            config: the run's config (its weights).
+
+        Returns:
+            True when the canary stage reruns it.
+        """
+        return self.reproducible and not (self.from_teacher and config.weights)
+
     def setting(self, key: SetKey) -> tuple[int | None, float | None]:
         """(k, epsilon) of one of its sets.
 

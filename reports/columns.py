@@ -10,6 +10,7 @@ Names are lower-case letters, digits and underscores, so `df.nn_ssim_max` in pan
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 
@@ -253,6 +254,7 @@ REPORT_COLUMNS: tuple[Column, ...] = (
 )
 
 
+@functools.cache
 def _pattern(column: Column) -> re.Pattern[str]:
     text = re.escape(column.name)
     for key, rx in PLACEHOLDERS.items():

@@ -211,8 +211,7 @@ def stage_canaries(ctx: TaskContext) -> None:
     coins = gradient_coins(c)
     for name in c.generator:
         declared = plugin(name)
-        # an external set cannot be rerun; a given target's weights cannot be retrained
-        if not declared.reproducible or (declared.from_teacher and c.weights):
+        if not declared.reruns_on_canaries(c):
             continue
         # planned for the members and every canary: no coin moves the DP schedule or noise
         request = generation_request(

@@ -104,10 +104,11 @@ def solve_noise(
     _check_rate(sample_rate)
     if steps <= 0:
         raise AuditError(f"DP training needs at least one step, got {steps}")
-    if spent and rdp_epsilon(list(spent), delta=delta) >= epsilon:
+    charged = rdp_epsilon(list(spent), delta=delta) if spent else 0.0
+    if charged >= epsilon:
         raise AuditError(
-            f"the phases already charged cost {rdp_epsilon(list(spent), delta=delta):.3g} of "
-            f"epsilon {epsilon:g}: nothing is left for the training"
+            f"the phases already charged cost {charged:.3g} of epsilon {epsilon:g}: nothing is "
+            "left for the training"
         )
 
     def cost(noise: float) -> float:

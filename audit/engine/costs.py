@@ -86,9 +86,5 @@ def canary_cost(plan: Plan) -> float:
     c = plan.config
     if not c.canaries:
         return 0.0
-    generators = [
-        g
-        for g in c.generator
-        if plugin(g).reproducible and not (plugin(g).from_teacher and c.weights)
-    ]
+    generators = [g for g in c.generator if plugin(g).reruns_on_canaries(c)]
     return target_cost(plan) + sum(generation_cost(plan, g) for g in generators)

@@ -92,6 +92,10 @@ class _Open:
     submitted: set[str] = field(default_factory=set)
     done: set[str] = field(default_factory=set)
     seconds: float = 0.0
+    # the inputs' files a task may read unnamed: all of them; a row task's, without the stages
+    # it reads row by row (fixed once the stage opens: its inputs are committed)
+    whole_inputs: frozenset[str] = frozenset()
+    row_inputs: frozenset[str] = frozenset()
 
 
 class Scheduler:
@@ -166,7 +170,16 @@ class Scheduler:
             log.info("[%s] running again: %s", stage.name, why)
         base_key, upstream = self.keys.row_base(stage, inputs)
         rows = RowCache(self.store, stage.name, base_key, upstream)
-        self.open[stage.name] = _Open(key, inputs, base_key, upstream, rows)
+        whole = frozenset(name for record in inputs.values() for name in record.files)
+        by_row = frozenset(
+            name
+            for read, record in inputs.items()
+            if read not in stage.row_reads
+            for name in record.files
+        )
+        self.open[stage.name] = _Open(
+            key, inputs, base_key, upstream, rows, whole_inputs=whole, row_inputs=by_row
+        )
 
     def _submit_ready(self, stage: Stage, state: _Open) -> int:
         submitted = 0
@@ -210,13 +223,7 @@ class Scheduler:
         stages it reads and of its stage's finished tasks. A row task's key leaves out the
         stages it reads row by row (Stage.row_reads), so of those it may read only what its
         Task.reads name."""
-        upstream = {
-            name
-            for read in stage.reads
-            if read in self.records and not (row and read in stage.row_reads)
-            for name in self.records[read].files
-        }
-        return upstream | set(state.files)
+        return set(state.row_inputs if row else state.whole_inputs) | set(state.files)
 
     def _finished(self, spec: TaskSpec, outcome: Outcome) -> None:
         task = spec.task
