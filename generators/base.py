@@ -31,6 +31,10 @@ class SyntheticSet:
     # the white-box gradient canaries' scores (higher = more likely inserted), where the request
     # planted them in a DP-SGD training (generators/dp_sgd.py GradientCanaries); not saved
     gradient_scores: np.ndarray | None = None
+    # the same canaries' scores in a second DP mechanism of the generator (bn_match_dp's
+    # released statistics: each canary's own coordinate over the clip, higher = more likely
+    # inserted); audited beside gradient_scores on the same coins; not saved
+    statistics_scores: np.ndarray | None = None
 
 
 SetKey = int | float | None  # a K, a target epsilon, or None (a single set)

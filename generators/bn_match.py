@@ -37,6 +37,7 @@ import torch
 from tqdm import tqdm
 
 from audit.core.bn import (
+    Targets,
     bn_inputs,
     bn_statistics_distance,
     frozen,
@@ -129,6 +130,7 @@ def bn_match(
     progress: bool = True,
     start: TrajectoryState | None = None,
     on_snapshot: Callable[[int, np.ndarray, float, TrajectoryState], None] | None = None,
+    targets: Targets | None = None,
 ) -> BNMatchResult:
     """Run the optimisation once to max(ks) and snapshot the released (uint8) images at each K,
     with the state there (`states`). start: go on from an earlier run's state at a step below
@@ -148,6 +150,9 @@ def bn_match(
         start: an earlier run's state at a step below every K; None starts from the noise.
         on_snapshot: called (K, (N, H, W, C) uint8 images, mean per-group loss after K steps,
             state at K) once per K; None: only the result carries the sets.
+        targets: the layers to match and each one's (C,) mean and variance (a DP teacher's
+            released statistics, generators/bn_match_dp.py); None: every BN layer's running
+            statistics.
 
     Returns:
         snapshots: K -> (N, H, W, C) uint8 released images; labels as given; loss_at: K -> mean
@@ -207,7 +212,8 @@ def bn_match(
         disable=None if progress else True,
         leave=False,
     )
-    with bar, frozen(teacher), bn_inputs(teacher.net) as records:
+    layers = None if targets is None else list(targets)
+    with bar, frozen(teacher), bn_inputs(teacher.net, layers) as records:
         for first_group in range(0, n_groups, per_pass):
             groups = range(first_group, min(first_group + per_pass, n_groups))
             mask = (group_index >= groups.start) & (group_index < groups.stop)
@@ -220,7 +226,7 @@ def bn_match(
             for step in range(first_step + 1, ks[-1] + 1):
                 records.clear()
                 logits = teacher.net(z)
-                losses = group_losses(records, logits, y, z, averaging, cfg)
+                losses = group_losses(records, logits, y, z, averaging, cfg, targets)
                 optimizer.zero_grad(set_to_none=True)
                 losses.sum().backward()
                 optimizer.step()
@@ -234,7 +240,9 @@ def bn_match(
                     if step in loss_at:  # the loss of the images released at K: after step K
                         with torch.no_grad():
                             records.clear()
-                            after = group_losses(records, teacher.net(z), y, z, averaging, cfg)
+                            after = group_losses(
+                                records, teacher.net(z), y, z, averaging, cfg, targets
+                            )
                         loss_at[step].append(float(after.mean()) * len(groups))
                         snapshots[step].append(quantise(teacher, z))
                         moments = optimizer.state[z]
@@ -365,10 +373,17 @@ def estimated_seconds(config: RunConfig, members: int) -> float:
 
 # what a BN-matching row adds to the results
 COLUMNS: tuple[Column, ...] = (
-    Column("bn_loss", "BN-matching loss at step k (the optimised objective)", ">= 0", NEUTRAL, ROW),
+    Column(
+        "bn_loss",
+        "BN-matching loss at the row's last step (the optimised objective)",
+        ">= 0",
+        NEUTRAL,
+        ROW,
+    ),
     Column(
         "bn_stat_distance",
-        "distance of the release's BN statistics from the target's running statistics",
+        "distance of the release's BN statistics from the matched ones (bn_match: the target's "
+        "running statistics; bn_match_dp: the DP-released statistics of its DP teacher)",
         ">= 0",
         NEUTRAL,
         ROW,

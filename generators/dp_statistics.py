@@ -18,9 +18,20 @@ are post-processing (`moments`).
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import torch
+from torch import nn
 
 from audit.core.accounting import Phase
+from audit.core.bn import Targets, bn_inputs
+from audit.core.models import NormalizedClassifier
+from audit.core.seeding import torch_generator
+
+SUMMARY_BATCH = 256  # records per forward pass when summarising the members
+CLIP_MARGIN = 1.2  # the default statistics clip over the public noise images' median norm
+PUBLIC_IMAGES = 256  # uniform-noise images the default clip is measured on
 
 
 def clipped(vectors: np.ndarray, *, clip: float) -> np.ndarray:
@@ -137,3 +148,122 @@ def summaries(activations: list[np.ndarray]) -> np.ndarray:
         a = np.asarray(a, dtype=np.float64)
         parts += [a.mean(axis=(2, 3)), (a**2).mean(axis=(2, 3))]
     return np.concatenate(parts, axis=1)
+
+
+def group_norms(teacher: nn.Module) -> list[nn.GroupNorm]:
+    """The teacher's GroupNorm layers, in `modules()` order: where statistics are released.
+
+    Args:
+        teacher: the DP teacher (after `dp_teacher`).
+
+    Returns:
+        Its GroupNorm modules, at least one.
+    """
+    return [m for m in teacher.modules() if isinstance(m, nn.GroupNorm)]
+
+
+@torch.no_grad()
+def member_summaries(
+    teacher: NormalizedClassifier, layers: list[nn.GroupNorm], x: torch.Tensor
+) -> np.ndarray:
+    """Each record's summary at the teacher's normalisation layers (dp_statistics.summaries).
+
+    Args:
+        teacher: the trained DP teacher, in eval mode.
+        layers: the layers whose inputs are summarised, each called once per forward pass.
+        x: (n, C, H, W) float images in [0, 1] on the teacher's device.
+
+    Returns:
+        (n, 2 x sum of the layers' channels) float64.
+    """
+    parts = []
+    for start in range(0, len(x), SUMMARY_BATCH):
+        with bn_inputs(teacher.net, layers) as records:
+            teacher(x[start : start + SUMMARY_BATCH])
+            parts.append(summaries([act.double().cpu().numpy() for _layer, act in records]))
+    return np.concatenate(parts)
+
+
+def public_clip(
+    teacher: NormalizedClassifier, image_shape: tuple[int, int, int], seed: int
+) -> float:
+    """The default statistics clip, from public inputs only: CLIP_MARGIN x the median L2 norm of
+    the summaries of PUBLIC_IMAGES uniform-noise images through the DP teacher. It reads the
+    teacher (already private) and seeded noise, so it is post-processing.
+
+    Args:
+        teacher: the trained DP teacher, in eval mode.
+        image_shape: (C, H, W) of one image.
+        seed: the run seed (the noise is its "bn_match_dp" / "public clip" stream).
+
+    Returns:
+        The clip, > 0.
+    """
+    noise = torch.rand(
+        (PUBLIC_IMAGES, *image_shape), generator=torch_generator(seed, "bn_match_dp", "public clip")
+    )
+    device = next(teacher.parameters()).device
+    vectors = member_summaries(teacher, group_norms(teacher), noise.to(device))
+    return CLIP_MARGIN * float(np.median(np.linalg.norm(vectors, axis=1)))
+
+
+@dataclasses.dataclass(frozen=True)
+class ReleasedStatistics:
+    """What the statistics' release gives the synthesis and the audit."""
+
+    targets: Targets  # GroupNorm layer -> its released (mean, variance), float32 (C,)
+    canary_scores: np.ndarray | None  # (m,) the canaries' coordinates over the clip
+    clip: float  # the per-record bound the release used
+
+
+def release_statistics(
+    teacher: NormalizedClassifier,
+    x: torch.Tensor,
+    *,
+    records: int,
+    clip: float,
+    noise_multiplier: float,
+    rng: np.random.Generator,
+    canary_coins: np.ndarray | None,
+) -> ReleasedStatistics:
+    """The Gaussian mechanism on the members' clipped summaries, and its post-processing into
+    each layer's target mean and variance.
+
+    Args:
+        teacher: the trained DP teacher (its GroupNorm inputs are summarised).
+        x: (n, C, H, W) float members in [0, 1] on the teacher's device.
+        records: the public record count the sum is divided by, >= 1.
+        clip: the per-record L2 bound, > 0.
+        noise_multiplier: the noise actually added over the clip, >= 0 (0 only as a test fault).
+        rng: the noise's generator.
+        canary_coins: (m,) bool, the gradient canaries' coins (True: the canary is a record of
+            this release too); None: no canary coordinates.
+
+    Returns:
+        The layers' targets, and the canaries' scores (None without coins).
+    """
+    layers = group_norms(teacher)
+    vectors = member_summaries(teacher, layers, x)
+    if noise_multiplier > 0:
+        released = noisy_sum(vectors, clip=clip, noise_multiplier=noise_multiplier, rng=rng)
+    else:  # TEST-ONLY fault (actual_statistics_noise_factor 0): the clipped sum, bare
+        released = clipped(vectors, clip=clip).sum(axis=0)
+    channels = tuple(layer.num_channels for layer in layers)
+    device = x.device
+    targets: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = {
+        layer: (
+            torch.as_tensor(mean, dtype=torch.float32, device=device),
+            torch.as_tensor(var, dtype=torch.float32, device=device),
+        )
+        for layer, (mean, var) in zip(
+            layers, moments(released, records=records, channels=channels), strict=True
+        )
+    }
+    scores = None
+    if canary_coins is not None:
+        # canary i's summary is clip at its own coordinate d + i (norm clip: unchanged by the
+        # clipping); the released coordinate is its contribution plus the same per-coordinate
+        # noise, N(0, (noise_multiplier x clip)^2)
+        noise = rng.normal(0.0, noise_multiplier * clip, size=len(canary_coins))
+        scores = (clip * canary_coins.astype(np.float64) + noise) / clip
+    return ReleasedStatistics(targets, scores, clip)

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from audit.core.config import RunConfig
 from audit.core.errors import AuditError
-from generators import bn_match, dp2_vae, dp_vae, dpd_fvae, external, vae
+from generators import bn_match, bn_match_dp, dp2_vae, dp_vae, dpd_fvae, external, vae
 from generators.base import Generator, GeneratorPlugin
 
 
@@ -33,6 +33,7 @@ def registry_of(plugins: Iterable[GeneratorPlugin]) -> dict[str, GeneratorPlugin
 REGISTRY = registry_of(
     [
         bn_match.PLUGIN,
+        bn_match_dp.PLUGIN,
         dp_vae.PLUGIN,
         dp2_vae.PLUGIN,
         dpd_fvae.PLUGIN,

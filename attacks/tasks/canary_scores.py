@@ -129,7 +129,7 @@ def audit_release(
 
     Args:
         synthetic: the audit run's release (images, labels, info and, where the generator
-            allows, score_records and gradient_scores).
+            allows, score_records, gradient_scores and statistics_scores).
         images: (m, H, W, C) uint8 canary images, pixels in [0, 255].
         labels: (m,) int64 their wrong labels.
         included: (m,) bool, True where the canary was trained on.
@@ -151,6 +151,8 @@ def audit_release(
         scores["whitebox"] = (-synthetic.score_records(images, labels), included)
     if synthetic.gradient_scores is not None and coins is not None:
         scores["whitebox_gradient"] = (synthetic.gradient_scores, coins)
+    if synthetic.statistics_scores is not None and coins is not None:
+        scores["whitebox_statistics"] = (synthetic.statistics_scores, coins)
     claim = synthetic.info.get("eps_accountant")
     figures = audit_scores(scores, delta=config.dp.delta, claim=claim)
     if claim is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -42,10 +42,13 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
+# per normalisation layer, the (C,) mean and variance its inputs are matched to
+Targets = Mapping[nn.Module, tuple[torch.Tensor, torch.Tensor]]
+Records = list[tuple[nn.Module, torch.Tensor]]
+
+
 @contextlib.contextmanager
-def bn_inputs(
-    model: nn.Module,
-) -> Iterator[list[tuple[nn.modules.batchnorm._BatchNorm, torch.Tensor]]]:
+def bn_inputs(model: nn.Module, layers: Sequence[nn.Module] | None = None) -> Iterator[Records]:
     """Record each BN layer's input during a forward pass. Inputs, not outputs: pytorchcv's
     ReLU(inplace=True) right after BN would overwrite a recorded output.
 
@@ -54,21 +57,24 @@ def bn_inputs(
 
     Args:
         model: the network whose BatchNorm layers are hooked.
+        layers: hook these layers of model instead (e.g. the GroupNorm layers of a DP teacher,
+            matched to released statistics); None: every BatchNorm layer.
 
     Yields:
-        The list that forward passes fill: one (BN layer, its input tensor, (N, C, H, W)) pair
+        The list that forward passes fill: one (layer, its input tensor, (N, C, H, W)) pair
         per layer call, in call order.
 
     Raises:
-        AuditError: the model has no BatchNorm layer.
+        AuditError: the model has no BatchNorm layer (and no layers were given).
     """
-    layers = bn_layers(model)
+    if layers is None:
+        layers = bn_layers(model)
     if not layers:
         raise AuditError("the teacher has no BatchNorm layers; BN-statistics matching needs them")
-    records: list[tuple[nn.modules.batchnorm._BatchNorm, torch.Tensor]] = []
+    records: Records = []
 
     def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        records.append((module, inputs[0]))  # type: ignore[arg-type]
+        records.append((module, inputs[0]))
 
     handles = [layer.register_forward_pre_hook(hook) for layer in layers]
     try:
@@ -104,17 +110,19 @@ def _spread(var: torch.Tensor, eps: float, cfg: BNMatchConfig) -> torch.Tensor:
 
 
 def group_losses(
-    records: list[tuple[nn.modules.batchnorm._BatchNorm, torch.Tensor]],
+    records: Records,
     logits: torch.Tensor,
     labels: torch.Tensor,
     z: torch.Tensor,
     averaging: torch.Tensor,
     cfg: BNMatchConfig,
+    targets: Targets | None = None,
 ) -> torch.Tensor:
     """The loss of each group, shape (G,). Only images of group g contribute to entry g.
 
     Per BN layer: the distance between the group's (cfg.statistics "batch") or each image's
-    ("image", then averaged) mean and spread and the layer's running statistics; plus
+    ("image", then averaged) mean and spread and the layer's running statistics (or the
+    layer's entry in targets); plus
     cfg.ce_weight x the group's mean cross-entropy and cfg.tv_weight x its mean total variation.
 
     Args:
@@ -125,6 +133,8 @@ def group_losses(
         z: (N, C, H, W) float normalised images (total-variation term).
         averaging: (G, N) float32 from `group_matrix`.
         cfg: the bn section: statistics, spread, norm, ce_weight and tv_weight.
+        targets: each recorded layer's (C,) target mean and variance; None: the layers'
+            running statistics.
 
     Returns:
         (G,) float32 loss per group, >= 0, on z's device (differentiable in z).
@@ -133,20 +143,20 @@ def group_losses(
     group_of_image = averaging.argmax(dim=0)
     for layer, act in records:
         act = act.float()
-        assert layer.running_mean is not None and layer.running_var is not None
-        target_mean = layer.running_mean.float()
-        target_spread = _spread(layer.running_var.float(), layer.eps, cfg)
+        eps = float(getattr(layer, "eps"))  # noqa: B009  # BatchNorm's and GroupNorm's own
+        target_mean, target_var = _target(layer, targets)
+        target_spread = _spread(target_var, eps, cfg)
         image_mean = act.mean(dim=(2, 3))  # (N, C)
         if cfg.statistics == "batch":
             mean = averaging @ image_mean  # (G, C) = mean over the group's images, H and W
             centred = act - mean[group_of_image][:, :, None, None]
             var = averaging @ (centred * centred).mean(dim=(2, 3))  # biased, as BN's batch var
             total = total + _norm(mean - target_mean, cfg)
-            total = total + _norm(_spread(var, layer.eps, cfg) - target_spread, cfg)
+            total = total + _norm(_spread(var, eps, cfg) - target_spread, cfg)
         else:  # per-image statistics over (H, W), averaged within the group (ZeroQ)
             var = act.var(dim=(2, 3), unbiased=False)
             per_image = _norm(image_mean - target_mean, cfg)
-            per_image = per_image + _norm(_spread(var, layer.eps, cfg) - target_spread, cfg)
+            per_image = per_image + _norm(_spread(var, eps, cfg) - target_spread, cfg)
             total = total + averaging @ per_image
     if cfg.ce_weight:
         ce = F.cross_entropy(logits.float(), labels, reduction="none")
@@ -156,6 +166,16 @@ def group_losses(
         tv = tv + (z[:, :, :, 1:] - z[:, :, :, :-1]).abs().mean(dim=(1, 2, 3))
         total = total + cfg.tv_weight * (averaging @ tv)
     return total
+
+
+def _target(layer: nn.Module, targets: Targets | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (mean, variance) a layer's input is matched to, float32."""
+    if targets is not None:
+        mean, var = targets[layer]
+        return mean.float(), var.float()
+    assert isinstance(layer, nn.modules.batchnorm._BatchNorm)
+    assert layer.running_mean is not None and layer.running_var is not None
+    return layer.running_mean.float(), layer.running_var.float()
 
 
 DISTANCE_IMAGES_PER_PASS = 1000  # whole groups, at most this many images per forward pass
@@ -169,6 +189,7 @@ def bn_statistics_distance(
     group_size: int,
     device: str,
     images_per_pass: int = DISTANCE_IMAGES_PER_PASS,
+    targets: Targets | None = None,
 ) -> float:
     """Mean over groups of sum_l ||mu_l - mu||_2 + ||var_l - var||_2 for released uint8 images:
     how closely what leaves the building matches the private model's statistics. Whole groups
@@ -184,6 +205,8 @@ def bn_statistics_distance(
         group_size: images per group, >= 1.
         device: where the forward passes run.
         images_per_pass: at most this many images per forward pass (whole groups, >= 1 group).
+        targets: the statistics to measure against, per hooked layer (e.g. a DP teacher's
+            released ones); None: the teacher's BN running statistics.
 
     Returns:
         The mean per-group distance, a float >= 0 (lower = closer to the private statistics).
@@ -203,9 +226,11 @@ def bn_statistics_distance(
             m = len(chunk)
             group_index = torch.arange(m, device=device) // group_size
             averaging = group_matrix(group_index, math.ceil(m / group_size))
-            with bn_inputs(teacher.net) as records:
+            layers = None if targets is None else list(targets)
+            with bn_inputs(teacher.net, layers) as records:
                 z = teacher.normalize(to_tensor(chunk, device))
                 logits = teacher.net(z)
                 labels = torch.zeros(m, dtype=torch.long, device=device)
-                losses.append(group_losses(records, logits, labels, z, averaging, cfg).cpu())
+                loss = group_losses(records, logits, labels, z, averaging, cfg, targets)
+                losses.append(loss.cpu())
     return float(torch.cat(losses).mean())

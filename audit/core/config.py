@@ -15,6 +15,7 @@ from audit.core.errors import AuditError
 from audit.core.presets import PRESETS
 from audit.core.sections import (
     BNMatchConfig,
+    BNMatchDPConfig,
     DPConfig,
     FeatureConfig,
     FedConfig,
@@ -65,6 +66,7 @@ class RunConfig:
     target: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=40))
     utility: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=40))
     bn: BNMatchConfig = field(default_factory=BNMatchConfig)
+    bn_dp: BNMatchDPConfig = field(default_factory=BNMatchDPConfig)
     inversion: InversionConfig = field(default_factory=InversionConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     similarity_levels: tuple[float, ...] = (0.5, 0.7, 0.9)
@@ -111,6 +113,7 @@ SECTIONS: dict[str, type] = {
     "target": TrainConfig,
     "utility": TrainConfig,
     "bn": BNMatchConfig,
+    "bn_dp": BNMatchDPConfig,
     "vae": VAEConfig,
     "dp": DPConfig,
     "fed": FedConfig,
@@ -118,7 +121,12 @@ SECTIONS: dict[str, type] = {
     "features": FeatureConfig,
 }
 # settings that only tests set (see DPConfig.actual_noise_factor): a file or flag cannot
-TEST_ONLY = ("dp.actual_noise_factor", "dp.fault_skip_clipping", "fed.fault_swap_optimisers")
+TEST_ONLY = (
+    "dp.actual_noise_factor",
+    "dp.fault_skip_clipping",
+    "fed.fault_swap_optimisers",
+    "bn_dp.actual_statistics_noise_factor",
+)
 
 
 def build_config(*layers: Mapping[str, Any] | None, **settings: Any) -> RunConfig:

@@ -44,6 +44,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "utility": {"epochs": 2},
         "bn": {"group_size": 10},
         "vae": {"epochs": 2},
+        "bn_dp": {"epochs": 2, "steps": 4},
         "fed": {"rounds": 1, "local_epochs": 1},
         "inversion": {"steps": 5, "per_class": 1, "eval_epochs": 2},
         "features": {

@@ -115,6 +115,28 @@ class DPConfig:
 
 
 @dataclass(frozen=True)
+class BNMatchDPConfig:
+    """BN matching from a DP teacher (generators/bn_match_dp.py): the teacher's DP-SGD recipe
+    (Adam, expected batch under Poisson sampling; clip and delta are the `dp` section's), the
+    share of each epsilon spent on releasing its normalisation statistics, and the matching."""
+
+    epochs: int = 60  # expected passes over the private records
+    batch_size: int = 128
+    lr: float = 5e-3
+    steps: int = 1000  # BN-matching steps against the released statistics (the paper's K)
+    # of each target epsilon, the part the statistics' release alone may cost (solved at the
+    # dp section's delta); DP-SGD gets what the composition leaves
+    statistics_share: float = 0.2
+    # per-record L2 bound of a record's statistics (its per-channel means of x and x^2 at every
+    # normalisation layer of the teacher). None: set from public inputs, CLIP_MARGIN x the
+    # median norm of uniform-noise images' statistics through the DP teacher (post-processing)
+    statistics_clip: float | None = None
+    # TEST-ONLY fault injection: the noise actually added to the statistics is this times what
+    # the accountant is charged for (DPConfig.actual_noise_factor is DP-SGD's). No flag sets it.
+    actual_statistics_noise_factor: float = 1.0
+
+
+@dataclass(frozen=True)
 class FedConfig:
     """DPD-fVAE: federated averaging over simulated clients, each keeping its encoder, the shared
     decoder trained with DP-SGD on every client. Defaults: the public code's settings

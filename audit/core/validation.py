@@ -48,6 +48,17 @@ def validate(config: RunConfig) -> None:
         raise AuditError(
             f"DP^2-VAE's pretrain share must lie in (0, 1), got {config.dp.pretrain_share}"
         )
+    bn_dp = config.bn_dp
+    if min(bn_dp.epochs, bn_dp.batch_size, bn_dp.steps) <= 0 or not bn_dp.lr > 0:
+        raise AuditError(
+            "bn_match_dp's epochs, batch size, steps and learning rate must be positive"
+        )
+    clip = bn_dp.statistics_clip
+    if not 0 < bn_dp.statistics_share < 1 or (clip is not None and not clip > 0):
+        raise AuditError(
+            "bn_match_dp's statistics share must lie in (0, 1) and its statistics clip be "
+            f"positive, got {bn_dp.statistics_share} and {clip}"
+        )
     vae, fed = config.vae, config.fed
     if (
         min(vae.latent, vae.batch_size, vae.epochs, fed.latent, fed.batch_size, fed.local_epochs)
