@@ -10,11 +10,14 @@ and the positive controls at epsilon 1, each a test-only fault that breaks the g
 * clipping-skipped: dp_vae whose records' gradients enter the sum unclipped
   (dp.fault_skip_clipping);
 * optimiser-swap: dpd_fvae with the published code's swap (fed.fault_swap_optimisers): the DP
-  optimiser on the clients' encoders, a plain one on the shared decoder.
+  optimiser on the clients' encoders, a plain one on the shared decoder;
+* teacher-no-noise: bn_match_dp whose teacher's DP-SGD adds no noise (dp.actual_noise_factor 0);
+* statistics-no-noise: bn_match_dp whose statistics are released with no noise
+  (bn_dp.actual_statistics_noise_factor 0).
 
 Per case: eps_accountant, and eps_audit beside eps_audit_max (what a perfect attack would reach)
-for the black-box (label-aware SSIM), white-box model and white-box gradient scores, and the
-claim's standing. Minutes on a 2-core CPU:
+for the black-box (label-aware SSIM), white-box model, white-box gradient and (bn_match_dp)
+white-box statistics scores, and the claim's standing. Minutes on a 2-core CPU:
 
     python bench/dp_audit.py
     python bench/dp_audit.py --epsilons 1 --canaries 100 --gradient-canaries 5000 --out dp.json
@@ -34,15 +37,18 @@ from audit.core.data import load_dataset
 from audit.core.splits import split_dataset
 from audit.core.store import to_json, write_text_atomic
 from generators.base import GenerationRequest
-from generators.registry import get_generator
+from generators.registry import REGISTRY, get_generator
 
-SOUND = ("dp_vae", "dp2_vae", "dpd_fvae", "dpd_fvae_published")
+# every generator with an epsilon axis, as it ships
+SOUND = tuple(name for name, plugin in REGISTRY.items() if plugin.axis == "epsilon")
 CONTROLS: dict[str, tuple[str, dict[str, Any]]] = {
     "no-noise": ("dp_vae", {"dp": {"actual_noise_factor": 0.0}}),
     "clipping-skipped": ("dp_vae", {"dp": {"fault_skip_clipping": True}}),
     "optimiser-swap": ("dpd_fvae", {"fed": {"fault_swap_optimisers": True}}),
+    "teacher-no-noise": ("bn_match_dp", {"dp": {"actual_noise_factor": 0.0}}),
+    "statistics-no-noise": ("bn_match_dp", {"bn_dp": {"actual_statistics_noise_factor": 0.0}}),
 }
-SCORES = ("blackbox_ssim_label", "whitebox", "whitebox_gradient")
+SCORES = ("blackbox_ssim_label", "whitebox", "whitebox_gradient", "whitebox_statistics")
 
 
 def audit_case(
@@ -68,7 +74,7 @@ def audit_case(
     coins = gradient_coins(config)
     images = data.images[index]
     request = GenerationRequest(
-        teacher=None,  # type: ignore[arg-type]  # the VAEs train on the records, not a teacher
+        teacher=None,  # type: ignore[arg-type]  # these train on the records, not the target
         ks=(),
         n_images=config.n_synthetic,
         num_classes=len(data.classes),

@@ -7,10 +7,11 @@ trained with per-record clipping at all (one record's gradient depends on its wh
 as the authors' follow-up proposes, this generator makes each half private on its own:
 
 1. **The teacher** is the run's architecture with every BatchNorm replaced by GroupNorm
-   (Opacus's `ModuleValidator.fix`; GroupNorm normalises each record by itself), trained from
-   its seeded initialisation with DP-SGD (generators/dp_sgd.py: Poisson sampling, per-record
-   clipping to the dp section's clip, Gaussian noise) on the per-record cross-entropy. Its input
-   normalisation is the fixed public mean 0.5 / std 0.25, never computed from the records.
+   (Opacus's `ModuleValidator.fix`, gcd(32, C) groups; GroupNorm normalises each record by
+   itself), trained from its seeded initialisation with DP-SGD (generators/dp_sgd.py: Poisson
+   sampling, per-record clipping to the dp section's clip, Gaussian noise) on the per-record
+   cross-entropy. Its input normalisation is the fixed public mean 0.5 / std 0.25, never
+   computed from the records.
 2. **The statistics** the synthetic images match are released by the Gaussian mechanism
    (generators/dp_statistics.py): each member's per-channel means of x and of x^2 at every
    GroupNorm input of the trained DP teacher, clipped to L2 norm `clip`, summed, plus
@@ -19,8 +20,9 @@ as the authors' follow-up proposes, this generator makes each half private on it
    or, by default, set from public inputs only: CLIP_MARGIN x the median norm of the summaries
    of uniform-noise images through the DP teacher (`public_clip`). GroupNorm rescales every
    record, so the deeper layers' activations have about the same size for any input; on the
-   default digits run noise images give a median norm of 170 and the members 175, so the
-   members are barely clipped and the released moments are not shrunk.
+   default digits run noise images give a median norm of 170 and the members 175 (the margin
+   1.2 was chosen after seeing that member figure: a developer's look at private data, stated
+   in docs/generators.md), so the members are barely clipped and the moments are not shrunk.
 3. **The synthesis** is the paper's BN-statistics matching (generators/bn_match.py, the `bn`
    section's loss and optimiser) for `steps` steps, with each GroupNorm input's batch mean and
    variance matched to the released ones and the cross-entropy taken through the DP teacher. It
@@ -28,22 +30,33 @@ as the authors' follow-up proposes, this generator makes each half private on it
 
 Privacy proof. Mechanism 1 is the subsampled Gaussian mechanism run for T steps at rate q with
 noise sigma_t (its RDP is what Opacus's accountant computes); mechanism 2, chosen after seeing
-mechanism 1's output, is the Gaussian mechanism with L2 sensitivity `statistics_clip` under
-adding or removing a record (a record's clipped summary enters the sum once), so its RDP is
-alpha / (2 sigma_s^2) at every order. RDP composes adaptively by adding at each order, and the
-conversion to (epsilon, delta) happens once, on the sum: `DPRecord` holds the phases
-((sigma_t, q, T), (sigma_s, 1, 1)) and `eps_accountant` is their composition. The release (the
-images) is a function of the two outputs and public values only (the architecture, the seed, the
-public n), hence (eps_accountant, delta)-DP under add/remove of one member. Budget: sigma_s is
-solved so that the statistics alone cost `statistics_share` x epsilon at delta; sigma_t is then
-solved so that the composition costs at most epsilon.
+mechanism 1's output, is the Gaussian mechanism with L2 sensitivity `clip` (the one used, the
+row's `dp_statistics_clip`) under adding or removing a record (a record's clipped summary
+enters the sum once, and depends on no other record), so its RDP is alpha / (2 sigma_s^2) at
+every order. RDP composes adaptively by adding at each order, and the conversion to
+(epsilon, delta) happens once, on the sum: `DPRecord` holds the phases ((sigma_t, q, T),
+(sigma_s, 1, 1)) and `eps_accountant` is their composition. The release (the images) is a
+function of the two outputs and of values the accounting treats as public: the architecture,
+the hyperparameters, the initialisation and synthesis seed, and the record count n that plans
+the sampling and divides the sum (as for every DP row here: docs/generators.md, "What the
+accounting treats as public"; n public is the add/remove convention with n fixed in advance).
+Hence (eps_accountant, delta)-DP under add/remove of one member. The noise itself is drawn from
+seeded generators so that a seed reproduces a run; a release that leaves the building must draw
+it from a secret, secure source (docs/generators.md, "Randomness"). Budget: sigma_s is solved so
+that the statistics alone cost `statistics_share` x epsilon at delta; sigma_t is then solved so
+that the composition costs at most epsilon.
 
 White-box audit. Each gradient canary of the run (generators/dp_sgd.py) is one record through
-both mechanisms: its Dirac gradient joins DP-SGD, and its summary is `statistics_clip` at a
-coordinate of its own that no member's summary touches (so a record's clipped norm bound, and
-the sensitivity, are unchanged). The statistics score of canary i is that released coordinate
-over the clip: N(included, sigma_s^2), the Gaussian mechanism's worst case. The canary audit
-tests both scores (Bonferroni); noise missing from either mechanism makes one of them exact.
+both mechanisms: its Dirac gradient joins DP-SGD, and it is one more row of the statistics'
+release, of norm 1,000 x clip at a coordinate of its own that no member's summary touches,
+clipped, summed and noised by the same code as the members (dp_statistics.py
+`records_with_canaries`). Its statistics score is that released coordinate over the clip:
+N(included, sigma_s^2) when the release is right, the Gaussian mechanism's worst case. The canary
+audit tests it beside the gradient score on the same coins (Bonferroni). Its reach: each score
+audits one half alone, so the audit refutes the claim only when one half by itself leaks more
+than the whole claim (noise missing from either half, as the positive controls check); a fault
+that keeps each half within the total (for example a release charged at half its true cost) is
+beyond it.
 """
 
 from __future__ import annotations
@@ -98,8 +111,8 @@ def dp_teacher(model: NormalizedClassifier) -> NormalizedClassifier:
     """
     if not bn_layers(model):
         raise AuditError(
-            "bn_match_dp needs a model with BatchNorm layers (their statistics are what it "
-            "matches); this model has none"
+            "the model has no BatchNorm layers; bn_match_dp needs them (their statistics are "
+            "what it matches)"
         )
     teacher = copy.deepcopy(model)
     teacher.net = ModuleValidator.fix(teacher.net)
@@ -312,9 +325,14 @@ class BNMatchDP:
             yb = torch.from_numpy(candidate_labels).long().to(request.device)
             return cross_entropy(teacher.eval(), xb, yb, torch.Generator()).double().cpu().numpy()
 
+        (training_noise, rate, steps_taken), (statistics_noise, _rate, _once) = record.phases
         info = {
             **record.columns(),
-            "dp_statistics_noise": record.phases[1][0],
+            # the generic columns describe the DP-SGD phase; dp_phases holds both
+            "dp_noise_multiplier": training_noise,
+            "dp_sample_rate": rate,
+            "dp_steps": steps_taken,
+            "dp_statistics_noise": statistics_noise,
             "dp_statistics_clip": statistics.clip,
             "dp_statistics_epsilon": rdp_epsilon([record.phases[1]], delta=record.delta),
             "bn_loss": result.loss_at[steps],

@@ -14,11 +14,19 @@ one phase (noise_multiplier, rate 1, one step), composed there with the teacher'
 (`statistics_phase`; audit/core/accounting.py). Dividing by the record count n, which the
 accounting treats as public like every DP row here, and turning means of squares into variances
 are post-processing (`moments`).
+
+The torch half (`member_summaries`, `public_clip`, `release_statistics`) computes the summaries
+at a DP teacher's GroupNorm inputs, one record per row (GroupNorm normalises each record by
+itself, so a record's summary does not depend on the others), sets the default clip from public
+noise images, and appends the canary audit's records: each inserted canary is one more row, of
+norm CANARY_SCALE x clip at a coordinate of its own, summed and noised with the members by the
+same `noisy_sum`, so its released coordinate shows exactly what the mechanism adds.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -32,6 +40,8 @@ from audit.core.seeding import torch_generator
 SUMMARY_BATCH = 256  # records per forward pass when summarising the members
 CLIP_MARGIN = 1.2  # the default statistics clip over the public noise images' median norm
 PUBLIC_IMAGES = 256  # uniform-noise images the default clip is measured on
+CHUNK_ROWS = 512  # records summed per chunk: the canaries' rows are d + m wide
+CANARY_SCALE = 1000.0  # a statistics canary's norm before clipping, in units of the clip
 
 
 def clipped(vectors: np.ndarray, *, clip: float) -> np.ndarray:
@@ -56,14 +66,43 @@ def clipped(vectors: np.ndarray, *, clip: float) -> np.ndarray:
     return vectors * np.minimum(1.0, clip / np.maximum(norms, 1e-300))
 
 
-def noisy_sum(
-    vectors: np.ndarray, *, clip: float, noise_multiplier: float, rng: np.random.Generator
-) -> np.ndarray:
-    """The released sum: the clipped summaries summed, plus N(0, (noise_multiplier x clip)^2)
-    on every coordinate.
+def clipped_sum(chunks: Iterable[np.ndarray], *, clip: float) -> np.ndarray:
+    """The sum of every record's clipped summary, the records given in chunks of rows.
 
     Args:
-        vectors: (n, d) float64, one summary per private record.
+        chunks: (n_i, d) float arrays, one row per record, all of one width d (at least one).
+        clip: the per-record L2 bound, > 0.
+
+    Returns:
+        (d,) float64.
+
+    Raises:
+        ValueError: no chunk, chunks of different widths, or bad rows (see `clipped`).
+    """
+    total: np.ndarray | None = None
+    for chunk in chunks:
+        part = clipped(chunk, clip=clip).sum(axis=0)
+        if total is not None and part.shape != total.shape:
+            raise ValueError(f"chunks of {total.shape[0]} and {part.shape[0]} values")
+        total = part if total is None else total + part
+    if total is None:
+        raise ValueError("no records to sum")
+    return total
+
+
+def noisy_sum(
+    vectors: np.ndarray | Iterable[np.ndarray],
+    *,
+    clip: float,
+    noise_multiplier: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """The released sum: the clipped summaries summed, plus N(0, (noise_multiplier x clip)^2)
+    on every coordinate, drawn once, in coordinate order.
+
+    Args:
+        vectors: (n, d) float64, one summary per private record, or an iterable of such
+            chunks of rows (all of width d).
         clip: the per-record L2 bound, > 0 (the sum's add/remove sensitivity).
         noise_multiplier: noise standard deviation over clip, > 0.
         rng: the noise's generator (a named seed stream).
@@ -76,7 +115,8 @@ def noisy_sum(
     """
     if not noise_multiplier > 0:
         raise ValueError(f"noise_multiplier must be positive, got {noise_multiplier}")
-    total = clipped(vectors, clip=clip).sum(axis=0)
+    chunks = [vectors] if isinstance(vectors, np.ndarray) else vectors
+    total = clipped_sum(chunks, clip=clip)
     return total + rng.normal(0.0, noise_multiplier * clip, size=total.shape)
 
 
@@ -207,6 +247,35 @@ def public_clip(
     return CLIP_MARGIN * float(np.median(np.linalg.norm(vectors, axis=1)))
 
 
+def records_with_canaries(
+    vectors: np.ndarray, coins: np.ndarray, *, clip: float
+) -> Iterator[np.ndarray]:
+    """The rows the release sums, in chunks: each member's summary followed by m zeros, then
+    one row per inserted canary, CANARY_SCALE x clip at its own coordinate d + i and zero
+    elsewhere (clipped to clip like any record; no member's summary touches those coordinates,
+    so the released sum's first d values are the members' alone).
+
+    Args:
+        vectors: (n, d) float64 members' summaries.
+        coins: (m,) bool, True where canary i is inserted (m may be 0).
+        clip: the per-record bound the canaries are scaled from, > 0.
+
+    Yields:
+        (rows, d + m) float64 chunks of at most CHUNK_ROWS rows.
+    """
+    n, d = vectors.shape
+    m = len(coins)
+    for start in range(0, n, CHUNK_ROWS):
+        part = vectors[start : start + CHUNK_ROWS]
+        yield np.concatenate([part, np.zeros((len(part), m))], axis=1)
+    inserted = np.flatnonzero(coins)
+    for start in range(0, len(inserted), CHUNK_ROWS):
+        ids = inserted[start : start + CHUNK_ROWS]
+        rows = np.zeros((len(ids), d + m))
+        rows[np.arange(len(ids)), d + ids] = CANARY_SCALE * clip
+        yield rows
+
+
 @dataclasses.dataclass(frozen=True)
 class ReleasedStatistics:
     """What the statistics' release gives the synthesis and the audit."""
@@ -244,10 +313,13 @@ def release_statistics(
     """
     layers = group_norms(teacher)
     vectors = member_summaries(teacher, layers, x)
+    width = vectors.shape[1]
+    coins = np.zeros(0, dtype=bool) if canary_coins is None else canary_coins
+    rows = records_with_canaries(vectors, coins, clip=clip)
     if noise_multiplier > 0:
-        released = noisy_sum(vectors, clip=clip, noise_multiplier=noise_multiplier, rng=rng)
+        released = noisy_sum(rows, clip=clip, noise_multiplier=noise_multiplier, rng=rng)
     else:  # TEST-ONLY fault (actual_statistics_noise_factor 0): the clipped sum, bare
-        released = clipped(vectors, clip=clip).sum(axis=0)
+        released = clipped_sum(rows, clip=clip)
     channels = tuple(layer.num_channels for layer in layers)
     device = x.device
     targets: dict[nn.Module, tuple[torch.Tensor, torch.Tensor]] = {
@@ -256,14 +328,8 @@ def release_statistics(
             torch.as_tensor(var, dtype=torch.float32, device=device),
         )
         for layer, (mean, var) in zip(
-            layers, moments(released, records=records, channels=channels), strict=True
+            layers, moments(released[:width], records=records, channels=channels), strict=True
         )
     }
-    scores = None
-    if canary_coins is not None:
-        # canary i's summary is clip at its own coordinate d + i (norm clip: unchanged by the
-        # clipping); the released coordinate is its contribution plus the same per-coordinate
-        # noise, N(0, (noise_multiplier x clip)^2)
-        noise = rng.normal(0.0, noise_multiplier * clip, size=len(canary_coins))
-        scores = (clip * canary_coins.astype(np.float64) + noise) / clip
+    scores = None if canary_coins is None else released[width:] / clip
     return ReleasedStatistics(targets, scores, clip)

@@ -185,20 +185,25 @@ def _cell(value: Any) -> Any:
     return value
 
 
+def _phases(row: dict[str, Any]) -> list[tuple[float, float, int]]:
+    """A formal DP row's phases for the run-level accountant."""
+    if row.get("dp_phases"):
+        return [(float(n), float(q), int(steps)) for n, q, steps in row["dp_phases"]]
+    return [(float(row["dp_noise_multiplier"]), float(row["dp_sample_rate"]), int(row["dp_steps"]))]
+
+
 def dp_summary(rows: list[dict[str, Any]], n_members: int, delta: float) -> dict[str, Any]:
     """The run-level DP figures: every formal DP row's training composed in one RDP accountant
     (each row released from the same members: a record's total cost), which released rows that
     composition does not cover, whether delta >= 1/n, and what is treated as public.
 
-    Each row enters as (its smallest noise multiplier, its largest sample rate, all its steps):
-    exact for every generator here (their phases share noise and rate), an upper bound otherwise.
+    Each row enters with its phases (`dp_phases`); a row saved before that column existed
+    enters as (its smallest noise multiplier, its largest sample rate, all its steps), exact
+    where its phases share noise and rate, an upper bound otherwise.
     """
     released = [r for r in rows if r["generator"] not in ("real", "target")]
     formal = [r for r in released if makes_formal_claim(r)]
-    phases = [
-        (float(r["dp_noise_multiplier"]), float(r["dp_sample_rate"]), int(r["dp_steps"]))
-        for r in formal
-    ]
+    phases = [phase for r in formal for phase in _phases(r)]
     uncovered = [row_of(r) for r in released if r not in formal]
     large_delta = bool(formal) and delta >= 1 / max(n_members, 1)
     if large_delta:

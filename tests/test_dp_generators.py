@@ -144,6 +144,8 @@ def _positive_control(generator: str, seed: int = 1, **faults: dict) -> dict:
     small = {
         "vae": {"epochs": 4, "batch_size": 32},
         "fed": {"clients": 2, "rounds": 2, "local_epochs": 2, "batch_size": 20},
+        "bn_dp": {"epochs": 4, "batch_size": 32, "steps": 2},
+        "bn": {"group_size": 10},
     }
     config = build_config(
         small,
@@ -173,28 +175,40 @@ def _positive_control(generator: str, seed: int = 1, **faults: dict) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("generator", "faults"),
+    ("generator", "faults", "score"),
     [
-        ("dp_vae", {"dp": {"actual_noise_factor": 0.0}}),  # no noise
-        ("dp_vae", {"dp": {"fault_skip_clipping": True}}),  # clipping skipped
-        ("dpd_fvae", {"fed": {"fault_swap_optimisers": True}}),  # the published code's swap
+        ("dp_vae", {"dp": {"actual_noise_factor": 0.0}}, "gradient"),  # no noise
+        ("dp_vae", {"dp": {"fault_skip_clipping": True}}, "gradient"),  # clipping skipped
+        # the published code's swap
+        ("dpd_fvae", {"fed": {"fault_swap_optimisers": True}}, "gradient"),
+        # BN matching from a DP teacher: no noise in its DP-SGD, or none in its statistics
+        ("bn_match_dp", {"dp": {"actual_noise_factor": 0.0}}, "gradient"),
+        ("bn_match_dp", {"bn_dp": {"actual_statistics_noise_factor": 0.0}}, "statistics"),
     ],
-    ids=["no-noise", "clipping-skipped", "dpd-fvae-optimiser-swap"],
+    ids=[
+        "no-noise",
+        "clipping-skipped",
+        "dpd-fvae-optimiser-swap",
+        "bn-match-dp-teacher-no-noise",
+        "bn-match-dp-statistics-no-noise",
+    ],
 )
-def test_positive_controls_are_refuted_at_their_claimed_epsilon_1(generator, faults):
+def test_positive_controls_are_refuted_at_their_claimed_epsilon_1(generator, faults, score):
     figures = _positive_control(generator, **faults)
     assert figures["dp_claim_status"] == "refuted", figures
-    assert figures["eps_audit"] > 1.0 and figures["eps_audit_score"] == "whitebox_gradient"
+    assert figures["eps_audit"] > 1.0 and figures["eps_audit_score"] == f"whitebox_{score}"
     # the gate's level for one audited claim beside any number of other tests: its quarter of alpha
     assert figures["dp_claim_p"] < 0.05 / 4
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("generator", ["dp_vae", "dp2_vae", "dpd_fvae"])
+@pytest.mark.parametrize("generator", ["dp_vae", "dp2_vae", "dpd_fvae", "bn_match_dp"])
 def test_sound_dp_training_is_not_refuted_and_the_audit_could_have(generator):
     figures = _positive_control(generator)
     assert figures["dp_claim_status"] == "not refuted", figures
     assert figures["eps_audit"] <= 1.0 < figures["eps_audit_max_whitebox_gradient"]
+    if generator == "bn_match_dp":  # both halves audited, each able to refute the claim
+        assert figures["eps_audit_max_whitebox_statistics"] > 1.0
 
 
 def test_an_audits_reach_is_what_a_perfect_attack_gets():
@@ -318,7 +332,7 @@ def test_a_zero_epoch_dp2_vae_stage_is_a_one_line_error():
         plugin("dp2_vae").check(config, 1, 16)
 
 
-@pytest.mark.parametrize("generator", ["dp_vae", "dpd_fvae"])
+@pytest.mark.parametrize("generator", ["dp_vae", "dpd_fvae", "bn_match_dp"])
 def test_the_dp_schedule_does_not_move_with_the_canaries_coins(generator):
     """Planned for a public record count, the sample rate, steps and noise are the same whether
     60 or 75 records are present (the canary audit's coins change how many are)."""
@@ -328,6 +342,8 @@ def test_the_dp_schedule_does_not_move_with_the_canaries_coins(generator):
         preset="quick",
         vae={"epochs": 2, "batch_size": 16},
         fed={"clients": 2, "rounds": 1, "local_epochs": 2, "batch_size": 8},
+        bn_dp={"epochs": 2, "batch_size": 16, "steps": 1},
+        bn={"group_size": 10},
     )
     data = load_dataset("digits", None, image_size=16)
     info = []
@@ -338,3 +354,5 @@ def test_the_dp_schedule_does_not_move_with_the_canaries_coins(generator):
     assert [info[0][k] for k in keys] == [info[1][k] for k in keys]
     # 80 / 16 = 5 steps per epoch; a DPD-fVAE client plans for 80 / 2 clients / 8 = 5 too
     assert info[0]["dp_sample_rate"] == 1 / 5 and info[0]["dp_steps"] == 10
+    if generator == "bn_match_dp":  # then its statistics' release: once, on every record
+        assert info[0]["dp_phases"][1][1:] == [1.0, 1]

@@ -49,3 +49,27 @@ def test_too_few_images():
             stream="t",
             device="cpu",
         )
+
+
+def test_the_utility_model_never_sees_the_test_labels(digits):
+    """Model selection that looks at the private test labels overstates DP utility (DPImageBench):
+    the utility model is trained for a fixed recipe on the release alone and scored once, so
+    scrambling every label outside the release leaves its weights identical."""
+    import dataclasses
+
+    from audit.core.config import build_config
+    from audit.engine.context import retrain_on
+
+    config = build_config(preset="smoke", utility={"epochs": 2})
+    release, release_labels = digits.images[:40], digits.labels[:40]
+    scrambled = dataclasses.replace(
+        digits, labels=np.random.default_rng(0).permutation(digits.labels)
+    )
+    models = [
+        retrain_on(config, data, release, release_labels, "utility-x-0")
+        for data in (digits, scrambled)
+    ]
+    for (name, a), (_name, b) in zip(
+        models[0].state_dict().items(), models[1].state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name

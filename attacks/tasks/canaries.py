@@ -101,7 +101,8 @@ COLUMNS: tuple[Column, ...] = (
         "eps_audit_{score}",
         "eps_audit by one score: blackbox_ssim_label (SSIM to the nearest released image of "
         "the canary's label), whitebox (the released model's fit), whitebox_gradient (Dirac "
-        "gradient canaries in DP-SGD), whitebox_loss (the target model's loss)",
+        "gradient canaries in DP-SGD), whitebox_statistics (the same canaries in bn_match_dp's "
+        "statistics release), whitebox_loss (the target model's loss)",
         ">= 0",
         MORE_LEAKAGE,
         CANARY,

@@ -12,6 +12,7 @@ import functools
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 from opacus.accountants import RDPAccountant
 
@@ -182,13 +183,22 @@ DP_RECORD_COLUMNS: tuple[Column, ...] = (
     Column("dp_delta", "delta of the DP claim", "(0, 1)", NEUTRAL, DP),
     Column(
         "dp_noise_multiplier",
-        "DP-SGD noise multiplier (the weakest phase's)",
+        "DP-SGD noise multiplier (the weakest phase's; bn_match_dp's statistics release has its "
+        "own, dp_statistics_noise)",
         "> 0",
         LESS_LEAKAGE,
         DP,
     ),
     Column("dp_sample_rate", "Poisson sampling rate per step", "(0, 1]", NEUTRAL, DP),
     Column("dp_steps", "DP-SGD steps taken", "integer >= 0", NEUTRAL, DP),
+    Column(
+        "dp_phases",
+        "every phase the accountant composes for the row, [noise multiplier, sample rate, steps] "
+        "each (bn_match_dp: its DP-SGD, then its statistics release, [sigma, 1, 1])",
+        "list",
+        NEUTRAL,
+        DP,
+    ),
     Column("dp_accountant", "which accountant computed eps_accountant", "text", NEUTRAL, DP),
     Column(
         "dp_formal",
@@ -222,7 +232,7 @@ class DPRecord:
         """
         return rdp_epsilon(list(self.phases), delta=self.delta)
 
-    def columns(self) -> dict[str, float | int | str | bool]:
+    def columns(self) -> dict[str, Any]:
         """The dp_* columns of the results row (DP_RECORD_COLUMNS describes each).
 
         Returns:
@@ -244,6 +254,7 @@ class DPRecord:
             "dp_sample_rate": max(rates) if rates else math.nan,
             "dp_steps": sum(steps for _n, _q, steps in self.phases),
             "dp_accountant": "opacus-rdp",
+            "dp_phases": [[noise, q, steps] for noise, q, steps in self.phases],
             # a theorem: every parameter that saw a private record was trained with DP-SGD and
             # charged here (the published DPD-fVAE variant overrides it: false)
             "dp_formal": True,
