@@ -86,6 +86,7 @@ from generators.bn_match import IMAGE_STEP_S, balanced_labels, bn_match
 from generators.dp_sgd import Schedule, train_dp_sgd
 from generators.dp_statistics import (
     ReleasedStatistics,
+    group_norms,
     public_clip,
     release_statistics,
     statistics_phase,
@@ -257,9 +258,13 @@ class BNMatchDP:
                 skip_clipping=self.dp.fault_skip_clipping,
             )
             image_shape = (request.channels, request.image_size, request.image_size)
-            clip = self.settings.statistics_clip or public_clip(teacher, image_shape, request.seed)
+            layers = group_norms(teacher, self.settings.statistics_layers)
+            clip = self.settings.statistics_clip or public_clip(
+                teacher, layers, image_shape, request.seed
+            )
             statistics = release_statistics(
                 teacher,
+                layers,
                 x,
                 records=records,
                 clip=clip,

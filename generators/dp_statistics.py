@@ -190,16 +190,19 @@ def summaries(activations: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-def group_norms(teacher: nn.Module) -> list[nn.GroupNorm]:
-    """The teacher's GroupNorm layers, in `modules()` order: where statistics are released.
+def group_norms(teacher: nn.Module, count: int = 0) -> list[nn.GroupNorm]:
+    """The teacher's GroupNorm layers where statistics are released: the first `count` in
+    `modules()` order (the order the model registers them).
 
     Args:
         teacher: the DP teacher (after `dp_teacher`).
+        count: how many, >= 0; 0 (or more than there are): all of them.
 
     Returns:
-        Its GroupNorm modules, at least one.
+        Its first `count` GroupNorm modules (all where count is 0).
     """
-    return [m for m in teacher.modules() if isinstance(m, nn.GroupNorm)]
+    layers = [m for m in teacher.modules() if isinstance(m, nn.GroupNorm)]
+    return layers[:count] if count else layers
 
 
 @torch.no_grad()
@@ -214,18 +217,30 @@ def member_summaries(
         x: (n, C, H, W) float images in [0, 1] on the teacher's device.
 
     Returns:
-        (n, 2 x sum of the layers' channels) float64.
+        (n, 2 x sum of the layers' channels) float64, the layers in the order given (not the
+        order the forward pass calls them: a ResNet's shortcut normalisation runs before its
+        block's, though registered after).
+
+    Raises:
+        ValueError: a layer is not called exactly once per forward pass.
     """
     parts = []
     for start in range(0, len(x), SUMMARY_BATCH):
         with bn_inputs(teacher.net, layers) as records:
             teacher(x[start : start + SUMMARY_BATCH])
-            parts.append(summaries([act.double().cpu().numpy() for _layer, act in records]))
+            by_layer = {id(layer): act for layer, act in records}
+            if len(by_layer) != len(records) or set(by_layer) != {id(g) for g in layers}:
+                raise ValueError("each normalisation layer must run once per forward pass")
+            acts = [by_layer[id(layer)].double().cpu().numpy() for layer in layers]
+            parts.append(summaries(acts))
     return np.concatenate(parts)
 
 
 def public_clip(
-    teacher: NormalizedClassifier, image_shape: tuple[int, int, int], seed: int
+    teacher: NormalizedClassifier,
+    layers: list[nn.GroupNorm],
+    image_shape: tuple[int, int, int],
+    seed: int,
 ) -> float:
     """The default statistics clip, from public inputs only: CLIP_MARGIN x the median L2 norm of
     the summaries of PUBLIC_IMAGES uniform-noise images through the DP teacher. It reads the
@@ -233,6 +248,7 @@ def public_clip(
 
     Args:
         teacher: the trained DP teacher, in eval mode.
+        layers: the layers whose statistics are released.
         image_shape: (C, H, W) of one image.
         seed: the run seed (the noise is its "bn_match_dp" / "public clip" stream).
 
@@ -243,7 +259,7 @@ def public_clip(
         (PUBLIC_IMAGES, *image_shape), generator=torch_generator(seed, "bn_match_dp", "public clip")
     )
     device = next(teacher.parameters()).device
-    vectors = member_summaries(teacher, group_norms(teacher), noise.to(device))
+    vectors = member_summaries(teacher, layers, noise.to(device))
     return CLIP_MARGIN * float(np.median(np.linalg.norm(vectors, axis=1)))
 
 
@@ -287,6 +303,7 @@ class ReleasedStatistics:
 
 def release_statistics(
     teacher: NormalizedClassifier,
+    layers: list[nn.GroupNorm],
     x: torch.Tensor,
     *,
     records: int,
@@ -299,7 +316,8 @@ def release_statistics(
     each layer's target mean and variance.
 
     Args:
-        teacher: the trained DP teacher (its GroupNorm inputs are summarised).
+        teacher: the trained DP teacher.
+        layers: its GroupNorm layers whose inputs are summarised (`group_norms`).
         x: (n, C, H, W) float members in [0, 1] on the teacher's device.
         records: the public record count the sum is divided by, >= 1.
         clip: the per-record L2 bound, > 0.
@@ -311,7 +329,6 @@ def release_statistics(
     Returns:
         The layers' targets, and the canaries' scores (None without coins).
     """
-    layers = group_norms(teacher)
     vectors = member_summaries(teacher, layers, x)
     width = vectors.shape[1]
     coins = np.zeros(0, dtype=bool) if canary_coins is None else canary_coins

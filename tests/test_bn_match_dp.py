@@ -74,9 +74,9 @@ def test_one_member_moves_the_released_sum_by_at_most_the_clip_through_a_real_te
     on the other records of its batch would show) and moves the sum by at most clip; replacing a
     member by an extreme image (all white, or noise) moves it by at most 2 clip."""
     teacher, x = _teacher_and_members()
-    clip = public_clip(teacher, (1, 16, 16), seed=0)
-    assert clip == public_clip(teacher, (1, 16, 16), seed=0) > 0
     layers = group_norms(teacher)
+    clip = public_clip(teacher, layers, (1, 16, 16), seed=0)
+    assert clip == public_clip(teacher, layers, (1, 16, 16), seed=0) > 0
     assert len(layers) == 21  # ResNet20's BatchNorm layers (3 of them on shortcuts), now GroupNorm
     total = clipped(member_summaries(teacher, layers, x), clip=clip).sum(axis=0)
     for i in (0, 17, len(x) - 1):
@@ -88,6 +88,36 @@ def test_one_member_moves_the_released_sum_by_at_most_the_clip_through_a_real_te
                 member_summaries(teacher, layers, torch.cat([rest, extreme])), clip=clip
             ).sum(axis=0)
             assert np.linalg.norm(total - replaced) <= 2 * clip * (1 + 1e-9)
+
+
+def test_each_layer_gets_its_own_statistics_whatever_order_the_forward_pass_runs() -> None:
+    """A ResNet's shortcut normalisation runs before its block's but is registered after: each
+    layer's released (noise-free) target must be the batch mean and variance of that layer's
+    own input, for every layer, and for a first-N subset."""
+    from audit.core.bn import bn_inputs
+
+    teacher, x = _teacher_and_members(24)
+    for layers in (group_norms(teacher), group_norms(teacher, 7)):
+        bare = release_statistics(
+            teacher,
+            layers,
+            x,
+            records=len(x),
+            clip=1e12,
+            noise_multiplier=0.0,
+            rng=np.random.default_rng(0),
+            canary_coins=None,
+        )
+        assert list(bare.targets) == layers
+        with torch.no_grad(), bn_inputs(teacher.net, layers) as records:
+            teacher(x)
+        for layer, act in records:
+            mean, var = bare.targets[layer]
+            act = act.double()
+            torch.testing.assert_close(mean.double(), act.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(
+                var.double(), act.var(dim=(0, 2, 3), unbiased=False), rtol=1e-3, atol=1e-3
+            )
 
 
 def test_the_dp_teacher_is_private_by_construction() -> None:
@@ -104,6 +134,7 @@ def test_the_synthesis_reads_only_the_released_statistics() -> None:
     teacher, x = _teacher_and_members(16)
     released = release_statistics(
         teacher,
+        group_norms(teacher),
         x,
         records=16,
         clip=50.0,
@@ -141,6 +172,7 @@ def test_the_statistics_canaries_score_as_the_gaussian_mechanism() -> None:
     coins = np.random.default_rng(3).random(4000) < 0.5
     released = release_statistics(
         teacher,
+        group_norms(teacher),
         x,
         records=16,
         clip=5.0,
@@ -155,6 +187,7 @@ def test_the_statistics_canaries_score_as_the_gaussian_mechanism() -> None:
     assert scores[~coins].std() == pytest.approx(2.0, rel=0.05)
     bare = release_statistics(
         teacher,
+        group_norms(teacher),
         x,
         records=16,
         clip=5.0,
@@ -166,6 +199,7 @@ def test_the_statistics_canaries_score_as_the_gaussian_mechanism() -> None:
     np.testing.assert_allclose(bare.canary_scores, coins.astype(float), atol=1e-12)
     alone = release_statistics(
         teacher,
+        group_norms(teacher),
         x,
         records=16,
         clip=5.0,

@@ -127,6 +127,10 @@ class BNMatchDPConfig:
     # of each target epsilon, the part the statistics' release alone may cost (solved at the
     # dp section's delta); DP-SGD gets what the composition leaves
     statistics_share: float = 0.2
+    # the teacher's first N normalisation layers (as the model registers them) whose statistics
+    # are released and matched; 0: all. ResNet20's first stage is 7: deeper GroupNorm inputs
+    # look alike for any input, and matching all 21 left the images noise (docs/generators.md)
+    statistics_layers: int = 7
     # per-record L2 bound of a record's statistics (its per-channel means of x and x^2 at every
     # normalisation layer of the teacher). None: set from public inputs, CLIP_MARGIN x the
     # median norm of uniform-noise images' statistics through the DP teacher (post-processing)

@@ -54,6 +54,8 @@ def validate(config: RunConfig) -> None:
             "bn_match_dp's epochs, batch size, steps and learning rate must be positive"
         )
     clip = bn_dp.statistics_clip
+    if bn_dp.statistics_layers < 0:
+        raise AuditError(f"bn_dp.statistics_layers must be >= 0, got {bn_dp.statistics_layers}")
     if not bn_dp.actual_statistics_noise_factor >= 0:
         raise AuditError("bn_dp.actual_statistics_noise_factor must be >= 0")
     if not 0 < bn_dp.statistics_share < 1 or (clip is not None and not clip > 0):
