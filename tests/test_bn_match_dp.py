@@ -17,7 +17,7 @@ from audit.core.errors import AuditError
 from audit.core.models import bn_layers, build_model
 from audit.core.training import to_tensor
 from generators.base import GenerationRequest
-from generators.bn_match_dp import PLUGIN, BNMatchDP, dp_teacher, split_budget
+from generators.bn_match_dp import PLUGIN, BNMatchDP, split_budget
 from generators.dp_sgd import Schedule
 from generators.dp_statistics import (
     clipped,
@@ -26,6 +26,7 @@ from generators.dp_statistics import (
     public_clip,
     release_statistics,
 )
+from generators.dp_teacher import dp_teacher
 from generators.registry import REGISTRY
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
