@@ -17,8 +17,8 @@ def add_run_flags(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--config",
         metavar="FILE.toml",
-        help="settings in config.json's names (top-level keys, sections [bn] [vae] [dp] [fed] "
-        "[target] [utility] [inversion] [features]); flags override it (default: none)",
+        help="settings in config.json's names (top-level keys, sections [bn] [bn_dp] [vae] [dp] "
+        "[fed] [target] [utility] [inversion] [features]); flags override it (default: none)",
     )
     add_setting(
         run,

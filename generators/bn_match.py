@@ -383,7 +383,8 @@ COLUMNS: tuple[Column, ...] = (
     Column(
         "bn_stat_distance",
         "distance of the release's BN statistics from the matched ones (bn_match: the target's "
-        "running statistics; bn_match_dp: the DP-released statistics of its DP teacher)",
+        "running statistics at all its BN layers; bn_match_dp: the DP-released statistics at "
+        "its teacher's first statistics_layers GroupNorm layers; not comparable across the two)",
         ">= 0",
         NEUTRAL,
         ROW,

@@ -13,20 +13,17 @@ as the authors' follow-up proposes, this generator makes each half private on it
    cross-entropy. Its input normalisation is the fixed public mean 0.5 / std 0.25, never
    computed from the records.
 2. **The statistics** the synthetic images match are released by the Gaussian mechanism
-   (generators/dp_statistics.py): each member's per-channel means of x and of x^2 at every
-   GroupNorm input of the trained DP teacher, clipped to L2 norm `clip`, summed, plus
-   N(0, (sigma_s x clip)^2) on every coordinate. Dividing by the public n and turning moments
-   into the (mean, variance) of each channel is post-processing. The clip is `statistics_clip`
-   or, by default, set from public inputs only: CLIP_MARGIN x the median norm of the summaries
-   of uniform-noise images through the DP teacher (`public_clip`). GroupNorm rescales every
-   record, so the deeper layers' activations have about the same size for any input; on the
-   default digits run noise images give a median norm of 170 and the members 175 (the margin
-   1.2 was chosen after seeing that member figure: a developer's look at private data, stated
-   in docs/generators.md), so the members are barely clipped and the moments are not shrunk.
+   (generators/dp_statistics.py): each member's per-channel means of x and of x^2 at the inputs
+   of the teacher's first `statistics_layers` GroupNorm layers (registration order; all with
+   0), clipped to L2 norm `clip`, summed, plus N(0, (sigma_s x clip)^2) on every coordinate.
+   Dividing by the public n and turning moments into the (mean, variance) of each channel is
+   post-processing. The clip is `statistics_clip` or, by default, set from public inputs only:
+   CLIP_MARGIN x the median norm of the same summaries of uniform-noise images through the DP
+   teacher (`public_clip`).
 3. **The synthesis** is the paper's BN-statistics matching (generators/bn_match.py, the `bn`
-   section's loss and optimiser) for `steps` steps, with each GroupNorm input's batch mean and
-   variance matched to the released ones and the cross-entropy taken through the DP teacher. It
-   reads nothing private but the two DP outputs, so it is post-processing.
+   section's loss and optimiser) for `steps` steps, with those layers' batch means and
+   variances matched to the released ones and the cross-entropy taken through the DP teacher.
+   It reads nothing private but the two DP outputs, so it is post-processing.
 
 Privacy proof. Mechanism 1 is the subsampled Gaussian mechanism run for T steps at rate q with
 noise sigma_t (its RDP is what Opacus's accountant computes); mechanism 2, chosen after seeing
@@ -40,6 +37,11 @@ function of the two outputs and of values the accounting treats as public: the a
 the hyperparameters, the initialisation and synthesis seed, and the record count n that plans
 the sampling and divides the sum (as for every DP row here: docs/generators.md, "What the
 accounting treats as public"; n public is the add/remove convention with n fixed in advance).
+The defaults of the hyperparameters are public only where they were not chosen on the records
+released: the teacher's recipe, `statistics_layers` = 7 and CLIP_MARGIN were chosen by the
+developers by looking at the default digits split (the teacher's test accuracy, the members'
+statistics and norms), so on that split the guarantee does not cover the choice
+(docs/generators.md says which figures; the run's DP assumptions list it).
 Hence (eps_accountant, delta)-DP under add/remove of one member. The noise itself is drawn from
 seeded generators so that a seed reproduces a run; a release that leaves the building must draw
 it from a secret, secure source (docs/generators.md, "Randomness"). Budget: sigma_s is solved so

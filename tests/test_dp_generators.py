@@ -254,6 +254,36 @@ def test_the_claims_p_value_agrees_with_eps_audit():
         assert figures["dp_claim_p_min"] <= figures["dp_claim_p"]
 
 
+def test_a_two_phase_row_enters_the_run_level_composition_with_each_phase():
+    """bn_match_dp's row: DP-SGD (14.5, 0.2, 300) then its statistics release (18.0, 1, 1). The
+    run-level epsilon composes exactly those phases, from dp_phases or, for a row saved
+    without them, from its DP-SGD triple and dp_statistics_noise; never the loose triple."""
+    import dp_accounting
+
+    sgd, release = (14.5, 0.2, 300), (18.0, 1.0, 1)
+    row = {
+        "generator": "bn_match_dp",
+        "k": None,
+        "epsilon": 1.0,
+        "eps_accountant": 1.0,
+        "dp_noise_multiplier": 14.5,
+        "dp_sample_rate": 0.2,
+        "dp_steps": 300,
+        "dp_statistics_noise": 18.0,
+    }
+    oracle = (
+        rdp.RdpAccountant()
+        .compose(_event(0.2, 14.5, 300))
+        .compose(dp_accounting.GaussianDpEvent(18.0))
+        .get_epsilon(1e-5)
+    )
+    for stated in ({**row, "dp_phases": [list(sgd), list(release)]}, row):
+        summary = dp_summary([stated], n_members=629, delta=1e-5)
+        assert summary["composed_epsilon"] == pytest.approx(oracle, rel=0.01)
+    loose = rdp_epsilon([(14.5, 1.0, 301)], delta=1e-5)  # what the triple alone used to say
+    assert loose > 3 * oracle
+
+
 def test_the_run_level_epsilon_composes_every_formal_dp_row(caplog):
     """Two releases from the same members cost a member both trainings: RDP composition of the
     rows against dp-accounting; the published DPD-fVAE and bn_match are named as not covered."""

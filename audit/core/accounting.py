@@ -183,8 +183,9 @@ DP_RECORD_COLUMNS: tuple[Column, ...] = (
     Column("dp_delta", "delta of the DP claim", "(0, 1)", NEUTRAL, DP),
     Column(
         "dp_noise_multiplier",
-        "DP-SGD noise multiplier (the weakest phase's; bn_match_dp's statistics release has its "
-        "own, dp_statistics_noise)",
+        "DP-SGD noise multiplier (the weakest phase's; bn_match_dp: its DP-SGD phase only, the "
+        "statistics release has its own, dp_statistics_noise, so epsilon recomputed from this "
+        "column, dp_sample_rate and dp_steps understates that row's: use dp_phases)",
         "> 0",
         LESS_LEAKAGE,
         DP,
