@@ -68,6 +68,28 @@ def _teacher_and_members(n: int = 48) -> tuple[torch.nn.Module, torch.Tensor]:
     return dp_teacher(model).eval(), to_tensor(data.images[:n])
 
 
+def _released(
+    teacher: torch.nn.Module,
+    x: torch.Tensor,
+    *,
+    clip: float,
+    noise: float,
+    coins: np.ndarray | None = None,
+    layers: list | None = None,
+):
+    """release_statistics on every record of x (n = len(x)), noise from seed 0."""
+    return release_statistics(
+        teacher,
+        group_norms(teacher) if layers is None else layers,
+        x,
+        records=len(x),
+        clip=clip,
+        noise_multiplier=noise,
+        rng=np.random.default_rng(0),
+        canary_coins=coins,
+    )
+
+
 def test_one_member_moves_the_released_sum_by_at_most_the_clip_through_a_real_teacher() -> None:
     """The sensitivity property on what the generator actually sums: members' summaries at the
     GroupNorm inputs of a real (untrained) DP ResNet20, clipped at the default public clip. A
@@ -99,16 +121,7 @@ def test_each_layer_gets_its_own_statistics_whatever_order_the_forward_pass_runs
 
     teacher, x = _teacher_and_members(24)
     for layers in (group_norms(teacher), group_norms(teacher, 7)):
-        bare = release_statistics(
-            teacher,
-            layers,
-            x,
-            records=len(x),
-            clip=1e12,
-            noise_multiplier=0.0,
-            rng=np.random.default_rng(0),
-            canary_coins=None,
-        )
+        bare = _released(teacher, x, clip=1e12, noise=0.0, layers=layers)
         assert list(bare.targets) == layers
         with torch.no_grad(), bn_inputs(teacher.net, layers) as records:
             teacher(x)
@@ -133,16 +146,7 @@ def test_the_synthesis_reads_only_the_released_statistics() -> None:
     """BN matching is post-processing: given the DP teacher and the released statistics, the
     release is made from a request that carries no private record at all."""
     teacher, x = _teacher_and_members(16)
-    released = release_statistics(
-        teacher,
-        group_norms(teacher),
-        x,
-        records=16,
-        clip=50.0,
-        noise_multiplier=1.0,
-        rng=np.random.default_rng(0),
-        canary_coins=None,
-    )
+    released = _released(teacher, x, clip=50.0, noise=1.0)
     config = build_config(preset="smoke", bn_dp={"steps": 2}, bn={"group_size": 10})
     generator = PLUGIN.build(config)
     assert isinstance(generator, BNMatchDP)
@@ -171,43 +175,16 @@ def test_the_statistics_canaries_score_as_the_gaussian_mechanism() -> None:
     the scores are the coins. The members' part of the release does not move with the coins."""
     teacher, x = _teacher_and_members(16)
     coins = np.random.default_rng(3).random(4000) < 0.5
-    released = release_statistics(
-        teacher,
-        group_norms(teacher),
-        x,
-        records=16,
-        clip=5.0,
-        noise_multiplier=2.0,
-        rng=np.random.default_rng(0),
-        canary_coins=coins,
-    )
+    released = _released(teacher, x, clip=5.0, noise=2.0, coins=coins)
     scores = released.canary_scores
     assert scores is not None and released.clip == 5.0
     assert scores[coins].mean() == pytest.approx(1.0, abs=0.15)
     assert scores[~coins].mean() == pytest.approx(0.0, abs=0.15)
     assert scores[~coins].std() == pytest.approx(2.0, rel=0.05)
-    bare = release_statistics(
-        teacher,
-        group_norms(teacher),
-        x,
-        records=16,
-        clip=5.0,
-        noise_multiplier=0.0,
-        rng=np.random.default_rng(0),
-        canary_coins=coins,
-    )
+    bare = _released(teacher, x, clip=5.0, noise=0.0, coins=coins)
     assert bare.canary_scores is not None
     np.testing.assert_allclose(bare.canary_scores, coins.astype(float), atol=1e-12)
-    alone = release_statistics(
-        teacher,
-        group_norms(teacher),
-        x,
-        records=16,
-        clip=5.0,
-        noise_multiplier=2.0,
-        rng=np.random.default_rng(0),
-        canary_coins=None,
-    )
+    alone = _released(teacher, x, clip=5.0, noise=2.0)
     for layer, (mean, var) in alone.targets.items():
         assert torch.equal(mean, released.targets[layer][0])
         assert torch.equal(var, released.targets[layer][1])
